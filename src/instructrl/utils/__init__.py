@@ -1,0 +1,1 @@
+"""Small shared helpers: devices and precision, seeding, metrics logging, masked statistics."""
