@@ -110,6 +110,9 @@ def _build_from_gguf(target: Path) -> None:
         model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
         if hasattr(model.config, "quantization_config"):
             del model.config.quantization_config
+        # transformers >= 5 also keeps the GGUF quantizer on the model and refuses to save it
+        if getattr(model, "hf_quantizer", None) is not None:
+            model.hf_quantizer = None
         model.config.name_or_path = NAME
         out = work / "model"
         model.save_pretrained(out)
