@@ -365,8 +365,10 @@ def write_jsonl(path: str | os.PathLike, records: Iterable[Any]) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
-        opener = gzip.open(fd, "wt", encoding="utf-8") if path.suffix == ".gz" else os.fdopen(fd, "w", encoding="utf-8")
-        with opener as fh:
+        raw = os.fdopen(fd, "wb")
+        opener = (io.TextIOWrapper(gzip.GzipFile(fileobj=raw, mode="wb"), encoding="utf-8") if path.suffix == ".gz"
+                  else io.TextIOWrapper(raw, encoding="utf-8"))
+        with raw, opener as fh:
             for rec in records:
                 obj = to_dict(rec) if dataclasses.is_dataclass(rec) else rec
                 fh.write(json.dumps(obj, ensure_ascii=False) + "\n")

@@ -1,0 +1,188 @@
+"""``instructrl sft``: setup -> loop -> evaluate -> save.
+
+Writes ``out_dir/{config.yaml, metrics.jsonl, step-NNNNNN/, best/, final/}``. ``final/`` is the
+model selected by ``train.select_by`` (a plain Hugging Face directory; LoRA adapters are merged),
+ready for the reward-model and PPO stages.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import shutil
+import time
+from pathlib import Path
+
+import torch
+from tqdm.auto import tqdm
+
+from instructrl.config import save_config
+from instructrl.models.checkpoint import latest_checkpoint, load_checkpoint, prune_checkpoints, save_checkpoint, step_dir
+from instructrl.models.loading import load_model, load_tokenizer
+from instructrl.sft import data as D
+from instructrl.sft.config import SFTConfig
+from instructrl.sft.loss import response_lm_loss
+from instructrl.utils.device import DTYPES, autocast, resolve_device, resolve_precision
+from instructrl.utils.metrics import MetricsLogger
+from instructrl.utils.optim import build_optimizer
+from instructrl.utils.run import check_out_dir, nonfinite_error
+from instructrl.utils.seed import seed_everything
+
+log = logging.getLogger(__name__)
+
+
+def run(cfg: SFTConfig) -> Path:
+    out = Path(cfg.run.out_dir)
+    if cfg.run.resume and (out / "final" / "state.json").exists():
+        check_out_dir(cfg, out)
+        log.info("sft: %s already holds a finished run (final/); nothing to do", out)
+        return out / "final"
+    check_out_dir(cfg, out)
+    save_config(cfg, out)
+    seed_everything(cfg.run.seed)
+    device = resolve_device(cfg.run.device)
+    amp = resolve_precision(cfg.run.precision, device)
+
+    # ---------------------------------------------------------------- setup: data
+    tok = load_tokenizer(cfg.model.name_or_path)
+    demos = D.load_demonstrations(cfg.data.train)
+    if cfg.data.valid:
+        train_demos, valid_demos = demos, D.load_demonstrations(cfg.data.valid)
+    else:
+        train_demos, valid_demos = D.user_split(demos, cfg.data.valid_fraction, cfg.run.seed)
+    conv = lambda ds: D.to_conversations(ds, cfg.data.few_shot_variants, cfg.data.few_shot_k, cfg.run.seed)  # noqa: E731
+    train_ex, n_trunc = D.tokenize(tok, conv(train_demos), cfg.model.max_seq_len, cfg.data.train_on)
+    valid_ex, _ = D.tokenize(tok, conv(valid_demos), cfg.model.max_seq_len, cfg.data.train_on)
+    if cfg.data.max_examples:
+        train_ex = train_ex[: cfg.data.max_examples]
+    if not train_ex:
+        raise ValueError(f"sft: no training examples in {cfg.data.train}")
+    log.info("sft: %d demonstrations -> %d training examples (%d truncated to %d tokens), %d validation examples",
+             len(train_demos), len(train_ex), n_trunc, cfg.model.max_seq_len, len(valid_ex))
+    batches_for = lambda epoch: D.epoch_batches(  # noqa: E731
+        train_ex, batch_size=cfg.train.batch_size, seed=cfg.run.seed, epoch=epoch, pad_id=tok.pad_token_id,
+        length_grouping=cfg.data.length_grouping, packing=cfg.data.packing, max_len=cfg.model.max_seq_len)
+    steps_per_epoch = math.ceil(len(batches_for(0)) / cfg.train.grad_accum)
+    total_steps = cfg.train.epochs * steps_per_epoch
+    if cfg.train.max_steps:
+        total_steps = min(total_steps, cfg.train.max_steps)
+
+    # ---------------------------------------------------------------- setup: model, optimizer, resume
+    model = load_model(cfg.model.name_or_path, dtype=DTYPES[cfg.model.dtype], dropout=cfg.model.dropout, tokenizer=tok)
+    if cfg.lora.enabled:
+        model = apply_lora(model, cfg.lora)
+    if cfg.model.gradient_checkpointing:
+        model.gradient_checkpointing_enable()
+        model.config.use_cache = False
+    model.to(device)
+    opt, sched = build_optimizer(model, cfg.optim, total_steps)
+    step, epoch0, pos0, best, tokens_seen = 0, 0, 0, None, 0
+    ckpt = latest_checkpoint(out) if cfg.run.resume else None
+    if ckpt is not None:
+        state = load_checkpoint(ckpt, model, opt, sched)
+        step, epoch0, pos0 = state["step"], state["epoch"], state["position"]
+        best, tokens_seen = state.get("best"), state.get("tokens_seen", 0)
+        log.info("sft: resumed from %s (step %d, epoch %d, batch %d)", ckpt, step, epoch0, pos0)
+    metrics = MetricsLogger(out, resume_step=step if ckpt is not None else None)
+
+    def evaluate_and_select(epoch: int, select: bool = True) -> None:
+        nonlocal best
+        val = evaluate(model, valid_ex, tok.pad_token_id, cfg.train.batch_size, device, amp)
+        metrics.log(step, {"sft/val_loss": val, "sft/epoch": epoch})
+        log.info("sft: step %d epoch %d validation loss %.4f", step, epoch, val)
+        if select and valid_ex and (best is None or val < best):
+            best = val
+            save_checkpoint(out / "best", model, tok, state={"step": step, "epoch": epoch, "val_loss": val},
+                            merge_lora=True)
+
+    # ---------------------------------------------------------------- loop
+    bar = tqdm(total=total_steps, initial=step, desc="sft", disable=not cfg.run.progress, dynamic_ncols=True)
+    t0, tok0 = time.time(), tokens_seen
+    done = step >= total_steps
+    if step == 0 and valid_ex:
+        evaluate_and_select(0, select=False)  # the starting point, for comparison
+    for epoch in range(epoch0, cfg.train.epochs):
+        if done:
+            break
+        batches = batches_for(epoch)
+        i = pos0 if epoch == epoch0 else 0
+        model.train()
+        while i < len(batches) and not done:
+            group = batches[i : i + cfg.train.grad_accum]
+            n_targets = sum(b.n_targets for b in group)
+            loss_sum = 0.0
+            for b in group:
+                with autocast(device, amp):
+                    nll, _ = response_lm_loss(model, b.input_ids.to(device),
+                                              None if b.attention_mask is None else b.attention_mask.to(device),
+                                              b.mask.to(device),
+                                              None if b.position_ids is None else b.position_ids.to(device))
+                loss = nll / max(1, n_targets)
+                if not torch.isfinite(loss):
+                    raise nonfinite_error("sft", step, out)
+                loss.backward()
+                loss_sum += float(loss.detach())
+                tokens_seen += b.n_tokens
+            grad_norm = (torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.optim.max_grad_norm)
+                         if cfg.optim.max_grad_norm > 0 else torch.tensor(0.0))
+            opt.step()
+            sched.step()
+            opt.zero_grad(set_to_none=True)
+            step += 1
+            i += len(group)
+            done = step >= total_steps
+            tps = (tokens_seen - tok0) / max(1e-9, time.time() - t0)
+            if step % cfg.train.log_every == 0 or done:
+                metrics.log(step, {"sft/loss": loss_sum, "sft/lr": sched.get_last_lr()[0], "sft/grad_norm": float(grad_norm),
+                                   "sft/tokens_per_s": tps, "sft/tokens": tokens_seen, "sft/epoch": epoch})
+            bar.set_postfix(loss=f"{loss_sum:.3f}", tok_s=f"{tps:.0f}", epoch=epoch)
+            bar.update(1)
+            if cfg.train.eval_every and step % cfg.train.eval_every == 0 and i < len(batches):
+                evaluate_and_select(epoch)
+                model.train()
+            if cfg.train.save_every and step % cfg.train.save_every == 0 and not done:
+                save_checkpoint(step_dir(out, step), model, tok, optimizer=opt, scheduler=sched,
+                                state={"step": step, "epoch": epoch, "position": i, "best": best,
+                                       "tokens_seen": tokens_seen, "total_steps": total_steps})
+                prune_checkpoints(out, cfg.train.keep_checkpoints)
+        if i >= len(batches) or done:
+            evaluate_and_select(epoch)
+    bar.close()
+
+    # ---------------------------------------------------------------- save
+    final = out / "final"
+    if (out / "best").exists():
+        if final.exists():
+            shutil.rmtree(final)
+        (out / "best").rename(final)
+    else:
+        save_checkpoint(final, model, tok, state={"step": step, "val_loss": None}, merge_lora=True)
+    log.info("sft: done, %d steps, best validation loss %s; model in %s", step, best, final)
+    return final
+
+
+def apply_lora(model: torch.nn.Module, lcfg) -> torch.nn.Module:
+    from peft import LoraConfig, get_peft_model
+
+    targets = "all-linear" if lcfg.target_modules == ["all-linear"] else lcfg.target_modules
+    peft_cfg = LoraConfig(task_type="CAUSAL_LM", r=lcfg.r, lora_alpha=lcfg.alpha, lora_dropout=lcfg.dropout,
+                          target_modules=targets)
+    return get_peft_model(model, peft_cfg)
+
+
+@torch.no_grad()
+def evaluate(model: torch.nn.Module, examples: list[D.Example], pad_id: int, batch_size: int,
+             device: torch.device, amp: torch.dtype) -> float:
+    """Token-mean NLL of the response tokens of ``examples`` (nan when there are none)."""
+    if not examples:
+        return float("nan")
+    model.eval()
+    total, count = 0.0, 0
+    ordered = sorted(examples, key=lambda e: len(e.input_ids))
+    for s in range(0, len(ordered), batch_size):
+        b = D.collate(ordered[s : s + batch_size], pad_id)
+        with autocast(device, amp):
+            nll, n = response_lm_loss(model, b.input_ids.to(device), b.attention_mask.to(device), b.mask.to(device))
+        total += float(nll)
+        count += n
+    return total / max(1, count)

@@ -1,0 +1,131 @@
+"""The SFT stage on the tiny model: learning, exact resume after SIGKILL, LoRA, packing, CLI."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from instructrl.config import load_config
+from instructrl.records import Demonstration, write_jsonl
+from instructrl.sft.config import SFTConfig
+from instructrl.sft.train import run
+from instructrl.utils.metrics import read_metrics
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(scope="module")
+def demos(tmp_path_factory) -> Path:
+    """Learnable demonstrations: arithmetic answers in a fixed format, 12 users, a few-shot and a chat."""
+    import random
+
+    rng = random.Random(0)
+    rows = []
+    for i in range(96):
+        a, b = rng.randint(1, 9), rng.randint(1, 9)
+        rows.append(Demonstration(prompt=f"Add {a} and {b}.", response=f"The sum of {a} and {b} is {a + b}.",
+                                  id=f"d{i}", user_id=f"u{i % 12}", category="other"))
+    rows.append(Demonstration(type="few-shot", instruction="Reverse the word.", user_id="u1",
+                              examples=[{"query": w, "response": w[::-1]} for w in ("cat", "dog", "sun", "pen")]))
+    rows.append(Demonstration(prompt=[{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello!"},
+                                      {"role": "user", "content": "Add 2 and 2."}],
+                              response="The sum of 2 and 2 is 4.", user_id="u2", category="chat"))
+    path = tmp_path_factory.mktemp("demos") / "demos.jsonl"
+    write_jsonl(path, rows)
+    return path
+
+
+def cfg_for(tiny_model_dir, demos, out, *extra):
+    return load_config(SFTConfig, ROOT / "configs/tiny/sft.yaml",
+                       [f"model.name_or_path={tiny_model_dir}", f"data.train={demos}", f"run.out_dir={out}",
+                        "data.valid_fraction=0.2", *extra])
+
+
+def test_sft_learns_and_writes_outputs(tiny_model_dir, demos, tmp_path):
+    cfg = cfg_for(tiny_model_dir, demos, tmp_path / "sft", "train.epochs=3", "train.max_steps=null")
+    final = run(cfg)
+    assert (final / "config.json").exists() and (final / "state.json").exists()
+    assert (tmp_path / "sft" / "config.yaml").exists()
+    rows = read_metrics(tmp_path / "sft")
+    val = [r["sft/val_loss"] for r in rows if "sft/val_loss" in r]
+    assert len(val) == 4  # before training and after each epoch
+    assert val[-1] < 0.5 * val[0], val  # held-out users' demonstrations get much more likely
+    train = [r["sft/loss"] for r in rows if "sft/loss" in r]
+    assert train[-1] < train[0]
+    # final/ is the best epoch by validation loss
+    assert json.loads((final / "state.json").read_text())["val_loss"] == pytest.approx(min(val[1:]))
+
+
+def test_resume_after_sigkill_is_exact(tiny_model_dir, demos, tmp_path):
+    args = [f"model.name_or_path={tiny_model_dir}", f"data.train={demos}", "data.valid_fraction=0.2",
+            "train.max_steps=30", "train.save_every=3", "train.keep_checkpoints=0", "model.dropout=0.1"]
+    ref = run(load_config(SFTConfig, ROOT / "configs/tiny/sft.yaml", args + [f"run.out_dir={tmp_path / 'ref'}"]))
+
+    out = tmp_path / "killed"
+    cmd = [sys.executable, "-m", "instructrl.cli", "sft", "--config", str(ROOT / "configs/tiny/sft.yaml"),
+           *args, f"run.out_dir={out}"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            env={**os.environ, "PYTHONPATH": str(ROOT / "src")})
+    deadline = time.time() + 120
+    while not (out / "step-000006" / "state.json").exists():
+        assert proc.poll() is None, "the run ended before it could be killed"
+        assert time.time() < deadline
+        time.sleep(0.01)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert not (out / "final").exists(), "the kill came too late to test anything"
+
+    resumed = run(load_config(SFTConfig, ROOT / "configs/tiny/sft.yaml", args + [f"run.out_dir={out}"]))
+    a, b = load_file(str(ref / "model.safetensors")), load_file(str(resumed / "model.safetensors"))
+    assert a.keys() == b.keys()
+    for k in a:
+        torch.testing.assert_close(a[k], b[k], rtol=0, atol=1e-6)
+    # the metrics log of the resumed run covers every step once
+    steps = [r["step"] for r in read_metrics(out) if "sft/loss" in r]
+    ref_rows = [r for r in read_metrics(tmp_path / "ref") if "sft/loss" in r]
+    assert steps == [r["step"] for r in ref_rows] == list(range(1, len(ref_rows) + 1))
+    assert len(steps) > 6
+    resumed_rows = [r for r in read_metrics(out) if "sft/loss" in r]
+    assert [r["sft/loss"] for r in resumed_rows] == pytest.approx([r["sft/loss"] for r in ref_rows], abs=1e-6)
+
+
+def test_changed_config_refuses_to_resume(tiny_model_dir, demos, tmp_path):
+    from instructrl.config import ConfigError
+
+    run(cfg_for(tiny_model_dir, demos, tmp_path / "x", "train.max_steps=3"))
+    with pytest.raises(ConfigError, match="different config"):
+        run(cfg_for(tiny_model_dir, demos, tmp_path / "x", "train.max_steps=4", "optim.lr=0.1"))
+
+
+def test_lora_and_packing(tiny_model_dir, demos, tmp_path):
+    final = run(cfg_for(tiny_model_dir, demos, tmp_path / "lora", "lora.enabled=true", "lora.r=4",
+                        "data.packing=true", "train.max_steps=6", "optim.lr=1e-2"))
+    # final/ is a merged, plain model directory that loads without peft
+    from instructrl.models import load_model
+
+    assert not (final / "adapter_config.json").exists()
+    model = load_model(str(final))
+    assert sum(p.numel() for p in model.parameters()) > 0
+    rows = read_metrics(tmp_path / "lora")
+    assert all(torch.isfinite(torch.tensor(r["sft/loss"])) for r in rows if "sft/loss" in r)
+
+
+def test_cli_help_lists_stages_and_fields():
+    env = {**os.environ, "PYTHONPATH": str(ROOT / "src")}
+    out = subprocess.run([sys.executable, "-m", "instructrl.cli", "--help"], capture_output=True, text=True, env=env)
+    assert out.returncode == 0 and "sft" in out.stdout
+    out = subprocess.run([sys.executable, "-m", "instructrl.cli", "sft", "--help"], capture_output=True, text=True, env=env)
+    assert out.returncode == 0
+    for key in ("optim.lr", "train.epochs", "data.packing", "lora.r", "run.out_dir", "model.dropout"):
+        assert key in out.stdout
+    assert "Residual/attention dropout" in out.stdout
+    bad = subprocess.run([sys.executable, "-m", "instructrl.cli", "sft", "train.epochz=3"], capture_output=True,
+                         text=True, env=env)
+    assert bad.returncode == 2 and "unknown key 'train.epochz'" in bad.stderr and "epochs" in bad.stderr
