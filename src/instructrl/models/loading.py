@@ -40,11 +40,11 @@ def resolve_model_path(name_or_path: str) -> str:
         return str(default_model_dir())
     p = Path(name_or_path).expanduser()
     if p.exists():
+        final = p / "final"
+        if not (p / "config.json").exists() and final.exists():  # a run directory
+            return str(final)
         if not (p / "config.json").exists() and not (p / "adapter_config.json").exists():
             raise FileNotFoundError(f"{p} exists but holds no config.json: not a Hugging Face model directory")
-        final = p / "final"
-        if not (p / "config.json").exists() and final.exists():
-            return str(final)
         return str(p)
     if name_or_path.startswith((".", "/", "~")):
         raise FileNotFoundError(f"model directory {name_or_path} does not exist")

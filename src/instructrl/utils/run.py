@@ -49,3 +49,23 @@ def nonfinite_error(stage: str, step: int, out: Path) -> FloatingPointError:
         f"{stage}: the loss became NaN/inf at step {step + 1}; {where}. Lower optim.lr, check the data, "
         "or use run.precision=fp32."
     )
+
+
+def start_run(cfg: Any, stage: str) -> tuple[Path, Path | None]:
+    """The common start of a stage's ``run``: returns ``(out_dir, finished)``, where ``finished`` is
+    ``out_dir/final`` when a finished run is there to resume (nothing left to do). Otherwise the
+    config is checked against a run being resumed, saved as ``config.yaml``, and the RNGs seeded."""
+    import logging
+
+    from instructrl.config import save_config
+    from instructrl.utils.seed import seed_everything
+
+    out = Path(cfg.run.out_dir)
+    check_out_dir(cfg, out)
+    if cfg.run.resume and (out / "final" / "state.json").exists():
+        logging.getLogger(f"instructrl.{stage}").info("%s: %s already holds a finished run (final/); nothing to do",
+                                                      stage, out)
+        return out, out / "final"
+    save_config(cfg, out)
+    seed_everything(cfg.run.seed)
+    return out, None

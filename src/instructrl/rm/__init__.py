@@ -1,0 +1,1 @@
+"""Reward model from rankings: K-way loss, importers for real preference data, normalization, scoring."""

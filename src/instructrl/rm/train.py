@@ -1,0 +1,221 @@
+"""``instructrl rm``: setup -> loop -> evaluate -> normalize -> save.
+
+Each optimizer step takes ``train.batch_size`` prompts; each prompt's K responses are forwarded once
+(K sequences) and all its C(K,2) comparisons form one batch element of the K-way loss. Writes
+``out_dir/{config.yaml, metrics.jsonl, step-NNNNNN/, final/}``; ``final/`` is a Hugging Face
+sequence-classification checkpoint (LoRA merged) with ``reward.json`` (the normalization bias),
+loaded by :func:`instructrl.models.scalar.load_reward_model`.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import shutil
+import time
+from pathlib import Path
+
+import torch
+from tqdm.auto import tqdm
+
+from instructrl.models.checkpoint import latest_checkpoint, load_checkpoint, prune_checkpoints, save_checkpoint, step_dir
+from instructrl.models.loading import load_tokenizer
+from instructrl.models.lora import apply_lora
+from instructrl.models.scalar import ScalarRewardModel, init_reward_model, save_reward_info
+from instructrl.records import Demonstration, Ranking, read_jsonl
+from instructrl.rm import data as D
+from instructrl.rm.config import RMConfig
+from instructrl.rm.importers import load_rankings
+from instructrl.rm.loss import kway_loss, pair_stats
+from instructrl.rm.score import evaluate
+from instructrl.utils.device import DTYPES, autocast, resolve_device, resolve_precision
+from instructrl.utils.metrics import MetricsLogger
+from instructrl.utils.optim import build_optimizer
+from instructrl.utils.run import nonfinite_error, start_run
+
+log = logging.getLogger(__name__)
+
+
+def run(cfg: RMConfig) -> Path:
+    out, finished = start_run(cfg, "rm")
+    if finished is not None:
+        return finished
+    device = resolve_device(cfg.run.device)
+    amp = resolve_precision(cfg.run.precision, device)
+
+    # ---------------------------------------------------------------- setup: data
+    tok = load_tokenizer(cfg.model.name_or_path)
+    train_r, eval_r = load_data(cfg)
+    train_ex, st = D.encode_rankings(tok, train_r, cfg.model.max_seq_len, progress=cfg.run.progress)
+    eval_ex, st_eval = D.encode_rankings(tok, eval_r, cfg.model.max_seq_len, progress=cfg.run.progress)
+    if not train_ex:
+        raise ValueError(f"rm: no training rankings with at least one comparison in {cfg.data.train}")
+    n_pairs = sum(ex.n_pairs for ex in train_ex)
+    log.info("rm: %d training prompts (%d comparisons, K %d..%d), %d held-out prompts; %d of %d responses "
+             "truncated to %d tokens", len(train_ex), n_pairs, min(e.k for e in train_ex), max(e.k for e in train_ex),
+             len(eval_ex), st.truncated_responses + st_eval.truncated_responses,
+             sum(e.k for e in train_ex + eval_ex), cfg.model.max_seq_len)
+    for why, n in (st.skipped + st_eval.skipped).items():
+        log.info("rm: skipped %d %s", n, why)
+    batches_for = lambda epoch: D.epoch_batches(train_ex, cfg.train.batch_size, cfg.run.seed, epoch)  # noqa: E731
+    total_steps = cfg.train.epochs * len(batches_for(0))
+    if cfg.train.max_steps:
+        total_steps = min(total_steps, cfg.train.max_steps)
+
+    # ---------------------------------------------------------------- setup: model, optimizer, resume
+    rm = init_reward_model(cfg.model.name_or_path, tokenizer=tok, dtype=DTYPES[cfg.model.dtype],
+                           dropout=cfg.model.dropout)
+    if cfg.lora.enabled:
+        rm.model = apply_lora(rm.model, cfg.lora, task_type="SEQ_CLS")
+    elif cfg.train.trainable_layers:
+        n_train = rm.freeze_lower_layers(cfg.train.trainable_layers)
+        log.info("rm: training the top %d layers, final norm and head (%.1fM parameters)",
+                 cfg.train.trainable_layers, n_train / 1e6)
+    if cfg.model.gradient_checkpointing:
+        rm.hf_model.gradient_checkpointing_enable()
+    rm.to(device)
+    opt, sched = build_optimizer(rm, cfg.optim, total_steps)
+    step, epoch0, pos0, seen = 0, 0, 0, {"prompts": 0, "pairs": 0, "sequences": 0, "tokens": 0}
+    ckpt = latest_checkpoint(out) if cfg.run.resume else None
+    if ckpt is not None:
+        state = load_checkpoint(ckpt, rm.model, opt, sched)
+        step, epoch0, pos0, seen = state["step"], state["epoch"], state["position"], state["seen"]
+        log.info("rm: resumed from %s (step %d, epoch %d, batch %d)", ckpt, step, epoch0, pos0)
+    metrics = MetricsLogger(out, resume_step=step if ckpt is not None else None)
+    last_eval: dict = {}
+
+    def evaluate_now(epoch: int) -> None:
+        nonlocal last_eval
+        if not eval_ex:
+            return
+        last_eval = evaluate(rm, eval_ex, tok.pad_token_id, cfg.train.eval_batch_size, device, amp,
+                             progress=cfg.run.progress)
+        metrics.log(step, {f"rm/eval_{k}": v for k, v in last_eval.items()} | {"rm/epoch": epoch})
+        log.info("rm: step %d epoch %d held-out accuracy %.4f loss %.4f margin %.3f (%d comparisons)", step, epoch,
+                 last_eval["accuracy"], last_eval["loss"], last_eval["margin"], last_eval["pairs"])
+
+    # ---------------------------------------------------------------- loop
+    bar = tqdm(total=total_steps, initial=step, desc="rm", disable=not cfg.run.progress, dynamic_ncols=True)
+    t0, tok0 = time.time(), seen["tokens"]
+    done = step >= total_steps
+    rm.train()
+    for epoch in range(epoch0, cfg.train.epochs):
+        if done:
+            break
+        batches = batches_for(epoch)
+        i = pos0 if epoch == epoch0 else 0
+        while i < len(batches) and not done:
+            idx = batches[i]
+            loss_sum, correct, pairs = 0.0, 0.0, 0
+            for mb in D.micro_batches(idx, train_ex, cfg.train.micro_batch_size):
+                b = D.collate(mb, tok.pad_token_id)
+                with autocast(device, amp):
+                    scores = rm(b.input_ids.to(device), b.attention_mask.to(device))
+                loss = kway_loss(scores, b.pairs.to(device), num_prompts=len(idx))
+                if not torch.isfinite(loss):
+                    raise nonfinite_error("rm", step, out)
+                loss.backward()
+                loss_sum += float(loss.detach())
+                correct += float(pair_stats(scores.detach(), b.pairs.to(device))["correct"].sum())
+                pairs += len(b.pair_dataset)
+                seen["sequences"] += b.input_ids.shape[0]
+                seen["tokens"] += b.n_tokens
+            seen["prompts"] += len(idx)
+            seen["pairs"] += pairs
+            grad_norm = (torch.nn.utils.clip_grad_norm_([p for p in rm.parameters() if p.requires_grad],
+                                                        cfg.optim.max_grad_norm)
+                         if cfg.optim.max_grad_norm > 0 else torch.tensor(0.0))
+            opt.step()
+            sched.step()
+            opt.zero_grad(set_to_none=True)
+            step += 1
+            i += 1
+            done = step >= total_steps
+            tps = (seen["tokens"] - tok0) / max(1e-9, time.time() - t0)
+            if step % cfg.train.log_every == 0 or done:
+                metrics.log(step, {"rm/loss": loss_sum, "rm/accuracy": correct / max(1, pairs),
+                                   "rm/lr": sched.get_last_lr()[0], "rm/grad_norm": float(grad_norm),
+                                   "rm/tokens_per_s": tps, "rm/epoch": epoch}
+                            | {f"rm/{k}_seen": v for k, v in seen.items()})
+            bar.set_postfix(loss=f"{loss_sum:.3f}", acc=f"{correct / max(1, pairs):.2f}", tok_s=f"{tps:.0f}")
+            bar.update(1)
+            if cfg.train.eval_every and step % cfg.train.eval_every == 0 and not done:
+                evaluate_now(epoch)
+            if cfg.train.save_every and step % cfg.train.save_every == 0 and not done:
+                save_checkpoint(step_dir(out, step), rm.model, tok, optimizer=opt, scheduler=sched,
+                                state={"step": step, "epoch": epoch, "position": i, "seen": seen,
+                                       "total_steps": total_steps})
+                prune_checkpoints(out, cfg.train.keep_checkpoints)
+        if i >= len(batches) or done:
+            evaluate_now(epoch)
+    bar.close()
+
+    # ---------------------------------------------------------------- normalize, save
+    bias, info = normalization_bias(rm, tok, cfg, device, amp)
+    final = out / "final"
+    partial = save_checkpoint(out / "final.partial", rm.model, tok, merge_lora=True,
+                              state={"step": step, "seen": seen, "eval": last_eval, "bias": bias})
+    save_reward_info(partial, bias, **info)
+    if final.exists():
+        shutil.rmtree(final)
+    os.replace(partial, final)
+    log.info("rm: done, %d steps, %d comparisons seen, held-out accuracy %s, bias %.4f; model in %s", step,
+             seen["pairs"], f"{last_eval['accuracy']:.4f}" if last_eval else "n/a", bias, final)
+    return final
+
+
+def load_data(cfg: RMConfig) -> tuple[list[Ranking], list[Ranking]]:
+    """Training and held-out rankings from ``cfg.data`` (importers, synthetic data, conversation split)."""
+    def read(sources: list[str]) -> list[Ranking]:
+        rankings: list[Ranking] = []
+        for src in sources:
+            if src == "synthetic":
+                demos = [d for spec in cfg.data.demonstrations for d in load_demonstrations(spec)]
+                got = D.synthetic_rankings(demos, cfg.data.synthetic_k, cfg.run.seed)
+                log.info("rm: %d synthetic rankings of K=%d from %d demonstrations", len(got), cfg.data.synthetic_k,
+                         len(demos))
+            else:
+                res = load_rankings(src, cfg.data.format)
+                log.info("rm: %s", res.summary())
+                got = res.rankings
+            rankings.extend(got)
+        return rankings
+
+    train = read(cfg.data.train)
+    if cfg.data.eval:
+        held = read(cfg.data.eval)
+    else:
+        train, held = D.split_by_conversation(train, cfg.data.eval_fraction, cfg.data.split_salt)
+    if cfg.data.max_train is not None:
+        train = train[: cfg.data.max_train]
+    if cfg.data.max_eval is not None:
+        held = held[: cfg.data.max_eval]
+    return train, held
+
+
+def load_demonstrations(spec: str) -> list[Demonstration]:
+    from instructrl.sft.data import resolve_data_path  # 'builtin:demo' and friends
+
+    return read_jsonl(resolve_data_path(spec), Demonstration)
+
+
+def normalization_bias(rm: ScalarRewardModel, tok, cfg: RMConfig, device: torch.device, amp: torch.dtype
+                       ) -> tuple[float, dict]:
+    """The bias that gives the demonstrations' rewards mean 0 (InstructGPT's normalization)."""
+    demos = [d for spec in cfg.data.demonstrations for d in load_demonstrations(spec)]
+    plain = [d for d in demos if d.prompt is not None and d.response]
+    if len(plain) < len(demos):
+        log.info("rm: normalization skips %d few-shot demonstrations (no single prompt/response)",
+                 len(demos) - len(plain))
+    plain = plain[: cfg.data.max_normalize]
+    if not plain:
+        log.warning("rm: no demonstrations to normalize with (data.demonstrations=%s); bias 0", cfg.data.demonstrations)
+        return 0.0, {"normalized_on": 0}
+    raw = rm.score_texts(tok, [d.prompt for d in plain], [d.response for d in plain], max_len=cfg.model.max_seq_len,
+                         batch_size=cfg.train.eval_batch_size, device=device, amp=amp, progress=cfg.run.progress)
+    mean = sum(raw) / len(raw) - rm.bias
+    std = math.sqrt(sum((r - rm.bias - mean) ** 2 for r in raw) / len(raw))
+    log.info("rm: %d demonstrations: raw mean reward %.4f (std %.4f); bias %.4f", len(raw), mean, std, -mean)
+    return -mean, {"normalized_on": len(raw), "raw_mean": mean, "raw_std": std,
+                   "demonstrations": list(cfg.data.demonstrations)}
