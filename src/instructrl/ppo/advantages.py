@@ -1,0 +1,110 @@
+"""Per-token reward shaping, generalized advantage estimation and score normalization.
+
+All tensors are response-aligned: ``[B, R]`` where position ``t`` is the ``t``-th response token
+and ``mask[b, t]`` is True for real tokens. A row's real tokens form a prefix (right padding);
+the last real token is where the episode ends.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+
+def last_index(mask: torch.Tensor) -> torch.Tensor:
+    """[B] index of the last True position of each row of a right-padded ``mask`` (0 when empty)."""
+    return (mask.long().sum(-1) - 1).clamp(min=0)
+
+
+def shape_rewards(scores: torch.Tensor, logprobs: torch.Tensor, ref_logprobs: torch.Tensor, mask: torch.Tensor,
+                  kl_coef: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """InstructGPT's per-token rewards: ``-kl_coef * (log pi(y_t) - log pi_ref(y_t))`` at every
+    response token, plus the sequence's score at its last token.
+
+    Returns ``(rewards, kl)``, both ``[B, R]`` and zero where ``mask`` is False; ``kl`` is the
+    per-token log-ratio (its masked row sum is the sampled KL of the response).
+    """
+    m = mask.to(logprobs.dtype)
+    kl = (logprobs - ref_logprobs) * m
+    rewards = -kl_coef * kl
+    rows = torch.arange(rewards.shape[0], device=rewards.device)
+    rewards[rows, last_index(mask)] += scores.to(rewards.dtype)
+    return rewards * m, kl
+
+
+def gae(rewards: torch.Tensor, values: torch.Tensor, mask: torch.Tensor, gamma: float = 1.0,
+        lam: float = 0.95) -> tuple[torch.Tensor, torch.Tensor]:
+    """Generalized advantage estimation over each row's real tokens.
+
+    ``delta_t = r_t + gamma * V_{t+1} - V_t`` (``V`` after the last token is 0) and
+    ``A_t = delta_t + gamma * lam * A_{t+1}``. Returns ``(advantages, returns = advantages + values)``,
+    zero where ``mask`` is False.
+    """
+    m = mask.to(values.dtype)
+    values = values * m
+    R = rewards.shape[1]
+    adv = torch.zeros_like(values)
+    running = torch.zeros_like(values[:, 0])
+    for t in reversed(range(R)):
+        nxt = m[:, t + 1] if t + 1 < R else torch.zeros_like(running)
+        next_value = values[:, t + 1] * nxt if t + 1 < R else torch.zeros_like(running)
+        delta = rewards[:, t] + gamma * next_value - values[:, t]
+        running = delta + gamma * lam * nxt * running
+        adv[:, t] = running
+    adv = adv * m
+    return adv, (adv + values) * m
+
+
+class RunningMoments:
+    """Mean and standard deviation of every score seen so far (Chan et al.'s parallel update);
+    its state is three numbers, saved with a checkpoint for exact resume."""
+
+    def __init__(self, mean: float = 0.0, var: float = 1.0, count: float = 0.0):
+        self.mean, self.var, self.count = mean, var, count
+
+    @property
+    def std(self) -> float:
+        return math.sqrt(max(self.var, 0.0))
+
+    def update(self, xs: torch.Tensor) -> None:
+        xs = xs.detach().double().flatten()
+        n = xs.numel()
+        if n == 0:
+            return
+        b_mean = float(xs.mean())
+        b_var = float(xs.var(unbiased=False))
+        total = self.count + n
+        delta = b_mean - self.mean
+        m2 = self.var * self.count + b_var * n + delta**2 * self.count * n / total
+        self.mean += delta * n / total
+        self.var = m2 / total
+        self.count = total
+
+    def state(self) -> dict:
+        return {"mean": self.mean, "var": self.var, "count": self.count}
+
+
+def normalize_scores(scores: torch.Tensor, how: str, moments: RunningMoments | None = None,
+                     clip: float | None = None, eps: float = 1e-8) -> torch.Tensor:
+    """``how``: 'none'; 'batch' (zero mean, unit variance within the batch); 'running' (subtract the
+    running mean and divide by the running std of all scores so far, this batch included: ``moments``
+    is updated). Then clip to ``[-clip, clip]`` when ``clip`` is set."""
+    out = scores.float()
+    if how == "batch" and out.numel() > 1:
+        out = (out - out.mean()) / (out.std(unbiased=False) + eps)
+    elif how == "running":
+        if moments is None:
+            raise ValueError("score normalization 'running' needs a RunningMoments")
+        moments.update(out)
+        out = (out - moments.mean) / (moments.std + eps)
+    elif how not in ("none", "batch"):
+        raise ValueError(f"unknown score normalization {how!r}: use 'none', 'batch' or 'running'")
+    if clip is not None:
+        out = out.clamp(-clip, clip)
+    return out
+
+
+def sequence_kl(kl: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Mean over the batch of each response's summed per-token log-ratio (the KL the controller sees)."""
+    return (kl * mask.to(kl.dtype)).sum(-1).mean()
