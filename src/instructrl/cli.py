@@ -15,6 +15,7 @@ from instructrl.config import ConfigError, describe, load_config
 
 # name -> (config class "module:Class", run function "module:function", one-line description)
 STAGES: dict[str, tuple[str, str, str]] = {
+    "curate": ("instructrl.data.config:CurateConfig", "instructrl.data.curate:run", "prompt logs -> train/valid/test by user: dedup, per-user cap, PII, langid, report"),
     "sft": ("instructrl.sft.config:SFTConfig", "instructrl.sft.train:run",
             "supervised fine-tuning on demonstrations (prompt tokens masked)"),
 }
