@@ -85,15 +85,33 @@ def run(cfg: SFTConfig) -> Path:
         log.info("sft: resumed from %s (step %d, epoch %d, batch %d)", ckpt, step, epoch0, pos0)
     metrics = MetricsLogger(out, resume_step=step if ckpt is not None else None)
 
+    rm = None
+    if cfg.train.select_by == "rm_score":
+        from instructrl.models.scalar import load_reward_model
+
+        rm = load_reward_model(cfg.train.reward_model, device=device)
+        rm_prompts = [c[:-1] for c in conv(valid_demos)][: cfg.train.rm_eval_prompts]
+        if not rm_prompts:
+            raise ValueError("sft: train.select_by=rm_score needs validation prompts (data.valid or data.valid_fraction)")
+
     def evaluate_and_select(epoch: int, select: bool = True) -> None:
+        """Validation loss (and RM score); keep best/ by the selection rule (lower key is better)."""
         nonlocal best
         val = evaluate(model, valid_ex, tok.pad_token_id, cfg.train.batch_size, device, amp)
-        metrics.log(step, {"sft/val_loss": val, "sft/epoch": epoch})
-        log.info("sft: step %d epoch %d validation loss %.4f", step, epoch, val)
-        if select and valid_ex and (best is None or val < best):
-            best = val
-            save_checkpoint(out / "best", model, tok, state={"step": step, "epoch": epoch, "val_loss": val},
-                            merge_lora=True)
+        row = {"sft/val_loss": val, "sft/epoch": epoch}
+        key = val
+        if rm is not None:
+            row["sft/rm_score"] = mean_rm_score(model, tok, rm_prompts, *rm, cfg.train.rm_eval_max_new_tokens,
+                                                cfg.train.batch_size, device, amp)
+            key = -row["sft/rm_score"]
+        metrics.log(step, row)
+        log.info("sft: step %d epoch %d %s", step, epoch, " ".join(f"{k}={v:.4f}" for k, v in row.items()
+                                                                  if k != "sft/epoch"))
+        if select and valid_ex and (best is None or key < best):
+            best = key
+            save_checkpoint(out / "best", model, tok, merge_lora=True,
+                            state={"step": step, "epoch": epoch, "val_loss": val, "rm_score": row.get("sft/rm_score"),
+                                   "selected_by": cfg.train.select_by})
 
     # ---------------------------------------------------------------- loop
     bar = tqdm(total=total_steps, initial=step, desc="sft", disable=not cfg.run.progress, dynamic_ncols=True)
@@ -168,6 +186,20 @@ def apply_lora(model: torch.nn.Module, lcfg) -> torch.nn.Module:
     peft_cfg = LoraConfig(task_type="CAUSAL_LM", r=lcfg.r, lora_alpha=lcfg.alpha, lora_dropout=lcfg.dropout,
                           target_modules=targets)
     return get_peft_model(model, peft_cfg)
+
+
+@torch.no_grad()
+def mean_rm_score(model: torch.nn.Module, tok, prompts: list, rm: torch.nn.Module, rm_tok, max_new_tokens: int,
+                  batch_size: int, device: torch.device, amp: torch.dtype) -> float:
+    """Mean normalized reward of the model's greedy responses to ``prompts`` (the paper's SFT selection)."""
+    from instructrl.models.generation import HFGenerator
+
+    model.eval()
+    with autocast(device, amp):
+        gens = HFGenerator(model, tok, batch_size=batch_size).generate(prompts, max_new_tokens=max_new_tokens,
+                                                                       temperature=0.0)
+    scores = rm.score_texts(rm_tok, prompts, [g.text for g in gens], device=device, amp=amp)
+    return sum(scores) / len(scores)
 
 
 @torch.no_grad()
