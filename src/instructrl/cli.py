@@ -18,6 +18,7 @@ STAGES: dict[str, tuple[str, str, str]] = {
     "curate": ("instructrl.data.config:CurateConfig", "instructrl.data.curate:run", "prompt logs -> train/valid/test by user: dedup, per-user cap, PII, langid, report"),
     "sft": ("instructrl.sft.config:SFTConfig", "instructrl.sft.train:run",
             "supervised fine-tuning on demonstrations (prompt tokens masked)"),
+    "label": ("instructrl.label.config:LabelConfig", "instructrl.label.run:run", "rank samples or pick demonstrations with simulated labelers (calibrated panels) or an LLM judge"),
     "selfinstruct": ("instructrl.data.selfinstruct.config:SelfInstructConfig", "instructrl.data.selfinstruct.run:run", "Self-Instruct: grow a task pool from seed tasks with the model itself"),
 }
 
