@@ -159,6 +159,8 @@ def _coerce(tp: Any, value: Any, key: str, source: str) -> Any:
     if tp is Any:
         return value
     if dataclasses.is_dataclass(tp):
+        if isinstance(value, tp):  # already built (an override checked by parse_override)
+            return value
         if not isinstance(value, dict):
             raise fail(f"expected a mapping of {sorted(f.name for f in dataclasses.fields(tp))}, got {value!r}")
         return _build(tp, value, source, prefix=key + ".")

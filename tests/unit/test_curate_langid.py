@@ -63,3 +63,20 @@ def test_restricted_language_set():
     ident = BatchLangId(languages=["en", "fr", "de"])
     assert sorted(ident.languages) == ["de", "en", "fr"]
     assert ident.classify(["The cat sat on the mat.", "Le chat est sur le tapis.", "Die Katze sitzt."]) == ["en", "fr", "de"]
+
+
+def test_disk_cache_round_trip(tmp_path, monkeypatch):
+    from instructrl.data.langid_batch import _cache_path
+
+    monkeypatch.setenv("INSTRUCTRL_CACHE", str(tmp_path))
+    langs = ["en", "fr", "de", "it"]
+    path = _cache_path(langs)
+    assert path.parent == tmp_path / "langid"
+    path.parent.mkdir(parents=True)
+    path.write_bytes(b"not an npz")  # a broken cache is rebuilt from langid's model, not trusted
+    built = BatchLangId(languages=langs)
+    loaded = BatchLangId(languages=langs)  # from the rewritten cache file
+    assert loaded.languages == built.languages and sorted(built.languages) == sorted(langs)
+    texts = HAND_MADE[:2] + ["The cat sat on the mat.", "Explain quantum entanglement to a child."]
+    assert (loaded.scores(texts) == built.scores(texts)).all()
+    assert loaded.classify(texts) == ["fr", "de", "en", "it"]

@@ -30,6 +30,7 @@ def _aadhaar() -> str:
 POSITIVES = [
     ("Write to john.doe+news@example.co.uk today", "email", "john.doe+news@example.co.uk"),
     ("Call me at 415-555-2671 after six", "phone", "415-555-2671"),
+    ("office: (415) 555-2671, ask for Jo", "phone", "(415) 555-2671"),
     ("my London number is 020 7946 0958.", "phone", "020 7946 0958"),
     ("reach her on +49 30 901820 please", "phone", "+49 30 901820"),
     ("card 4111 1111 1111 1111 expires soon", "credit_card", "4111 1111 1111 1111"),

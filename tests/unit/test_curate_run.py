@@ -198,3 +198,15 @@ def test_chat_messages_and_field_paths(tmp_path):
     assert recs[0].prompt[-1]["content"] == "call me at [PHONE] please" and recs[0].user_id == "zed"
     rep = json.loads((out / "report.json").read_text())
     assert rep["inputs"][0]["bad"] == {"bad field 'conv.turns'": 1}
+
+
+def test_worker_processes_write_the_same_files(tmp_path):
+    log = write_log(tmp_path / "log.jsonl")
+    here = run(make_cfg(tmp_path / "here", [{"path": str(log)}], "batch_size=4"))
+    pool = run(make_cfg(tmp_path / "pool", [{"path": str(log)}], "batch_size=4", "workers=2"))
+    for s in ("train", "valid", "test"):
+        assert (here / f"{s}.jsonl").read_bytes() == (pool / f"{s}.jsonl").read_bytes()
+    a, b = (json.loads((d / "report.json").read_text()) for d in (here, pool))
+    assert a["filters"] == b["filters"] and a["summary"] == b["summary"] and a["languages"] == b["languages"]
+    with pytest.raises(RecordError, match=rf"log.jsonl:{BROKEN_LINE}: not valid JSON"):
+        run(make_cfg(tmp_path / "stop", [{"path": str(log)}], "batch_size=4", "workers=2", "on_error=stop"))

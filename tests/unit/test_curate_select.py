@@ -111,3 +111,18 @@ def test_split_groups_by_org_joins_users_and_orgs():
 )
 def test_category_rules(prompt, expected):
     assert tag(prompt) == expected
+
+
+@pytest.mark.parametrize(
+    "prompt,expected",
+    [
+        ("Can you edit the write-up I attached? It is too long", "rewrite"),
+        ("Here is my write-up on birds", "other"),
+        ("I want you to act as a travel guide", "generation"),
+        ("list 5 ways to save money", "brainstorming"),
+        ("Please pull out all the phone numbers from this text", "extraction"),
+        ("Give me a recipe for pancakes", "generation"),
+    ],
+)
+def test_category_clause_starts(prompt, expected):
+    assert tag(prompt) == expected

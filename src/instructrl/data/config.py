@@ -176,9 +176,14 @@ class CurateConfig:
     lang: LangConfig = section(LangConfig, "Language identification.")
     category: CategoryConfig = section(CategoryConfig, "Category tagging.")
     stats: StatsConfig = section(StatsConfig, "Statistics report.")
-    batch_size: int = option(8192, "Records processed together (language id and token counts run per batch).")
+    batch_size: int = option(4096, "Records processed together (language id and token counts run per batch).")
+    workers: int = option(
+        0, "Worker processes that clean batches in parallel (0: all in this process); the output is the same either way."
+    )
 
     def __post_init__(self) -> None:
+        if self.workers < 0:
+            raise ValueError(f"workers must be >= 0, got {self.workers}")
         if self.batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {self.batch_size}")
         if self.dedup.prefix_chars < 0:

@@ -21,15 +21,17 @@ import os
 import shutil
 import tempfile
 from array import array
-from collections import Counter
+from collections import Counter, deque
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from instructrl.config import save_config
 from instructrl.data import select
 from instructrl.data.config import CurateConfig, InputConfig
-from instructrl.data.readers import iter_raw, to_prompt
+from instructrl.data.readers import input_format, iter_raw, to_prompt
 from instructrl.records import CATEGORIES, SOURCES, Prompt, RecordError, atomic_write_text, prompt_text, to_dict
 
 log = logging.getLogger(__name__)
@@ -51,13 +53,11 @@ def normalize(text: str) -> str:
 class TokenCounter:
     """Token counts for the length tables: a tokenizer.json through ``tokenizers``, or words."""
 
-    def __init__(self, spec: str):
-        self.spec = spec
+    @staticmethod
+    def resolve(spec: str) -> str:
+        """'whitespace', or the path of a tokenizer.json for 'default' or a model directory."""
         if spec == "whitespace":
-            self._tok = None
-            return
-        import tokenizers
-
+            return spec
         if spec == "default":
             from instructrl.models.default import default_model_dir
 
@@ -67,7 +67,17 @@ class TokenCounter:
             path = base if base.is_file() else base / "tokenizer.json"
         if not path.exists():
             raise FileNotFoundError(f"stats.tokenizer: no tokenizer.json at {path} (use 'default', a model directory or 'whitespace')")
-        self._tok = tokenizers.Tokenizer.from_file(str(path))
+        return str(path)
+
+    def __init__(self, spec: str):
+        path = self.resolve(spec)
+        self.spec = spec
+        if path == "whitespace":
+            self._tok = None
+            return
+        import tokenizers
+
+        self._tok = tokenizers.Tokenizer.from_file(path)
 
     def __call__(self, texts: list[str]) -> list[int]:
         if not texts:
@@ -103,23 +113,47 @@ class Columns:
         return np.frombuffer(arr, dtype=dtype) if len(arr) else np.zeros(0, dtype=dtype)
 
 
-class Reader:
-    """Pass 1: stream the inputs, clean each record, spill it, keep its compact keys."""
+class _UnreadableFile(Exception):
+    def __init__(self, error: RecordError):
+        super().__init__(str(error))
+        self.error = error
 
-    def __init__(self, cfg: CurateConfig, spill_path: Path):
-        self.cfg = cfg
+
+class Batch:
+    """What one process made of a batch of raw records: spill lines, compact keys, counts."""
+
+    def __init__(self, n_in: int = 0) -> None:
+        self.n_in = n_in
+        self.spill: list[str] = []
         self.cols = Columns()
         self.langs: list[str] = []
-        self._lang_idx: dict[str, int] = {}
-        self.read: Counter = Counter()  # per input name
-        self.bad: Counter = Counter()  # per (input name, reason)
-        self.dropped: Counter = Counter()  # per-record filters
-        self.pii_records: Counter = Counter()  # records with each entity (masked or dropped)
-        self.pii_masked_records = 0
-        self.pii_dropped_records = 0
-        self.errors: list[str] = []
-        self._batch: list[tuple[Prompt, float, int]] = []
-        self._spill = open(spill_path, "w", encoding="utf-8")
+        self.bad: list[tuple[str, str | None, str]] = []  # (where, field, reason) in input order
+        self.dropped: Counter = Counter()
+        self.pii_records: Counter = Counter()
+        self.pii_masked = 0
+        self.pii_dropped = 0
+
+    def __getstate__(self) -> dict:
+        state = dict(self.__dict__)
+        state["spill"] = "".join(self.spill)  # one string pickles much faster than many
+        state["cols"] = {k: v for k, v in vars(self.cols).items()}
+        return state
+
+    def __setstate__(self, state: dict) -> None:
+        cols = Columns()
+        cols.__dict__.update(state.pop("cols"))
+        state["spill"] = [state["spill"]]
+        self.__dict__.update(state)
+        self.cols = cols
+
+
+class Processor:
+    """Cleans batches of raw records (map fields, filters, PII, langid, category, tokens, keys).
+
+    One lives in the main process (``workers: 0``) or in each worker process."""
+
+    def __init__(self, cfg: CurateConfig, tokenizer: str):
+        self.cfg = cfg
         self.detector = None
         if cfg.pii.action != "off":
             from instructrl.data.pii import PIIDetector
@@ -131,7 +165,7 @@ class Reader:
             from instructrl.data.langid_batch import get_identifier
 
             self.langid = get_identifier(tuple(cfg.lang.languages), cfg.lang.max_bytes)
-        self.count_tokens = TokenCounter(cfg.stats.tokenizer)
+        self.count_tokens = TokenCounter(tokenizer)
         self._tag = None
         if cfg.category.tag:
             from instructrl.data.category import tag
@@ -140,53 +174,7 @@ class Reader:
         self._source_idx = {s: i for i, s in enumerate(SOURCES)}
         self._cat_idx = {c: i for i, c in enumerate(CATEGORIES)}
         self._keep_langs = set(cfg.lang.keep)
-
-    # ------------------------------------------------------------------ errors
-
-    def _bad_record(self, err: RecordError, name: str, user_field: str | None, reason: str | None = None) -> None:
-        if self.cfg.on_error == "stop":
-            raise err
-        if reason is not None:
-            pass
-        elif err.field is None:
-            reason = "broken record"
-        elif user_field is not None and err.field == user_field:
-            reason = "missing user id"
-        else:
-            reason = f"bad field '{err.field}'"
-        self.bad[(name, reason)] += 1
-        if len(self.errors) < 20:
-            self.errors.append(str(err))
-
-    # ------------------------------------------------------------------ reading
-
-    def read_input(self, inp: InputConfig, name: str, input_idx: int, progress) -> None:
-        fm = inp.fields
-        bs = self.cfg.batch_size
-        try:
-            for where, index, obj in iter_raw(inp):
-                self.read[name] += 1
-                if isinstance(obj, RecordError):
-                    self._bad_record(obj, name, fm.user_id)
-                    continue
-                try:
-                    p, ts = to_prompt(obj, where, index, name, inp.source, fm)
-                except RecordError as e:
-                    self._bad_record(e, name, fm.user_id)
-                    continue
-                self._batch.append((p, ts, input_idx))
-                if len(self._batch) >= bs:
-                    self._flush()
-                    progress.update(bs)
-        except RecordError as e:  # the file itself: missing, unreadable, wrong format
-            self._bad_record(e, name, None, reason="unreadable file")
-        n = len(self._batch)
-        self._flush()
-        progress.update(n)
-
-    def close(self) -> None:
-        self._flush()
-        self._spill.close()
+        self._pool = ThreadPoolExecutor(max_workers=1)
 
     def _scrub(self, p: Prompt) -> set[str]:
         """Find personal data in the prompt and its demonstration; mask it in place if configured."""
@@ -214,58 +202,87 @@ class Reader:
                     p.reference = det.mask(p.reference, f)
         return found
 
-    def _flush(self) -> None:
-        batch, self._batch = self._batch, []
-        if not batch:
-            return
+    def process(self, items: list, raw: bool, input_idx: int, name: str, source: str, fm: Any) -> Batch:
+        """``items``: ``(where, index, obj)``; with ``raw`` the objects are JSON lines still to parse."""
         cfg = self.cfg
+        out = Batch(len(items))
         lo, hi = cfg.filters.min_chars, cfg.filters.max_chars
-        kept: list[tuple[Prompt, float, int, str]] = []
-        for p, ts, idx in batch:
+        kept: list[tuple[Prompt, float, str]] = []
+        loads = json.loads
+        for where, index, obj in items:
+            if raw:
+                try:
+                    obj = loads(obj)
+                except json.JSONDecodeError as e:
+                    out.bad.append((where, None, f"not valid JSON ({e.msg} at column {e.colno})"))
+                    continue
+            elif isinstance(obj, RecordError):
+                out.bad.append((obj.where, obj.field, obj.reason))
+                continue
+            try:
+                p, ts = to_prompt(obj, where, index, name, source, fm)
+            except RecordError as e:
+                out.bad.append((e.where, e.field, e.reason))
+                continue
             text = prompt_text(p.prompt)
-            n = len(text.strip())
-            if n < lo:
-                self.dropped["too_short"] += 1
+            if len(text.strip()) < lo:
+                out.dropped["too_short"] += 1
                 continue
             if len(text) > hi:
-                self.dropped["too_long"] += 1
+                out.dropped["too_long"] += 1
                 continue
             if self.detector is not None:
                 ents = self._scrub(p)
                 if ents:
                     for e in ents:
-                        self.pii_records[e] += 1
+                        out.pii_records[e] += 1
                     if cfg.pii.action == "drop":
-                        self.pii_dropped_records += 1
-                        self.dropped["pii"] += 1
+                        out.pii_dropped += 1
+                        out.dropped["pii"] += 1
                         continue
-                    self.pii_masked_records += 1
+                    out.pii_masked += 1
                     text = prompt_text(p.prompt)
-            kept.append((p, ts, idx, text))
-        if self.langid is not None and kept:
-            for (p, _, _, _), lang in zip(kept, self.langid.classify([k[3] for k in kept])):
-                p.lang = lang
-        if self._keep_langs:
-            before = len(kept)
-            kept = [k for k in kept if k[0].lang in self._keep_langs]
-            self.dropped["language"] += before - len(kept)
+            kept.append((p, ts, text))
         if not kept:
-            return
-        tokens = self.count_tokens([k[3] for k in kept])
-        refs = [(i, k[0].reference) for i, k in enumerate(kept) if k[0].reference]
-        ref_tokens = [-1] * len(kept)
-        for (i, _), n in zip(refs, self.count_tokens([r for _, r in refs])):
-            ref_tokens[i] = n
-        self._append(kept, tokens, ref_tokens)
+            return out
+        # tokenizers releases the GIL: count tokens on a second thread while this one runs langid,
+        # tagging, hashing and spilling the same batch
+        counted = self._pool.submit(self._count, [k[2] for k in kept], [k[0].reference for k in kept])
+        if self.langid is not None:
+            for (p, _, _), lang in zip(kept, self.langid.classify([k[2] for k in kept])):
+                p.lang = lang
+        keep_mask = None
+        if self._keep_langs:
+            keep_mask = [k[0].lang in self._keep_langs for k in kept]
+            out.dropped["language"] += keep_mask.count(False)
+            kept = [k for k, m in zip(kept, keep_mask) if m]
+        self._append(out, kept, input_idx)
+        tokens, ref_tokens = counted.result()
+        if keep_mask is not None:
+            tokens = [t for t, m in zip(tokens, keep_mask) if m]
+            ref_tokens = [t for t, m in zip(ref_tokens, keep_mask) if m]
+        out.cols.tokens.extend(tokens)
+        out.cols.ref_tokens.extend(ref_tokens)
+        return out
 
-    def _append(self, kept, tokens, ref_tokens) -> None:
-        c = self.cols
+    def _count(self, texts: list[str], refs: list[str | None]) -> tuple[list[int], list[int]]:
+        tokens = self.count_tokens(texts)
+        ref_tokens = [-1] * len(refs)
+        present = [i for i, r in enumerate(refs) if r]
+        for i, n in zip(present, self.count_tokens([refs[i] for i in present])):
+            ref_tokens[i] = n
+        return tokens, ref_tokens
+
+    def _append(self, out: Batch, kept: list, input_idx: int) -> None:
+        c = out.cols
         hash64 = select.hash64
         n_prefix = self.cfg.dedup.prefix_chars
         tag = self._tag
-        write = self._spill.write
+        spill = out.spill.append
+        langs = out.langs.append
         dumps = json.dumps
-        for (p, ts, idx, text), ntok, nref in zip(kept, tokens, ref_tokens):
+        cat_idx, other = self._cat_idx, len(CATEGORIES) - 1
+        for p, ts, text in kept:
             if p.category is None and tag is not None:
                 p.category = tag(p.prompt, p.type)
             norm = normalize(text)
@@ -279,18 +296,144 @@ class Reader:
             c.user.append(hash64(p.user_id))
             c.org.append(hash64(p.org_id) if p.org_id else 0)
             c.ts.append(ts)
-            c.tokens.append(ntok)
-            c.ref_tokens.append(nref)
-            lang = p.lang or "unknown"
-            li = self._lang_idx.get(lang)
-            if li is None:
-                li = self._lang_idx[lang] = len(self.langs)
-                self.langs.append(lang)
-            c.lang.append(li)
-            c.category.append(self._cat_idx.get(p.category or "other", len(CATEGORIES) - 1))
+            langs(p.lang or "unknown")
+            c.category.append(cat_idx.get(p.category or "other", other))
             c.source.append(self._source_idx[p.source])
-            c.input.append(idx)
-            write(dumps(to_dict(p), ensure_ascii=False) + "\n")
+            c.input.append(input_idx)
+            spill(dumps(to_dict(p), ensure_ascii=False) + "\n")
+
+
+_WORKER: Processor | None = None
+
+
+def _init_worker(cfg: CurateConfig, tokenizer: str) -> None:
+    global _WORKER
+    _WORKER = Processor(cfg, tokenizer)
+
+
+def _work(args: tuple) -> Batch:
+    return _WORKER.process(*args)
+
+
+class Reader:
+    """Pass 1: stream the inputs in batches, have them cleaned (here or by worker processes),
+    write the cleaned records to the spill file and keep their compact keys."""
+
+    def __init__(self, cfg: CurateConfig, spill_path: Path):
+        self.cfg = cfg
+        self.cols = Columns()
+        self.langs: list[str] = []
+        self._lang_idx: dict[str, int] = {}
+        self.read: Counter = Counter()  # per input name
+        self.bad: Counter = Counter()  # per (input name, reason)
+        self.dropped: Counter = Counter()  # per-record filters
+        self.pii_records: Counter = Counter()  # records with each entity (masked or dropped)
+        self.pii_masked_records = 0
+        self.pii_dropped_records = 0
+        self.errors: list[str] = []
+        self._spill = open(spill_path, "w", encoding="utf-8")
+        tokenizer = TokenCounter.resolve(cfg.stats.tokenizer)
+        self._pool = None
+        self._local: Processor | None = None
+        if cfg.workers > 0:
+            import multiprocessing
+
+            # spawn: workers start clean (no inherited threads or torch state) and load their own models
+            ctx = multiprocessing.get_context("spawn")
+            self._pool = ctx.Pool(cfg.workers, initializer=_init_worker, initargs=(cfg, tokenizer))
+        else:
+            self._local = Processor(cfg, tokenizer)
+
+    # ------------------------------------------------------------------ errors
+
+    def _bad_record(self, err: RecordError, name: str, user_field: str | None, reason: str | None = None) -> None:
+        if self.cfg.on_error == "stop":
+            raise err
+        if reason is not None:
+            pass
+        elif err.field is None:
+            reason = "broken record"
+        elif user_field is not None and err.field == user_field:
+            reason = "missing user id"
+        else:
+            reason = f"bad field '{err.field}'"
+        self.bad[(name, reason)] += 1
+        if len(self.errors) < 20:
+            self.errors.append(str(err))
+
+    # ------------------------------------------------------------------ reading
+
+    def _chunks(self, inp: InputConfig, name: str, input_idx: int, raw: bool, counter: list):
+        bs = self.cfg.batch_size
+        items = []
+        try:
+            for item in iter_raw(inp, raw=raw):
+                items.append(item)
+                if len(items) >= bs:
+                    counter[0] += len(items)
+                    yield (items, raw, input_idx, name, inp.source, inp.fields)
+                    items = []
+        except RecordError as e:  # the file itself: missing, unreadable, wrong format
+            raise _UnreadableFile(e) from None
+        finally:
+            counter[0] += len(items)
+        if items:
+            yield (items, raw, input_idx, name, inp.source, inp.fields)
+
+    def read_input(self, inp: InputConfig, name: str, input_idx: int, progress) -> None:
+        try:
+            raw = Path(inp.path).exists() and input_format(inp) == "jsonl"
+        except RecordError:
+            raw = False  # iter_raw raises it again where it is counted (or stops the run)
+        user_field = inp.fields.user_id
+        counter = [0]
+        failure = None
+        pending: deque = deque()
+        try:
+            for chunk in self._chunks(inp, name, input_idx, raw, counter):
+                if self._pool is None:
+                    self._merge(self._local.process(*chunk), name, user_field, progress)
+                    continue
+                # a bounded window of batches in flight keeps memory flat however large the input
+                pending.append(self._pool.apply_async(_work, (chunk,)))
+                if len(pending) > 2 * self.cfg.workers:
+                    self._merge(pending.popleft().get(), name, user_field, progress)
+        except _UnreadableFile as e:
+            failure = e.error
+        while pending:
+            self._merge(pending.popleft().get(), name, user_field, progress)
+        self.read[name] += counter[0]
+        if failure is not None:
+            self._bad_record(failure, name, None, reason="unreadable file")
+
+    def _merge(self, batch: Batch, name: str, user_field: str | None, progress) -> None:
+        progress.update(batch.n_in)
+        for where, field, reason in batch.bad:
+            self._bad_record(RecordError(where, field, reason), name, user_field)
+        self._spill.write("".join(batch.spill))
+        for key, arr in vars(batch.cols).items():
+            getattr(self.cols, key).extend(arr)
+        idx = self._lang_idx
+        for lang in batch.langs:
+            li = idx.get(lang)
+            if li is None:
+                li = idx[lang] = len(self.langs)
+                self.langs.append(lang)
+            self.cols.lang.append(li)
+        self.dropped.update(batch.dropped)
+        self.pii_records.update(batch.pii_records)
+        self.pii_masked_records += batch.pii_masked
+        self.pii_dropped_records += batch.pii_dropped
+
+    def close(self, terminate: bool = False) -> None:
+        self._spill.close()
+        if self._pool is not None:
+            if terminate:
+                self._pool.terminate()
+            else:
+                self._pool.close()
+            self._pool.join()
+            self._pool = None
 
 
 # --------------------------------------------------------------------------- decisions
@@ -474,9 +617,13 @@ def run(cfg: CurateConfig) -> Path:
     try:
         spill = work / "spill.jsonl"
         reader = Reader(cfg, spill)
-        with tqdm(desc="curate", unit=" prompts", disable=not cfg.run.progress) as bar:
-            for i, (inp, name) in enumerate(zip(cfg.inputs, names)):
-                reader.read_input(inp, name, i, bar)
+        try:
+            with tqdm(desc="curate", unit=" prompts", disable=not cfg.run.progress) as bar:
+                for i, (inp, name) in enumerate(zip(cfg.inputs, names)):
+                    reader.read_input(inp, name, i, bar)
+        except BaseException:
+            reader.close(terminate=True)
+            raise
         reader.close()
         status, split = decide(cfg, reader.cols)
         write_splits(out, spill, split, cfg.run.progress)

@@ -43,15 +43,16 @@ def input_format(inp: InputConfig) -> str:
     raise RecordError(str(p), None, f"cannot tell the format from the suffix '{last}'; set inputs[].format ({', '.join(('jsonl', 'csv', 'parquet', 'hf'))})")
 
 
-def iter_raw(inp: InputConfig) -> Iterator[tuple[str, int, Any]]:
+def iter_raw(inp: InputConfig, raw: bool = False) -> Iterator[tuple[str, int, Any]]:
     """Yield ``(where, index, obj)``: ``where`` is ``file:line`` (or ``file:row N``), ``index`` the
-    1-based line/row number, ``obj`` a dict, a string, or a RecordError for an unreadable record."""
+    1-based line/row number, ``obj`` a dict, a string, or a RecordError for an unreadable record.
+    With ``raw`` a JSONL file yields each line's text unparsed (a worker process parses it)."""
     path = Path(inp.path)
     fmt = input_format(inp)
     if not path.exists():
         raise RecordError(str(path), None, "file not found")
     if fmt == "jsonl":
-        yield from _iter_jsonl(path)
+        yield from (_iter_lines(path) if raw else _iter_jsonl(path))
     elif fmt == "csv":
         yield from _iter_csv(path)
     elif fmt == "parquet":
@@ -77,6 +78,16 @@ def _iter_jsonl(path: Path) -> Iterator[tuple[str, int, Any]]:
                     yield f"{path}:{lineno}", lineno, loads(line)
                 except json.JSONDecodeError as e:
                     yield f"{path}:{lineno}", lineno, RecordError(f"{path}:{lineno}", None, f"not valid JSON ({e.msg} at column {e.colno})")
+    except (OSError, UnicodeDecodeError) as e:
+        raise RecordError(str(path), None, f"cannot read: {e}") from None
+
+
+def _iter_lines(path: Path) -> Iterator[tuple[str, int, str]]:
+    try:
+        with _open_text(path) as fh:
+            for lineno, line in enumerate(fh, 1):
+                if line.strip():
+                    yield f"{path}:{lineno}", lineno, line
     except (OSError, UnicodeDecodeError) as e:
         raise RecordError(str(path), None, f"cannot read: {e}") from None
 
