@@ -106,6 +106,7 @@ def test_repetition_and_length_and_overlap():
     assert f1_overlap(["a", "b", "c", "d"], ["a", "b"]) == pytest.approx(2 * 0.5 * 1.0 / 1.5)
     assert f1_overlap([], ["a"]) == 0.0
     assert content_words("Write three sentences about the cats and dogs, please.") == ["cat", "dog"]
+    assert {content_words(w)[0] for w in ("serve", "served", "serves", "serving")} == {"serv"}
     assert echo_fraction("tell me about the big red barn today", "the big red barn today") == 1.0
     assert echo_fraction("tell me about the barn", "a barn is a farm building for animals") == 0.0
 
@@ -126,8 +127,8 @@ def test_truncation_heuristic(text, cut):
 
 def test_lexicon_toxicity():
     assert lexicon_toxicity("What a lovely morning.") == 0.0
-    assert lexicon_toxicity("You idiot") == pytest.approx(0.6)
-    assert lexicon_toxicity("shut up, you idiot") == pytest.approx(1 - 0.5 * 0.4)
+    assert lexicon_toxicity("You idiot") == pytest.approx(0.85)
+    assert lexicon_toxicity("shut up, you idiot") == pytest.approx(1 - 0.2 * 0.15)
     assert lexicon_toxicity("Idiotic? No: skidiot is not a word") == 0.0  # whole words only
 
 
@@ -167,8 +168,15 @@ def test_flags_per_problem(rubric):
 
     off = "The stock market fell sharply today as investors worried about rising interest rates and inflation."
     a = rubric.assess(p, off, "stop")
-    assert a.topic == 0.0 and a.flags()["off_topic"] and a.flags()["fails_instruction"]
-    assert not rubric.assess(p, "Honey comes from nectar.", "stop").off_topic  # too short to judge
+    assert a.topic == 0.0 and not a.off_topic  # the prompt has only 2 content words (honey, bee): too few to flag
+    p3 = Prompt(prompt="Write a short paragraph about honey bees, their hives and how they make honey from flowers.",
+                lang="en")
+    a = rubric.assess(p3, off, "stop")
+    assert a.topic == 0.0 and a.flags()["off_topic"]
+    assert not a.flags()["fails_instruction"]  # off topic alone is a lexical guess: it lowers the score only
+    assert not rubric.assess(p3, "Honey comes from nectar.", "stop").off_topic  # too short to judge
+    assert rubric.assess(p3, good, "stop").topic == 1.0  # honey, bee, hive, flower: all 4 prompt words shared
+    assert rubric.assess(p3, "Honey bees buzz around the garden all summer long, busy and loud as ever.").topic == 0.5
 
     leak = good + "\nUser: and what about wasps?"
     f = rubric.assess(p, leak, "stop").flags()
@@ -187,6 +195,8 @@ def test_language_mismatch_and_translation_prompts(rubric):
     assert not rubric.assess(p, fr).lang_mismatch
     t = Prompt(prompt="Translate into English: La mer est une immense étendue d'eau salée.")
     assert rubric.expected_language(t) is None and not rubric.assess(t, en).lang_mismatch
+    named = Prompt(prompt="Summarize this in French: The sea is a huge body of salty water and fish live in it.")
+    assert rubric.expected_language(named) is None and not rubric.assess(named, fr).lang_mismatch
 
 
 def test_reference_and_hallucination(rubric):
@@ -200,8 +210,8 @@ def test_reference_and_hallucination(rubric):
     assert unrelated.reference_f1 == 0.0 and unrelated.hallucination
     listed = rubric.assess(p, "1. Apollo 11 landed on the Moon in 1969.\n2. Armstrong walked first.")
     assert not listed.hallucination  # list markers are not claims
-    closed = Prompt(prompt="From the text, how many people live in Lyon? Text: Lyon has 522,000 residents.",
-                    category="closed_qa", lang="en")
+    closed = Prompt(prompt="Extract the population of Lyon from the text: Lyon has 522,000 residents.",
+                    category="extraction", lang="en")
     assert not rubric.assess(closed, "Lyon has 522,000 residents.").hallucination
     assert rubric.assess(closed, "Lyon has 910,000 residents.").hallucination
 
@@ -211,6 +221,23 @@ def test_echo_is_a_failure_except_for_rewrites(rubric):
     echo = "the difference between weather and climate for a school project"
     assert rubric.assess(Prompt(prompt=text, lang="en"), echo).echo
     assert not rubric.assess(Prompt(prompt=text, lang="en", category="rewrite"), echo).echo
+    # without a category, the keyword rules decide: "Rewrite ..." copies legitimately
+    assert not rubric.assess(Prompt(prompt="Rewrite politely: " + echo, lang="en"), echo).echo
+
+
+def test_chat_topic_includes_earlier_turns(rubric):
+    chat = [{"role": "user", "content": "Who was the first president of the United States?"},
+            {"role": "assistant", "content": "George Washington was the first president of the United States."},
+            {"role": "user", "content": "How long did he serve?"}]
+    a = rubric.assess(chat, "George Washington served two terms, about eight years, from 1789 to 1797.")
+    assert not a.off_topic and not a.flags()["fails_instruction"]
+
+
+def test_short_lists_are_not_language_mismatches(rubric):
+    p = Prompt(prompt="Classify each animal as a mammal, bird, reptile or fish. Answer as a numbered list.\n"
+                      "1. dolphin\n2. penguin\n3. iguana\n4. salmon\n5. bat")
+    a = rubric.assess(p, "1. mammal\n2. bird\n3. reptile\n4. fish\n5. mammal")
+    assert not a.lang_mismatch and not any(a.flags().values())
 
 
 def test_bad_constraint_in_prompt_names_it(rubric):

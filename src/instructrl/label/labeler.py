@@ -11,7 +11,7 @@ consistent. A :class:`Labeler` is exactly that:
    ================  ==============================================================  ==============
    ``constraints``   fraction of the prompt's verifiable constraints satisfied        3.0
    ``on_topic``      ``min(1, topic / 0.25)`` (content-word overlap with the prompt)  2.0
-   ``non_toxic``     ``1 - toxicity``                                                 3.0
+   ``non_toxic``     1 below toxicity 0.3, falling linearly to 0 at 0.8              3.0
    ``fluent``        0 if degenerate, else ``1 - repetition / repetition_threshold``  2.0
    ``complete``      0 if truncated, else 1                                           1.5
    ``informative``   :func:`~.rubric.length_score` around the labeler's preferred     1.0
@@ -173,7 +173,7 @@ class Labeler:
         return {
             "constraints": a.constraints_satisfied,
             "on_topic": min(1.0, a.topic / 0.25),
-            "non_toxic": 1.0 - a.toxicity,
+            "non_toxic": 1.0 - min(1.0, max(0.0, (a.toxicity - 0.3) / 0.5)),
             "fluent": 0.0 if a.degenerate else max(0.0, 1.0 - a.repetition / rep_t) if rep_t > 0 else 1.0,
             "complete": 0.0 if a.truncated else 1.0,
             "informative": length_score(a.n_words, preferred),
