@@ -129,3 +129,39 @@ def test_cli_help_lists_stages_and_fields():
     bad = subprocess.run([sys.executable, "-m", "instructrl.cli", "sft", "train.epochz=3"], capture_output=True,
                          text=True, env=env)
     assert bad.returncode == 2 and "unknown key 'train.epochz'" in bad.stderr and "epochs" in bad.stderr
+
+
+def test_select_by_reward_model_score(tiny_model_dir, demos, tmp_path):
+    """final/ is the epoch whose greedy validation responses the reward model scores highest."""
+    from instructrl.models import load_model, load_tokenizer
+    from instructrl.models.generation import HFGenerator
+    from instructrl.models.scalar import init_reward_model, load_reward_model, save_reward_info
+
+    tok = load_tokenizer(str(tiny_model_dir))
+    torch.manual_seed(1)
+    rm = init_reward_model(str(tiny_model_dir), tokenizer=tok)
+    rm_dir = tmp_path / "rm"
+    rm.model.save_pretrained(rm_dir)
+    tok.save_pretrained(rm_dir)
+    save_reward_info(rm_dir, bias=0.25)
+
+    final = run(cfg_for(tiny_model_dir, demos, tmp_path / "sel", "train.epochs=3", "train.max_steps=null",
+                        "train.select_by=rm_score", f"train.reward_model={rm_dir}", "train.rm_eval_prompts=6",
+                        "train.rm_eval_max_new_tokens=8"))
+    rows = [r for r in read_metrics(tmp_path / "sel") if "sft/rm_score" in r]
+    assert len(rows) == 4  # before training and after each of 3 epochs
+    state = json.loads((final / "state.json").read_text())
+    assert state["selected_by"] == "rm_score"
+    assert state["rm_score"] == pytest.approx(max(r["sft/rm_score"] for r in rows[1:]))
+
+    # recompute the selected model's score independently
+    from instructrl.sft import data as D
+
+    _, valid = D.user_split(D.load_demonstrations(str(demos)), 0.2, seed=0)
+    prompts = [c[:-1] for c in D.to_conversations(valid, 2, 3, seed=0)][:6]
+    model = load_model(str(final)).eval()
+    gens = HFGenerator(model, load_tokenizer(str(final)), batch_size=8).generate(prompts, max_new_tokens=8,
+                                                                                 temperature=0.0)
+    rm2, rm_tok = load_reward_model(rm_dir)
+    scores = rm2.score_texts(rm_tok, prompts, [g.text for g in gens])
+    assert sum(scores) / len(scores) == pytest.approx(state["rm_score"], abs=1e-3)

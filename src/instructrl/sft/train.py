@@ -16,30 +16,24 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
-from instructrl.config import save_config
 from instructrl.models.checkpoint import latest_checkpoint, load_checkpoint, prune_checkpoints, save_checkpoint, step_dir
 from instructrl.models.loading import load_model, load_tokenizer
+from instructrl.models.lora import apply_lora
 from instructrl.sft import data as D
 from instructrl.sft.config import SFTConfig
 from instructrl.sft.loss import response_lm_loss
 from instructrl.utils.device import DTYPES, autocast, resolve_device, resolve_precision
 from instructrl.utils.metrics import MetricsLogger
 from instructrl.utils.optim import build_optimizer
-from instructrl.utils.run import check_out_dir, nonfinite_error
-from instructrl.utils.seed import seed_everything
+from instructrl.utils.run import nonfinite_error, start_run
 
 log = logging.getLogger(__name__)
 
 
 def run(cfg: SFTConfig) -> Path:
-    out = Path(cfg.run.out_dir)
-    if cfg.run.resume and (out / "final" / "state.json").exists():
-        check_out_dir(cfg, out)
-        log.info("sft: %s already holds a finished run (final/); nothing to do", out)
-        return out / "final"
-    check_out_dir(cfg, out)
-    save_config(cfg, out)
-    seed_everything(cfg.run.seed)
+    out, finished = start_run(cfg, "sft")
+    if finished is not None:
+        return finished
     device = resolve_device(cfg.run.device)
     amp = resolve_precision(cfg.run.precision, device)
 
@@ -177,15 +171,6 @@ def run(cfg: SFTConfig) -> Path:
         save_checkpoint(final, model, tok, state={"step": step, "val_loss": None}, merge_lora=True)
     log.info("sft: done, %d steps, best validation loss %s; model in %s", step, best, final)
     return final
-
-
-def apply_lora(model: torch.nn.Module, lcfg) -> torch.nn.Module:
-    from peft import LoraConfig, get_peft_model
-
-    targets = "all-linear" if lcfg.target_modules == ["all-linear"] else lcfg.target_modules
-    peft_cfg = LoraConfig(task_type="CAUSAL_LM", r=lcfg.r, lora_alpha=lcfg.alpha, lora_dropout=lcfg.dropout,
-                          target_modules=targets)
-    return get_peft_model(model, peft_cfg)
 
 
 @torch.no_grad()
