@@ -151,18 +151,49 @@ def generate(path: Path, n: int, seed: int = 0) -> dict:
     return planted
 
 
-def run_child(cmd: list[str]) -> tuple[float, float, str]:
-    """Wall seconds and peak RSS (MiB) of a child process."""
-    before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+def run_child(cmd: list[str]) -> tuple[float, float, float, str]:
+    """Wall seconds, peak memory (MiB) and CPU seconds of a child process and its workers.
+
+    Memory is the peak of the summed RSS of the process tree, sampled every 50 ms with psutil
+    (``getrusage`` only knows the largest single process, not a parent plus its workers)."""
+    import threading
+
+    import psutil
+
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     t = time.perf_counter()
-    proc = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT)
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT)
+    peak = [0]
+
+    def sample() -> None:
+        try:
+            parent = psutil.Process(proc.pid)
+        except psutil.NoSuchProcess:
+            return
+        while proc.poll() is None:
+            total = 0
+            try:
+                for p in [parent, *parent.children(recursive=True)]:
+                    try:
+                        total += p.memory_info().rss
+                    except psutil.NoSuchProcess:
+                        pass
+            except psutil.NoSuchProcess:
+                break
+            peak[0] = max(peak[0], total)
+            time.sleep(0.05)
+
+    sampler = threading.Thread(target=sample, daemon=True)
+    sampler.start()
+    stdout, stderr = proc.communicate()
     wall = time.perf_counter() - t
+    sampler.join()
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
     if proc.returncode != 0:
-        raise SystemExit(f"{cmd[:3]} failed:\n{proc.stderr[-3000:]}")
-    peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
-    if peak <= before:
-        print("warning: peak RSS of this child did not exceed an earlier child's; figure is an upper bound")
-    return wall, peak / 1024, proc.stdout + proc.stderr
+        raise SystemExit(f"{cmd[:3]} failed:\n{stderr[-3000:]}")
+    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    peak_mib = max(peak[0] / 2**20, after.ru_maxrss / 1024 if after.ru_maxrss > before.ru_maxrss else 0)
+    return wall, peak_mib, cpu, stdout + stderr
 
 
 PEER = r'''
@@ -198,6 +229,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--prompts", type=int, default=1_000_000)
     ap.add_argument("--skip-peer", action="store_true")
+    ap.add_argument("--workers", type=int, default=2, help="curate's worker processes (the default config uses 2)")
     ap.add_argument("--keep", help="keep the generated log and outputs in this folder")
     args = ap.parse_args()
     work = Path(args.keep) if args.keep else Path(tempfile.mkdtemp(prefix="curate-bench-"))
@@ -210,10 +242,12 @@ def main() -> None:
 
     out = work / "ours"
     cmd = [sys.executable, "-m", "instructrl.cli", "curate", "--config", "configs/default/curate.yaml",
-           f"run.out_dir={out}", "run.progress=false", "on_error=skip", "inputs=[{path: " + str(log) + ", source: api}]"]
-    wall, peak, _ = run_child(cmd)
+           f"run.out_dir={out}", "run.progress=false", "on_error=skip", f"workers={args.workers}",
+           "inputs=[{path: " + str(log) + ", source: api}]"]
+    wall, peak, cpu, _ = run_child(cmd)
     rep = json.loads((out / "report.json").read_text())
-    print(f"ours: {wall:.1f} s, peak RSS {peak:.0f} MiB, {args.prompts / wall:,.0f} prompts/s; summary {rep['summary']}")
+    print(f"ours (workers={args.workers}): {wall:.1f} s wall, {cpu:.1f} s CPU, peak RSS {peak:.0f} MiB (all processes), "
+          f"{args.prompts / wall:,.0f} prompts/s; summary {rep['summary']}")
     print("  removed: " + ", ".join(f"{f['step']} {f['removed']}" for f in rep["filters"]))
     print(f"  pii by entity {rep['pii']['records_by_entity']}; check ok={rep['check']['ok']}")
 
@@ -222,9 +256,9 @@ def main() -> None:
         peer_out.mkdir(exist_ok=True)
         script = work / "peer.py"
         script.write_text(PEER)
-        p_wall, p_peak, p_stdout = run_child([sys.executable, str(script), str(log), str(peer_out)])
-        print(f"peer (pandas in memory; no PII, no langid, no tokens): {p_wall:.1f} s, peak RSS {p_peak:.0f} MiB, "
-              f"kept {p_stdout.strip()}")
+        p_wall, p_peak, p_cpu, p_stdout = run_child([sys.executable, str(script), str(log), str(peer_out)])
+        print(f"peer (pandas in memory; no PII, no langid, no tokens): {p_wall:.1f} s wall, {p_cpu:.1f} s CPU, "
+              f"peak RSS {p_peak:.0f} MiB, kept {p_stdout.strip()}")
         print(f"ratio: time ours/peer {wall / p_wall:.2f}x, peak memory ours/peer {peak / p_peak:.2f}x")
 
     # langid: per-prompt classify vs the batched identifier, same 5,000 prompts

@@ -14,7 +14,7 @@ pytest.importorskip("scipy")
 from instructrl.config import load_config  # noqa: E402
 from instructrl.data.config import CurateConfig  # noqa: E402
 from instructrl.data.curate import check_splits, run  # noqa: E402
-from instructrl.records import Prompt, RecordError, read_jsonl  # noqa: E402
+from instructrl.records import Prompt, RecordError, from_dict, read_jsonl, to_dict  # noqa: E402
 
 ROMAN = ("Write a detailed essay about the history of the Roman Empire, covering its rise, "
          "the emperors, the economy and its fall in the west.")
@@ -91,6 +91,11 @@ def test_every_rule_with_known_counts(tmp_path):
     heavy = [s for s, recs in splits.items() if any(p.user_id == "heavy" for p in recs)]
     assert len(heavy) == 1 and rep["splits"][heavy[0]]["max_prompts_per_user"] == 5
     assert (out / "config.yaml").exists() and "## What each filter removed" in (out / "report.md").read_text()
+    # the written lines are exactly what the shared record writer would write (no nulls, no empty meta)
+    for s in ("train", "valid", "test"):
+        for line in (out / f"{s}.jsonl").read_text().splitlines():
+            obj = json.loads(line)
+            assert obj == to_dict(from_dict(Prompt, obj))
 
 
 def test_drop_policy_and_stop_policy(tmp_path):

@@ -36,34 +36,35 @@ _ANYWHERE = [
     ("summarization", ("summar", "tl;dr", "tldr", "key points", "nutshell", "main points"), re.compile(r"\bsummari[sz]e|\bsummary of\b|\btl;?dr\b|\bkey points\b|\bin a nutshell\b|\bmain points\b")),
     ("classification", ("classif", "categori", "sentiment", "which category", "is this", "is the following"), re.compile(r"\bclassify\b|\bcategori[sz]e\b|\bsentiment\b|\bwhich category\b|\bis (?:this|the following) (?:\w+ ){0,3}(?:spam|positive|negative|toxic|sarcastic)\b")),
 ]
+_ANY_KEY = re.compile("|".join(re.escape(k) for _, keys, _ in _ANYWHERE for k in keys))
 _CLAUSE_START = [
     ("extraction", ("extract", "pull out", "find all", "list all the")),
     ("rewrite", ("rewrite", "re-write", "rephrase", "paraphrase", "translate", "proofread", "edit", "simplify", "shorten",
                  "correct the grammar", "correct the spelling", "fix the grammar", "fix the spelling", "make this more",
                  "make this less", "make it more", "make it less", "make it sound", "make this sound")),
     ("brainstorming", ("brainstorm", "suggest", "come up with", "give me some ideas", "give me ideas", "give me some suggestions",
-                       "give me suggestions", "list some", "list of", "list ways", "list ideas", "list tips", "list reasons")),
+                       "give me suggestions", "list some", "list of", "list ways", "list ideas", "list tips", "list reasons",
+                       r"list \d+ (?:ideas|ways|suggestions|names|reasons|tips)")),
     ("generation", ("write", "compose", "create", "generate", "draft", "make up", "continue", "tell me a story", "tell me a joke",
                     "tell me a poem", "act as", "act like", "pretend", "imagine", "you are a", "you are an", "you are now",
                     "give me a", "give me an")),
 ]
-_LIST_N = re.compile(r"^list \d+ (?:ideas|ways|suggestions|names|reasons|tips)\b")
+_OPENERS = ("please ", "can you ", "could you ", "would you ", "i want you to ", "i'd like you to ", "help me ", "now ")
+# one pass over the text finds every clause-start keyword: a clause starts the text or follows
+# . ! ? : ; or a newline, optionally after a polite opener; the keyword ends at a word boundary
+_CLAUSES = re.compile(r"[.!?:;\n]")
+_CLAUSE_RE = re.compile(
+    r"\s*(?:" + "|".join(re.escape(o) for o in _OPENERS) + r")?(?:"
+    + "|".join(f"(?P<{name}>" + "|".join(k if k.startswith("list \\d") else re.escape(k) for k in keys) + ")"
+               for name, keys in _CLAUSE_START)
+    + r")(?![\w-])"
+)
 _FORMS = re.compile(r"\b(?:a|an) (?:poem|story|essay|tweet|song|haiku|limerick|cover letter|speech|blog post)\b")
 _IDEAS_FOR = re.compile(r"\bideas for\b")
-_CLAUSES = re.compile(r"[.!?:;\n]+")
-_OPENERS = ("please ", "can you ", "could you ", "would you ", "i want you to ", "i'd like you to ", "help me ", "now ")
-_QUESTION = ("what", "who", "whom", "whose", "when", "where", "why", "how", "which", "is", "are", "was", "were", "can", "could",
-             "does", "do", "did", "should", "would", "will", "explain", "describe", "discuss", "analyze", "analyse", "compare",
-             "differentiate", "evaluate", "tell me")
-
-
-def _starts(clause: str, prefixes: tuple[str, ...]) -> bool:
-    if not clause.startswith(prefixes):  # one C-level test; the word boundary only when it matched
-        return False
-    for p in prefixes:
-        if clause.startswith(p) and (len(clause) == len(p) or not clause[len(p)].isalnum() and clause[len(p)] != "-"):
-            return True
-    return False
+_QUESTION = re.compile(
+    r"^[\s.!?:;]*(?:" + "|".join(re.escape(o) for o in _OPENERS) + r")?(?:what|who|whom|whose|when|where|why|how|which|is|are|was|were|can|could|"
+    r"does|do|did|should|would|will|explain|describe|discuss|analy[sz]e|compare|differentiate|evaluate|tell me)\b"
+)
 
 
 def tag(prompt: PromptText, type: str = "plain") -> str:
@@ -73,26 +74,20 @@ def tag(prompt: PromptText, type: str = "plain") -> str:
     if isinstance(prompt, list):
         prompt = next((m["content"] for m in reversed(prompt) if m["role"] == "user"), "")
     text = prompt[:300].lower()
-    for name, keys, pattern in _ANYWHERE:
-        if any(k in text for k in keys) and pattern.search(text):
-            return name
-    clauses = []
-    for c in _CLAUSES.split(text):
-        c = c.strip()
-        for opener in _OPENERS:
-            if c.startswith(opener):
-                c = c[len(opener):]
-                break
-        if c:
-            clauses.append(c)
-    for name, prefixes in _CLAUSE_START:
-        if any(_starts(c, prefixes) for c in clauses):
-            return name
-        if name == "brainstorming" and (any(_LIST_N.match(c) for c in clauses) or _IDEAS_FOR.search(text)):
-            return name
-        if name == "generation" and _FORMS.search(text):
-            return name
-    first = clauses[0] if clauses else ""
-    if "?" in text or _starts(first, _QUESTION):
+    if _ANY_KEY.search(text):
+        for name, keys, pattern in _ANYWHERE:
+            if any(k in text for k in keys) and pattern.search(text):
+                return name
+    match = _CLAUSE_RE.match
+    found = {m.lastgroup for m in map(match, _CLAUSES.split(text)) if m}
+    if "extraction" in found:
+        return "extraction"
+    if "rewrite" in found:
+        return "rewrite"
+    if "brainstorming" in found or ("ideas for" in text and _IDEAS_FOR.search(text)):
+        return "brainstorming"
+    if "generation" in found or _FORMS.search(text):
+        return "generation"
+    if "?" in text or _QUESTION.match(text):
         return "open_qa"
     return "other"

@@ -15,6 +15,7 @@ Two streaming passes and one decision step in between, so memory stays bounded:
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import os
@@ -32,7 +33,7 @@ from instructrl.config import save_config
 from instructrl.data import select
 from instructrl.data.config import CurateConfig, InputConfig
 from instructrl.data.readers import input_format, iter_raw, to_prompt
-from instructrl.records import CATEGORIES, SOURCES, Prompt, RecordError, atomic_write_text, prompt_text, to_dict
+from instructrl.records import CATEGORIES, SOURCES, Prompt, RecordError, atomic_write_text, prompt_text
 
 log = logging.getLogger(__name__)
 
@@ -119,6 +120,9 @@ class _UnreadableFile(Exception):
         self.error = error
 
 
+_PROMPT_FIELDS = [f.name for f in dataclasses.fields(Prompt)]
+
+
 class Batch:
     """What one process made of a batch of raw records: spill lines, compact keys, counts."""
 
@@ -175,6 +179,7 @@ class Processor:
         self._cat_idx = {c: i for i, c in enumerate(CATEGORIES)}
         self._keep_langs = set(cfg.lang.keep)
         self._pool = ThreadPoolExecutor(max_workers=1)
+        self._id_hashes: dict[str, int] = {}  # user and org ids repeat: hash each once
 
     def _scrub(self, p: Prompt) -> set[str]:
         """Find personal data in the prompt and its demonstration; mask it in place if configured."""
@@ -282,6 +287,9 @@ class Processor:
         langs = out.langs.append
         dumps = json.dumps
         cat_idx, other = self._cat_idx, len(CATEGORIES) - 1
+        ids = self._id_hashes
+        if len(ids) > 200_000:
+            ids.clear()
         for p, ts, text in kept:
             if p.category is None and tag is not None:
                 p.category = tag(p.prompt, p.type)
@@ -293,14 +301,27 @@ class Processor:
             else:
                 c.prefix.append(0)
                 c.has_prefix.append(0)
-            c.user.append(hash64(p.user_id))
-            c.org.append(hash64(p.org_id) if p.org_id else 0)
+            h = ids.get(p.user_id)
+            if h is None:
+                h = ids[p.user_id] = hash64(p.user_id)
+            c.user.append(h)
+            if p.org_id:
+                h = ids.get(p.org_id)
+                if h is None:
+                    h = ids[p.org_id] = hash64(p.org_id)
+                c.org.append(h)
+            else:
+                c.org.append(0)
             c.ts.append(ts)
             langs(p.lang or "unknown")
             c.category.append(cat_idx.get(p.category or "other", other))
             c.source.append(self._source_idx[p.source])
             c.input.append(input_idx)
-            spill(dumps(to_dict(p), ensure_ascii=False) + "\n")
+            # records.to_dict, inlined: the fields that are set, in Prompt's order
+            d = {k: v for k in _PROMPT_FIELDS if (v := getattr(p, k)) is not None}
+            if not p.meta:
+                del d["meta"]
+            spill(dumps(d, ensure_ascii=False) + "\n")
 
 
 _WORKER: Processor | None = None
