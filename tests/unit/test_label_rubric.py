@@ -251,3 +251,17 @@ def test_assessments_are_cached(rubric):
     a = rubric.assess(p, "Apple.")
     assert rubric.assess(p, "Apple.") is a
     assert rubric.assess(p, "Apple.", "length") is not a
+
+
+def test_without_langid_language_checks_are_skipped(monkeypatch):
+    import instructrl.data.langid_batch as lb
+
+    def missing(*args, **kwargs):
+        raise ImportError("no langid")
+
+    monkeypatch.setattr(lb, "get_identifier", missing)
+    rubric = Rubric(toxicity="lexicon")
+    p = Prompt(prompt="Describe the sea in French, in one sentence please, for a small child who is learning.",
+               constraints=[{"kind": "language", "value": "fr"}])
+    a = rubric.assess(p, "The sea is big and blue and full of fish that swim all day long in the waves.")
+    assert a.lang is None and a.constraints_satisfied == 1.0 and not a.lang_mismatch

@@ -224,6 +224,8 @@ def check_constraint(kind: str, value: Any, response: str, *, language: str | No
     if kind == "language":
         if language is None:
             language = detect_languages([response])[0]
+        if language is None:  # langid is not installed: the constraint cannot be checked
+            return True
         return language == value.strip().lower()
     if kind == "json_keys":
         obj = parse_json_object(response)
@@ -249,15 +251,24 @@ def check_constraint(kind: str, value: Any, response: str, *, language: str | No
 # --------------------------------------------------------------------------- language
 
 
-def detect_languages(texts: Sequence[str], max_bytes: int = 1024) -> list[str]:
-    """``langid``'s language of each text, batched (see :mod:`instructrl.data.langid_batch`)."""
+_NO_LANGID: list[bool] = []
+
+
+def detect_languages(texts: Sequence[str], max_bytes: int = 1024) -> list[str | None]:
+    """``langid``'s language of each text, batched (see :mod:`instructrl.data.langid_batch`).
+    Without langid and scipy (the ``label`` extra) every language is None (unknown), with a warning."""
     if not texts:
         return []
     try:
         from instructrl.data.langid_batch import get_identifier
-    except ImportError as e:  # pragma: no cover - the label extra installs langid and scipy
-        raise ImportError("language checks need langid and scipy: pip install 'instructrl[label]'") from e
-    return get_identifier((), max_bytes).classify(list(texts))
+
+        return get_identifier((), max_bytes).classify(list(texts))
+    except ImportError:
+        if not _NO_LANGID:
+            _NO_LANGID.append(True)
+            log.warning("langid/scipy are not installed: language checks are skipped "
+                        "(pip install 'instructrl[label]')")
+        return [None] * len(texts)
 
 
 # --------------------------------------------------------------------------- toxicity
