@@ -122,6 +122,22 @@ def test_unreadable_file_is_counted_or_stops(tmp_path):
         run(make_cfg(tmp_path, [{"path": str(missing)}], "on_error=stop"))
 
 
+def test_truncated_file_keeps_what_was_read(tmp_path):
+    import gzip
+
+    rows = [{"id": f"t{i}", "user_id": f"u{i % 50}", "prompt": f"Question number {i}: why is the sky blue on planet {i}?"}
+            for i in range(3000)]
+    data = gzip.compress("".join(json.dumps(r) + "\n" for r in rows).encode())
+    path = tmp_path / "cut.jsonl.gz"
+    path.write_bytes(data[: len(data) * 3 // 4])  # the end of the stream is missing
+    out = run(make_cfg(tmp_path, [{"path": str(path)}], "lang.keep=[]", "cap.max_per_user=0"))
+    rep = json.loads((out / "report.json").read_text())
+    assert rep["inputs"][0]["bad"] == {"unreadable file": 1}
+    assert 1000 < rep["summary"]["kept"] < 3000 and rep["summary"]["kept"] == rep["inputs"][0]["read"]
+    with pytest.raises(RecordError, match="cut.jsonl.gz: cannot read"):
+        run(make_cfg(tmp_path, [{"path": str(path)}], "on_error=stop"))
+
+
 def test_same_seed_same_output_other_seed_other_split(tmp_path):
     log = write_log(tmp_path / "log.jsonl")
     a = run(make_cfg(tmp_path / "a", [{"path": str(log)}]))

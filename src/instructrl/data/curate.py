@@ -386,7 +386,8 @@ class Reader:
 
     def _chunks(self, inp: InputConfig, name: str, input_idx: int, raw: bool, counter: list):
         bs = self.cfg.batch_size
-        items = []
+        items: list = []
+        failure = None
         try:
             for item in iter_raw(inp, raw=raw):
                 items.append(item)
@@ -395,11 +396,12 @@ class Reader:
                     yield (items, raw, input_idx, name, inp.source, inp.fields)
                     items = []
         except RecordError as e:  # the file itself: missing, unreadable, wrong format
-            raise _UnreadableFile(e) from None
-        finally:
+            failure = e
+        if items:  # what was read before a failure still counts
             counter[0] += len(items)
-        if items:
             yield (items, raw, input_idx, name, inp.source, inp.fields)
+        if failure is not None:
+            raise _UnreadableFile(failure)
 
     def read_input(self, inp: InputConfig, name: str, input_idx: int, progress) -> None:
         try:

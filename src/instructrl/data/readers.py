@@ -78,7 +78,7 @@ def _iter_jsonl(path: Path) -> Iterator[tuple[str, int, Any]]:
                     yield f"{path}:{lineno}", lineno, loads(line)
                 except json.JSONDecodeError as e:
                     yield f"{path}:{lineno}", lineno, RecordError(f"{path}:{lineno}", None, f"not valid JSON ({e.msg} at column {e.colno})")
-    except (OSError, UnicodeDecodeError) as e:
+    except (OSError, EOFError, UnicodeDecodeError) as e:
         raise RecordError(str(path), None, f"cannot read: {e}") from None
 
 
@@ -88,7 +88,7 @@ def _iter_lines(path: Path) -> Iterator[tuple[str, int, str]]:
             for lineno, line in enumerate(fh, 1):
                 if line.strip():
                     yield f"{path}:{lineno}", lineno, line
-    except (OSError, UnicodeDecodeError) as e:
+    except (OSError, EOFError, UnicodeDecodeError) as e:
         raise RecordError(str(path), None, f"cannot read: {e}") from None
 
 
@@ -100,7 +100,7 @@ def _iter_csv(path: Path) -> Iterator[tuple[str, int, Any]]:
             for row in reader:
                 lineno = reader.line_num
                 yield f"{path}:{lineno}", lineno, {k: (v if v != "" else None) for k, v in row.items() if k is not None}
-    except (OSError, UnicodeDecodeError, csv.Error) as e:
+    except (OSError, EOFError, UnicodeDecodeError, csv.Error) as e:
         raise RecordError(str(path), None, f"cannot read: {e}") from None
 
 
