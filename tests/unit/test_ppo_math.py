@@ -8,7 +8,7 @@ import torch
 
 from instructrl.ppo.advantages import RunningMoments, gae, last_index, normalize_scores, sequence_kl, shape_rewards
 from instructrl.ppo.kl_control import AdaptiveKLController, FixedKLController, build_kl_controller
-from instructrl.ppo.loss import logprobs_and_entropy, policy_loss, value_loss
+from instructrl.ppo.loss import entropy_from_logits, policy_loss, token_logprobs, value_loss
 from instructrl.ppo.ptx import collate_blocks, make_blocks, ptx_nll_from_logits, split_blocks
 from instructrl.utils.masked import masked_whiten
 
@@ -102,9 +102,9 @@ def test_clipped_value_loss_hand_computed():
     assert float(unclipped) == pytest.approx(0.5 * (0.25 + 1.0) / 2, abs=1e-6)
 
 
-def test_logprobs_and_entropy():
+def test_token_logprobs_and_entropy():
     logits = T([[0.0, 0.0, 0.0, 0.0], [0.0, math.log(3.0), -1e9, -1e9]])
-    lp, ent = logprobs_and_entropy(logits, T([2, 1]))
+    lp, ent = token_logprobs(logits, T([2, 1])), entropy_from_logits(logits)
     torch.testing.assert_close(lp, T([math.log(0.25), math.log(0.75)]))
     torch.testing.assert_close(ent, T([math.log(4.0), -(0.25 * math.log(0.25) + 0.75 * math.log(0.75))]))
 

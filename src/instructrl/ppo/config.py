@@ -33,18 +33,18 @@ class RewardConfig:
     function: str | None = option(
         None, "A Python reward instead of a model: 'package.module:callable', called as "
               "fn(prompts, responses, response_token_ids) -> list of floats.")
-    target_token: str | None = option(
-        None, "Built-in programmatic reward for smoke tests: the fraction of response tokens equal to this "
-              "token's (single) id.")
+    target_tokens: list[str] = option(
+        [], "Built-in programmatic reward for tests and smoke runs: the fraction of response tokens (EOS excluded) "
+            "that are one of these strings, each of which must be a single token.")
     batch_size: int = option(8, "Sequences per reward-model forward pass.")
     max_seq_len: int = option(1024, "Longest prompt + response the reward model reads (the prompt is cut first).")
     missing_eos_penalty: float | None = option(
         None, "Subtract this from the score of a response that hit rollout.max_new_tokens without ending.")
 
     def __post_init__(self) -> None:
-        given = [k for k in ("model", "function", "target_token") if getattr(self, k)]
+        given = [k for k in ("model", "function", "target_tokens") if getattr(self, k)]
         if len(given) != 1:
-            raise ValueError(f"set exactly one of reward.model, reward.function, reward.target_token (got {given or 'none'})")
+            raise ValueError(f"set exactly one of reward.model, reward.function, reward.target_tokens (got {given or 'none'})")
 
 
 @dataclass

@@ -1,0 +1,136 @@
+"""Rollout pieces on the tiny model: batches, log-probs and values against full forward passes,
+ratio = 1 between rollout and recomputation, prompt order, prompt files, the programmatic reward."""
+
+import json
+
+import pytest
+import torch
+
+from instructrl.models import load_model, load_tokenizer
+from instructrl.models.generation import HFGenerator
+from instructrl.models.scalar import ScalarRewardModel, init_reward_model
+from instructrl.ppo.reward import TokenFractionReward, load_callable, single_token_id
+from instructrl.ppo.rollout import (collate, collect, encode_prompts, load_prompts, make_reference, policy_logprobs,
+                                    prompt_batch, value_predictions)
+from instructrl.records import RecordError
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)  # tiny matmuls: threads only add synchronization
+    yield
+    torch.set_num_threads(n)
+
+
+@pytest.fixture(scope="module")
+def tiny(tiny_model_dir):
+    tok = load_tokenizer(str(tiny_model_dir))
+    return load_model(str(tiny_model_dir), tokenizer=tok).eval(), tok, str(tiny_model_dir)
+
+
+def test_collate_and_select_align_responses():
+    b = collate([[1, 2, 3], [4]], [[5, 6], [7, 8, 9]], pad_id=0)
+    assert b.input_ids.tolist() == [[1, 2, 3, 5, 6], [4, 7, 8, 9, 0]]
+    assert b.attention_mask.tolist() == [[1, 1, 1, 1, 1], [1, 1, 1, 1, 0]]
+    assert b.start.tolist() == [3, 1]
+    assert b.tokens.tolist() == [[5, 6, 0], [7, 8, 9]]
+    assert b.mask.tolist() == [[True, True, False], [True, True, True]]
+    # the hidden state at position start + t - 1 predicts response token t
+    assert b.positions().tolist() == [[2, 3, 4], [0, 1, 2]]
+    s = b.select([0])
+    assert s.input_ids.tolist() == [[1, 2, 3, 5, 6]] and s.tokens.tolist() == [[5, 6]]
+    with pytest.raises(ValueError, match="at least one token"):
+        collate([[1]], [[]], pad_id=0)
+
+
+def test_logprobs_and_values_match_full_forward(tiny):
+    model, tok, path = tiny
+    g = torch.Generator().manual_seed(0)
+    prompts = [torch.randint(5, 400, (n,), generator=g).tolist() for n in (7, 3, 11)]
+    responses = [torch.randint(5, 400, (n,), generator=g).tolist() for n in (4, 9, 1)]
+    b = collate(prompts, responses, tok.pad_token_id)
+    with torch.no_grad():
+        lp, ent = policy_logprobs(model, b, temperature=0.7, with_entropy=True)
+        for i, (p, r) in enumerate(zip(prompts, responses)):
+            logits = model(torch.tensor([p + r])).logits[0] / 0.7  # unpadded, one sequence at a time
+            full = torch.log_softmax(logits, -1)
+            for t, tok_id in enumerate(r):
+                assert float(lp[i, t]) == pytest.approx(float(full[len(p) + t - 1, tok_id]), abs=1e-5)
+                h = -(full[len(p) + t - 1].exp() * full[len(p) + t - 1]).sum()
+                assert float(ent[i, t]) == pytest.approx(float(h), abs=1e-4)
+    # values: the head at the state before each response token == the reward model's score of the prefix
+    value = init_reward_model(path, tokenizer=tok)
+    value.eval()
+    with torch.no_grad():
+        v = value_predictions(value, b)
+        for i, (p, r) in enumerate(zip(prompts, responses)):
+            for t in range(len(r)):
+                prefix = torch.tensor([p + r[:t]])
+                assert float(v[i, t]) == pytest.approx(float(value(prefix, torch.ones_like(prefix))[0]), abs=1e-5)
+    assert isinstance(value, ScalarRewardModel)
+
+
+def test_rollout_logprobs_equal_recomputed_ones(tiny):
+    """Ratio = 1: the log-probs gathered during the rollout (batched by length, no grad) equal
+    those the first PPO epoch computes for shuffled minibatches before any update."""
+    model, tok, path = tiny
+    prompts = [f"Write {w} words about the sea." for w in ("three", "four", "many", "a few", "nine", "ten")]
+    ids = encode_prompts(tok, prompts, 64)
+    value = init_reward_model(path, tokenizer=tok).eval()
+    ref = make_reference(model, model, 1.0, frozen_device=torch.device("cpu"), offload=False, chunk=4)
+    ro = collect(prompts, ids, generator=HFGenerator(model, tok, 4), policy=model, reference=ref, value_model=value,
+                 reward=lambda p, r, i: [float(len(x)) for x in i], pad_id=tok.pad_token_id,
+                 device=torch.device("cpu"), amp_ctx=torch.no_grad, max_new_tokens=10, temperature=1.0, top_p=1.0,
+                 seed=1, forward_batch_size=4)
+    assert ro.scores.tolist() == [float(m) for m in ro.batch.mask.sum(-1).tolist()]
+    assert ro.batch.start.tolist() == [len(x) for x in ids]
+    # the reference is the same model: KL exactly 0
+    assert float(((ro.logprobs - ro.ref_logprobs).abs() * ro.batch.mask).max()) == 0.0
+    for mb in (torch.tensor([5, 0, 3]), torch.tensor([1, 2, 4])):
+        sub = ro.batch.select(mb)
+        with torch.no_grad():
+            lp, _ = policy_logprobs(model, sub)
+        r = sub.tokens.shape[1]
+        ratio = torch.exp(lp - ro.logprobs[mb, :r])[sub.mask]
+        torch.testing.assert_close(ratio, torch.ones_like(ratio), atol=1e-5, rtol=0)
+
+
+def test_prompt_batches_cover_every_prompt_once_per_pass():
+    seen = [i for step in range(5) for i in prompt_batch(10, step, 4, seed=3)]
+    assert sorted(seen[:10]) == list(range(10))  # first pass
+    assert sorted(seen[10:20]) == list(range(10))  # second pass, another order
+    assert seen[:10] != seen[10:20]
+    assert prompt_batch(10, 3, 4, seed=3) == seen[12:16]  # a pure function of (step, seed)
+
+
+def test_load_prompts_formats_and_errors(tmp_path):
+    p = tmp_path / "p.jsonl"
+    p.write_text("\n".join([json.dumps("plain string"), json.dumps({"prompt": "from a record", "id": "x"}),
+                            json.dumps({"text": "from text"}),
+                            json.dumps({"prompt": [{"role": "user", "content": "chat"}]}),
+                            json.dumps({"instruction": "few-shot", "examples": []})]) + "\n")
+    got = load_prompts([str(p)])
+    assert got == ["plain string", "from a record", "from text", [{"role": "user", "content": "chat"}]]
+    assert load_prompts([str(p)], max_prompts=2) == got[:2]
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text(json.dumps({"prompt": "ok"}) + "\n" + json.dumps({"prompt": ""}) + "\n")
+    with pytest.raises(RecordError, match=r"bad.jsonl:2: field 'prompt'"):
+        load_prompts([str(bad)])
+    chat = tmp_path / "chat.jsonl"
+    chat.write_text(json.dumps({"prompt": [{"role": "assistant", "content": "hi"}]}) + "\n")
+    with pytest.raises(RecordError, match=r"chat.jsonl:1: field 'prompt'.*user"):
+        load_prompts([str(chat)])
+
+
+def test_token_fraction_reward_and_callables(tiny):
+    _, tok, _ = tiny
+    r = TokenFractionReward([7, 9], eos_ids=[2])
+    # EOS does not count: [7, 5, 9, 2] -> 2 of 3; [2] -> empty -> 0; [5, 5] -> 0; [9] -> 1
+    assert r([], [], [[7, 5, 9, 2], [2], [5, 5], [9]]) == [pytest.approx(2 / 3), 0.0, 0.0, 1.0]
+    assert single_token_id(tok, " the") == tok(" the", add_special_tokens=False)["input_ids"][0]
+    with pytest.raises(ValueError, match="exactly one token"):
+        single_token_id(tok, " photosynthesis")
+    assert load_callable("math:fsum")([1.0, 2.0]) == 3.0
+    with pytest.raises(ValueError, match="cannot be loaded"):
+        load_callable("math:no_such_function")
