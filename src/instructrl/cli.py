@@ -19,6 +19,7 @@ STAGES: dict[str, tuple[str, str, str]] = {
     "sft": ("instructrl.sft.config:SFTConfig", "instructrl.sft.train:run",
             "supervised fine-tuning on demonstrations (prompt tokens masked)"),
     "label": ("instructrl.label.config:LabelConfig", "instructrl.label.run:run", "rank samples or pick demonstrations with simulated labelers (calibrated panels) or an LLM judge"),
+    "ppo": ("instructrl.ppo.config:PPOConfig", "instructrl.ppo.train:run", "PPO / PPO-ptx of the SFT policy against a reward model (KL penalty to the SFT policy)"),
     "selfinstruct": ("instructrl.data.selfinstruct.config:SelfInstructConfig", "instructrl.data.selfinstruct.run:run", "Self-Instruct: grow a task pool from seed tasks with the model itself"),
 }
 
