@@ -265,3 +265,10 @@ def test_without_langid_language_checks_are_skipped(monkeypatch):
                constraints=[{"kind": "language", "value": "fr"}])
     a = rubric.assess(p, "The sea is big and blue and full of fish that swim all day long in the waves.")
     assert a.lang is None and a.constraints_satisfied == 1.0 and not a.lang_mismatch
+
+
+def test_batches_larger_than_the_cache():
+    small = Rubric(toxicity="lexicon", cache_size=2)
+    p = Prompt(prompt="Name a fruit.", lang="en")
+    out = small.assess_many([(p, f"Fruit {i}.") for i in range(5)])
+    assert [a.n_words for a in out] == [2] * 5 and len(small._cache) == 2

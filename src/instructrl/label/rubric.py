@@ -566,7 +566,8 @@ def _user_text(p: Prompt) -> str:
 
 
 def _prompt_key(p: Prompt) -> str:
-    return json.dumps([p.prompt, p.reference, p.constraints, p.lang, p.category], ensure_ascii=False, sort_keys=True)
+    return json.dumps([p.prompt, p.reference, p.constraints, p.lang, p.category, p.type], ensure_ascii=False,
+                      sort_keys=True)
 
 
 _ANSWER_FROM_TEXT = {"extraction", "summarization"}
@@ -643,10 +644,8 @@ class Rubric:
             if fr not in (None, "stop", "length"):
                 raise ValueError(f"items[{i}]: finish_reason must be 'stop', 'length' or None, got {fr!r}")
             norm.append((p, r, fr, (_prompt_key(p), r, fr)))
-        todo = [x for x in norm if x[3] not in self._cache]
-        if todo:
-            self._compute(todo)
-        return [self._cache[x[3]] for x in norm]
+        fresh = self._compute([x for x in norm if x[3] not in self._cache])
+        return [fresh[x[3]] if x[3] in fresh else self._cache[x[3]] for x in norm]
 
     def expected_language(self, prompt: Prompt | PromptText) -> str | None:
         p = as_prompt(prompt)
@@ -673,7 +672,9 @@ class Rubric:
             for key, lang in zip(need, detect_languages(list(need.values()))):
                 self._prompt_lang[key] = lang
 
-    def _compute(self, todo: list) -> None:
+    def _compute(self, todo: list) -> dict:
+        if not todo:
+            return {}
         prompts = [x[0] for x in todo]
         for i, p in enumerate(prompts):
             for j, c in enumerate(p.constraints or []):
@@ -687,10 +688,12 @@ class Rubric:
         # short texts: langid guesses; trust a non-English verdict only from 5 letter words on
         english = [lang in (None, "en") or _letter_words(x[1]) < 5 for lang, x in zip(langs, todo)]
         tox = self.toxicity.scores([x[1] for x in todo], english)
+        fresh = {}
         for i, (p, r, fr, key) in enumerate(todo):
-            self._cache[key] = self._assess_one(p, r, fr, tox[i], expected[i], langs[i])
+            fresh[key] = self._cache[key] = self._assess_one(p, r, fr, tox[i], expected[i], langs[i])
         while len(self._cache) > self.cache_size:
             self._cache.popitem(last=False)
+        return fresh
 
     def _assess_one(self, p: Prompt, r: str, fr: str | None, toxicity: float, expected: str | None,
                     lang: str | None) -> Assessment:
