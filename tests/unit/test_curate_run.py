@@ -231,3 +231,17 @@ def test_worker_processes_write_the_same_files(tmp_path):
     assert a["filters"] == b["filters"] and a["summary"] == b["summary"] and a["languages"] == b["languages"]
     with pytest.raises(RecordError, match=rf"log.jsonl:{BROKEN_LINE}: not valid JSON"):
         run(make_cfg(tmp_path / "stop", [{"path": str(log)}], "batch_size=4", "workers=2", "on_error=stop"))
+
+
+def test_token_sample_counts_a_stable_subset(tmp_path):
+    from instructrl.data.select import hash64
+
+    rows = [{"id": f"s{i}", "user_id": f"u{i}", "prompt": f"Tell me something new about topic number {i} please"} for i in range(400)]
+    path = tmp_path / "many.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    out = run(make_cfg(tmp_path, [{"path": str(path)}], "lang.keep=[]", "stats.token_sample=0.25"))
+    rep = json.loads((out / "report.json").read_text())
+    expected = sum(hash64(r["prompt"]) < int(0.25 * 2**64) for r in rows)
+    assert rep["prompt_tokens"]["all"]["count"] == expected and 60 < expected < 140
+    assert rep["summary"]["kept"] == 400
+    assert rep["prompt_tokens"]["all"]["min"] == rep["prompt_tokens"]["all"]["max"] == 9  # whitespace words

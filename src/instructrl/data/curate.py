@@ -21,6 +21,7 @@ import logging
 import os
 import shutil
 import tempfile
+import time
 from array import array
 from collections import Counter, deque
 from concurrent.futures import ThreadPoolExecutor
@@ -252,7 +253,13 @@ class Processor:
             return out
         # tokenizers releases the GIL: count tokens on a second thread while this one runs langid,
         # tagging, hashing and spilling the same batch
-        counted = self._pool.submit(self._count, [k[2] for k in kept], [k[0].reference for k in kept])
+        rate = cfg.stats.token_sample
+        if rate >= 1.0:
+            sampled = None
+        else:  # a deterministic sample: the same prompts are counted on every run
+            limit = int(rate * 2**64)
+            sampled = [select.hash64(k[2]) < limit for k in kept]
+        counted = self._pool.submit(self._count, [k[2] for k in kept], [k[0].reference for k in kept], sampled)
         if self.langid is not None:
             for (p, _, _), lang in zip(kept, self.langid.classify([k[2] for k in kept])):
                 p.lang = lang
@@ -270,10 +277,17 @@ class Processor:
         out.cols.ref_tokens.extend(ref_tokens)
         return out
 
-    def _count(self, texts: list[str], refs: list[str | None]) -> tuple[list[int], list[int]]:
-        tokens = self.count_tokens(texts)
-        ref_tokens = [-1] * len(refs)
-        present = [i for i, r in enumerate(refs) if r]
+    def _count(self, texts: list[str], refs: list[str | None], sampled: list[bool] | None) -> tuple[list[int], list[int]]:
+        """Token counts of prompts and demonstrations: -1 no demonstration, -2 not in the sample."""
+        if sampled is None:
+            tokens = self.count_tokens(texts)
+        else:
+            tokens = [-2] * len(texts)
+            chosen = [i for i, m in enumerate(sampled) if m]
+            for i, n in zip(chosen, self.count_tokens([texts[i] for i in chosen])):
+                tokens[i] = n
+        ref_tokens = [-1 if not r else -2 for r in refs]
+        present = [i for i, r in enumerate(refs) if r and (sampled is None or sampled[i])]
         for i, n in zip(present, self.count_tokens([refs[i] for i in present])):
             ref_tokens[i] = n
         return tokens, ref_tokens
@@ -636,10 +650,20 @@ def run(cfg: CurateConfig) -> Path:
     out.mkdir(parents=True, exist_ok=True)
     save_config(cfg, out)
     names = _input_names(cfg.inputs)
+    timings: dict[str, float] = {}
+    clock = time.perf_counter()
+
+    def phase(name: str) -> None:
+        nonlocal clock
+        now = time.perf_counter()
+        timings[name] = round(now - clock, 2)
+        clock = now
+
     work = Path(tempfile.mkdtemp(prefix=".curate-", dir=out))
     try:
         spill = work / "spill.jsonl"
         reader = Reader(cfg, spill)
+        phase("start")
         try:
             with tqdm(desc="curate", unit=" prompts", disable=not cfg.run.progress) as bar:
                 for i, (inp, name) in enumerate(zip(cfg.inputs, names)):
@@ -648,12 +672,18 @@ def run(cfg: CurateConfig) -> Path:
             reader.close(terminate=True)
             raise
         reader.close()
+        phase("read_and_clean")
         status, split = decide(cfg, reader.cols)
+        phase("decide")
         write_splits(out, spill, split, cfg.run.progress)
+        phase("write")
     finally:
         shutil.rmtree(work, ignore_errors=True)
     check = check_splits(out, cfg.split.by)
+    phase("check")
     report = build_report(cfg, names, reader, status, split, check)
+    phase("report")
+    report["seconds"] = timings
     atomic_write_text(out / "report.json", json.dumps(report, indent=2, ensure_ascii=False) + "\n")
     atomic_write_text(out / "report.md", render_markdown(report))
     from instructrl.utils.metrics import MetricsLogger

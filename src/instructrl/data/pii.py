@@ -226,15 +226,17 @@ class PIIDetector:
         if "email" in ents and "@" in text:
             found += self._emails(text)
         if has_digit:
-            if "phone" in ents:
+            # each entity needs a least number of digits; most prompts hold only a few
+            digits = sum(text.count(d) for d in "0123456789")
+            if "phone" in ents and digits >= 7:
                 found += self._phones(text)
-            if "credit_card" in ents:
+            if "credit_card" in ents and digits >= 13:
                 found += self._cards(text)
-            if "national_id" in ents and self._ids:
+            if "national_id" in ents and self._ids and digits >= 8:
                 found += self._national_ids(text)
-            if "ip_address" in ents:
+            if "ip_address" in ents and (digits >= 4 or text.count(":") >= 2):
                 found += self._ips(text)
-            if "iban" in ents:
+            if "iban" in ents and digits >= 6:
                 found += self._ibans(text)
             if "street_address" in ents:
                 found += self._addresses(text)

@@ -79,9 +79,10 @@ def build_report(cfg: Any, names: list[str], reader: Any, status: np.ndarray, sp
             "by_source": {SOURCES[k]: int(n) for k, n in zip(*np.unique(source[m], return_counts=True))},
         }
 
-    prompt_tokens = {name: length_stats(tokens[sp == s]) for s, name in enumerate(SPLITS)}
-    prompt_tokens["all"] = length_stats(tokens)
-    by_category = {CATEGORIES[c]: length_stats(tokens[cat == c]) for c in np.unique(cat).tolist()}
+    counted = tokens >= 0  # -2: not in the token-count sample (stats.token_sample)
+    prompt_tokens = {name: length_stats(tokens[counted & (sp == s)]) for s, name in enumerate(SPLITS)}
+    prompt_tokens["all"] = length_stats(tokens[counted])
+    by_category = {CATEGORIES[c]: length_stats(tokens[counted & (cat == c)]) for c in np.unique(cat).tolist()}
     has_ref = ref >= 0
     demo_tokens = {}
     if has_ref.any():
@@ -120,6 +121,7 @@ def build_report(cfg: Any, names: list[str], reader: Any, status: np.ndarray, sp
         "split_config": {"by": cfg.split.by, "method": cfg.split.method, "seed": cfg.run.seed,
                          "targets": {"train": cfg.split.train, "valid": cfg.split.valid, "test": cfg.split.test}},
         "tokenizer": cfg.stats.tokenizer,
+        "token_sample": cfg.stats.token_sample,
         "prompt_tokens": prompt_tokens,
         "prompt_tokens_by_category": by_category,
         "demonstration_tokens": demo_tokens,
@@ -176,7 +178,8 @@ def render_markdown(r: dict) -> str:
     out += _md_table(["split", "users", "prompts", "average per user", "most by one user"], [
         [name, v["users"], v["prompts"], v["avg_prompts_per_user"], v["max_prompts_per_user"]] for name, v in r["splits"].items()
     ])
-    out += [f"## Prompt lengths in tokens ({r['tokenizer']}) per split", ""]
+    sample = "" if r["token_sample"] >= 1 else f"; counted on a {r['token_sample']:.0%} hash sample of the prompts"
+    out += [f"## Prompt lengths in tokens ({r['tokenizer']}{sample}) per split", ""]
     out += _md_table(["split"] + _STAT_COLS, _stat_rows(r["prompt_tokens"]))
     out += ["## Prompt lengths in tokens per category", ""]
     out += _md_table(["category"] + _STAT_COLS, _stat_rows(r["prompt_tokens_by_category"]))
