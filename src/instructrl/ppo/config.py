@@ -27,31 +27,35 @@ class PPODataConfig:
 
 @dataclass
 class RewardConfig:
-    model: str | None = option(
-        None, "Reward-model checkpoint (`instructrl rm` output: a directory or a run directory with final/); "
-              "its normalization bias is applied.")
+    kind: Literal["model", "function", "target_tokens"] = option(
+        "model", "What scores a response: a reward model (reward.model), a Python function (reward.function), or "
+                 "the built-in programmatic reward (reward.target_tokens).")
+    model: str = option(
+        "runs/demo/rm/final", "Reward-model checkpoint (`instructrl rm` output: a directory or a run directory with "
+                              "final/); its normalization bias is applied.")
     function: str | None = option(
-        None, "A Python reward instead of a model: 'package.module:callable', called as "
-              "fn(prompts, responses, response_token_ids) -> list of floats.")
+        None, "kind=function: 'package.module:callable', called as fn(prompts, responses, response_token_ids) -> "
+              "list of floats.")
     target_tokens: list[str] = option(
-        [], "Built-in programmatic reward for tests and smoke runs: the fraction of response tokens (EOS excluded) "
-            "that are one of these strings, each of which must be a single token.")
+        [], "kind=target_tokens, for tests and smoke runs: the score is the fraction of response tokens (EOS "
+            "excluded) that are one of these strings, each of which must be a single token.")
     batch_size: int = option(8, "Sequences per reward-model forward pass.")
     max_seq_len: int = option(1024, "Longest prompt + response the reward model reads (the prompt is cut first).")
     missing_eos_penalty: float | None = option(
         None, "Subtract this from the score of a response that hit rollout.max_new_tokens without ending.")
 
     def __post_init__(self) -> None:
-        given = [k for k in ("model", "function", "target_tokens") if getattr(self, k)]
-        if len(given) != 1:
-            raise ValueError(f"set exactly one of reward.model, reward.function, reward.target_tokens (got {given or 'none'})")
+        if self.kind == "function" and not self.function:
+            raise ValueError("reward.kind=function needs reward.function ('package.module:callable')")
+        if self.kind == "target_tokens" and not self.target_tokens:
+            raise ValueError("reward.kind=target_tokens needs reward.target_tokens (a list of single-token strings)")
 
 
 @dataclass
 class ValueConfig:
     init: str | None = option(
         None, "Where the value function starts: a reward-model or causal-LM checkpoint; null is reward.model when "
-              "that is set (as InstructGPT did), else the policy with a new scalar head.")
+              "reward.kind=model (as InstructGPT did), else the policy with a new scalar head.")
     lr: float | None = option(None, "Value-function learning rate; null uses optim.lr.")
     cliprange: float | None = option(0.2, "Clip new values to within this of the rollout's; null disables.")
 

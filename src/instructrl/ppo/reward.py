@@ -84,9 +84,9 @@ def single_token_id(tok: Any, text: str) -> int:
 def build_reward(cfg: Any, tok: Any, *, device: torch.device, amp: torch.dtype, dtype: torch.dtype,
                  offload: bool, eos_ids: Sequence[int]) -> RewardFn:
     """The reward named by a :class:`~instructrl.ppo.config.RewardConfig`."""
-    if cfg.target_tokens:
+    if cfg.kind == "target_tokens":
         return TokenFractionReward([single_token_id(tok, t) for t in cfg.target_tokens], eos_ids)
-    if cfg.function:
+    if cfg.kind == "function":
         return load_callable(cfg.function)
     from instructrl.models.scalar import load_reward_model
 

@@ -220,7 +220,7 @@ def ppo_epochs(cfg: PPOConfig, step: int, ro: Rollout, advantages: torch.Tensor,
                 if not torch.isfinite(nll):
                     raise nonfinite_error("ppo (ptx loss)", step, out)
                 (cfg.ptx.coef * nll).backward()
-                sums["ptx_loss"] = sums.get("ptx_loss", 0.0) + float(nll)
+                sums["ptx_loss"] = sums.get("ptx_loss", 0.0) + float(nll.detach())
             gn = clip_and_step(policy, opt, sched, cfg.optim.max_grad_norm)
             vgn = clip_and_step(value, vopt, vsched, cfg.optim.max_grad_norm)
             sums["grad_norm"] = sums.get("grad_norm", 0.0) + gn
@@ -259,7 +259,8 @@ def build_models(cfg: PPOConfig, tok: Any, device: torch.device, frozen_device: 
         ref_model = load_model(pc.name_or_path, dtype=DTYPES[cfg.memory.frozen_dtype], dropout=0.0, tokenizer=tok,
                                device="cpu" if cfg.memory.offload_frozen else frozen_device)
         ref_model.requires_grad_(False).eval()
-    value = init_reward_model(cfg.value.init or cfg.reward.model or pc.name_or_path, tokenizer=tok,
+    value_init = cfg.value.init or (cfg.reward.model if cfg.reward.kind == "model" else pc.name_or_path)
+    value = init_reward_model(value_init, tokenizer=tok,
                               dtype=DTYPES[pc.dtype], dropout=0.0)
     if cfg.lora.enabled:
         value.model = apply_lora(value.model, cfg.lora, task_type="SEQ_CLS")
