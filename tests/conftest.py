@@ -28,3 +28,26 @@ def shared_data() -> Path:
     if not SHARED_DATA.exists():
         pytest.skip(f"public data not found at {SHARED_DATA} (see the README: it sits beside the project)")
     return SHARED_DATA
+
+
+@pytest.fixture
+def sigkill_when():
+    """``sigkill_when(cmd, path)``: start ``cmd`` (a stage run on the CLI) and SIGKILL it as soon as
+    ``path`` exists; fails if the run ends first or nothing appears within two minutes."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    def kill(cmd: list[str], path: Path) -> None:
+        proc = subprocess.Popen([sys.executable, "-m", "instructrl.cli", *cmd], stdout=subprocess.DEVNULL,
+                                stderr=subprocess.DEVNULL, env={**os.environ, "PYTHONPATH": str(ROOT / "src")})
+        deadline = time.time() + 120
+        while not path.exists():
+            assert proc.poll() is None, "the run ended before it could be killed"
+            assert time.time() < deadline, f"{path} did not appear within 2 minutes"
+            time.sleep(0.01)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+
+    return kill

@@ -19,8 +19,11 @@ STAGES: dict[str, tuple[str, str, str]] = {
     "sft": ("instructrl.sft.config:SFTConfig", "instructrl.sft.train:run",
             "supervised fine-tuning on demonstrations (prompt tokens masked)"),
     "label": ("instructrl.label.config:LabelConfig", "instructrl.label.run:run", "rank samples or pick demonstrations with simulated labelers (calibrated panels) or an LLM judge"),
+    "rm": ("instructrl.rm.config:RMConfig", "instructrl.rm.train:run", "reward model from rankings (K-way loss, all C(K,2) pairs of a prompt in one batch element)"),
+    "rm score": ("instructrl.rm.config:RMScoreConfig", "instructrl.rm.score:run", "score prompt/response JSONL (or preference data) with a reward model"),
     "ppo": ("instructrl.ppo.config:PPOConfig", "instructrl.ppo.train:run", "PPO / PPO-ptx of the SFT policy against a reward model (KL penalty to the SFT policy)"),
     "selfinstruct": ("instructrl.data.selfinstruct.config:SelfInstructConfig", "instructrl.data.selfinstruct.run:run", "Self-Instruct: grow a task pool from seed tasks with the model itself"),
+    "run": ("instructrl.pipeline:PipelineConfig", "instructrl.pipeline:run", "the whole loop: curate, simulated labels, SFT, RM, PPO and PPO-ptx, evaluation and report"),
 }
 
 

@@ -47,6 +47,19 @@ def truncate_pair(prompt_ids: list[int], response_ids: list[int], max_len: int) 
     return prompt_part + response_ids[: max_len - len(prompt_part)], True
 
 
+def truncate_group(prompt_ids: list[int], responses: list[list[int]], max_len: int
+                   ) -> tuple[list[int], list[list[int]], bool]:
+    """One prompt cut for all K responses, so that it can be computed once: ``(prompt part, response
+    parts, whether anything was cut)``. The prompt keeps at least its last ``max_len // 4`` tokens and
+    otherwise what the longest response leaves; each response is cut at its end to fit. Without
+    truncation every ``prompt + response`` is the same as :func:`truncate_pair` gives."""
+    longest = max(len(r) for r in responses)
+    keep = min(len(prompt_ids), max(min(len(prompt_ids), max_len // 4), max_len - longest))
+    prompt_part = prompt_ids[len(prompt_ids) - keep:] if keep else []
+    room = max_len - len(prompt_part)
+    return prompt_part, [r[:room] for r in responses], keep < len(prompt_ids) or longest > room
+
+
 def response_ids(tok: Any, response: str) -> list[int]:
     """Token ids of a response as the reward model reads it: the text, then EOS (end of turn)."""
     return tok(response, add_special_tokens=False)["input_ids"] + [tok.eos_token_id]
@@ -63,14 +76,15 @@ def last_token_index(attention_mask: torch.Tensor) -> torch.Tensor:
     return (attention_mask.long() * positions).argmax(-1)
 
 
-def pad_batch(seqs: list[list[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Right-padded ``input_ids`` and ``attention_mask`` [B, T]."""
+def pad_batch(seqs: list[list[int]], pad_id: int, left: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+    """Right-padded (or left-padded) ``input_ids`` and ``attention_mask`` [B, T]."""
     width = max(len(s) for s in seqs)
     ids = torch.full((len(seqs), width), pad_id, dtype=torch.long)
     mask = torch.zeros((len(seqs), width), dtype=torch.long)
     for i, s in enumerate(seqs):
-        ids[i, : len(s)] = torch.tensor(s, dtype=torch.long)
-        mask[i, : len(s)] = 1
+        span = slice(width - len(s), width) if left else slice(0, len(s))
+        ids[i, span] = torch.tensor(s, dtype=torch.long)
+        mask[i, span] = 1
     return ids, mask
 
 
@@ -123,7 +137,31 @@ class ScalarRewardModel(torch.nn.Module):
         return h[torch.arange(h.shape[0], device=h.device), idx]
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-        h = self.hidden_at_last(input_ids, attention_mask)
+        return self._score(self.hidden_at_last(input_ids, attention_mask))
+
+    def forward_shared(self, prompt_ids: torch.Tensor, prompt_mask: torch.Tensor, response_ids: torch.Tensor,
+                       response_mask: torch.Tensor, owner: torch.Tensor) -> torch.Tensor:
+        """Scores of N responses to G prompts, each prompt computed once.
+
+        ``prompt_ids`` [G, P] are left-padded, ``response_ids`` [N, R] right-padded, and response n
+        answers prompt ``owner[n]``. The prompts' keys and values (the KV cache) are computed in one
+        pass and gathered per response, and the responses run on top of them: the same scores as
+        :meth:`forward` on the concatenated sequences, with each prompt's tokens forwarded once
+        instead of K times. Gradients flow into the prompt pass through the cache.
+        """
+        p_pos = (prompt_mask.long().cumsum(-1) - 1).clamp(min=0)
+        out = self.backbone(input_ids=prompt_ids, attention_mask=prompt_mask, position_ids=p_pos, use_cache=True)
+        cache = out.past_key_values
+        cache.reorder_cache(owner)
+        mask = torch.cat([prompt_mask[owner], response_mask], dim=1)
+        r_pos = prompt_mask.long().sum(-1)[owner, None] + torch.arange(response_ids.shape[1], device=owner.device)
+        out = self.backbone(input_ids=response_ids, attention_mask=mask, position_ids=r_pos, past_key_values=cache,
+                            use_cache=True)
+        h = out.last_hidden_state
+        idx = last_token_index(response_mask)
+        return self._score(h[torch.arange(h.shape[0], device=h.device), idx])
+
+    def _score(self, h: torch.Tensor) -> torch.Tensor:
         head = self.head
         weight_dtype = next(head.parameters()).dtype
         # the head runs outside autocast so that rewards keep fp32 precision (PPO subtracts them)

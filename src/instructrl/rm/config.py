@@ -24,8 +24,8 @@ class RMDataConfig:
     )
     eval_fraction: float = option(0.1, "Fraction of conversations held out when data.eval is empty.")
     split_salt: str = option("instructrl", "Salt of the conversation hash that decides the held-out split.")
-    max_train: int | None = option(None, "Use at most this many training rankings (prompts), taken in file order.")
-    max_eval: int | None = option(None, "Use at most this many held-out rankings.")
+    max_train: int | None = option(None, "Use at most this many training rankings (prompts): a seeded random subset.")
+    max_eval: int | None = option(None, "Use at most this many held-out rankings (a seeded random subset).")
     demonstrations: list[str] = option(
         ["builtin:demo"],
         "Demonstrations (SFT data) whose mean reward is set to 0 after training; empty skips normalization.",
@@ -50,6 +50,9 @@ class RMTrainConfig:
     max_steps: int | None = option(None, "Stop after this many optimizer steps (null: run all epochs).")
     trainable_layers: int | None = option(
         None, "Train only the top N decoder layers, the final norm and the head (null: all weights, or LoRA).")
+    share_prompt: bool = option(
+        True, "Compute each prompt once and run its K responses on its KV cache (same scores, fewer tokens); "
+              "off with model.gradient_checkpointing.")
     eval_every: int = option(0, "Evaluate on held-out data every N optimizer steps as well as after each epoch (0: epochs).")
     eval_batch_size: int = option(8, "Prompts per forward pass during evaluation.")
     save_every: int = option(50, "Write a resumable step-NNNNNN/ checkpoint every N optimizer steps (0: never).")

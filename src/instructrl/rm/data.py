@@ -3,7 +3,8 @@
 One batch element is one prompt: its K responses are K sequences in the forward pass, and all
 comparisons of that prompt index into their K scores (see :mod:`instructrl.rm.loss`). A prompt is
 tokenized once; each response is ``prompt + response + EOS`` (see
-:func:`instructrl.models.scalar.encode_for_reward`). The held-out split is by conversation, so two
+:func:`instructrl.models.scalar.encode_for_reward`), and one cut of the prompt serves all K
+responses (:func:`~instructrl.models.scalar.truncate_group`) so that it can be computed once. The held-out split is by conversation, so two
 rankings from one conversation never sit on both sides. Data order is a pure function of
 ``(seed, epoch)``, so a resumed run sees exactly the batches an uninterrupted run would have seen.
 """
@@ -20,7 +21,7 @@ from typing import Any
 import torch
 
 from instructrl.models.loading import encode_prompt
-from instructrl.models.scalar import pad_batch, response_ids, truncate_pair
+from instructrl.models.scalar import pad_batch, response_ids, truncate_group
 from instructrl.records import Demonstration, Ranking
 from instructrl.rm.importers import conversation_key
 from instructrl.rm.loss import PairIndex, build_pair_index, ranking_pairs
@@ -30,20 +31,26 @@ log = logging.getLogger(__name__)
 
 @dataclass
 class RankedExample:
-    """One prompt's K tokenized responses and their ranks (1 = best, equal = tie)."""
+    """One prompt's tokens, its K tokenized responses and their ranks (1 = best, equal = tie)."""
 
-    seqs: list[list[int]]
+    prompt: list[int]
+    responses: list[list[int]]
     ranks: list[int]
     dataset: str = ""
     id: str = ""
 
     @property
     def k(self) -> int:
-        return len(self.seqs)
+        return len(self.responses)
 
     @property
-    def n_tokens(self) -> int:
-        return sum(len(s) for s in self.seqs)
+    def seqs(self) -> list[list[int]]:
+        """The K full sequences ``prompt + response``."""
+        return [self.prompt + r for r in self.responses]
+
+    @property
+    def longest(self) -> int:
+        return len(self.prompt) + max(len(r) for r in self.responses)
 
     @property
     def n_pairs(self) -> int:
@@ -52,19 +59,29 @@ class RankedExample:
 
 @dataclass
 class RMBatch:
-    input_ids: torch.Tensor  # [sum K, T]
-    attention_mask: torch.Tensor  # [sum K, T]
+    """The sequences of some prompts in two layouts: ``input_ids`` [sum K, T] (each response after its
+    prompt, right-padded) and, for computing each prompt once, ``prompt_ids`` [G, P] (left-padded),
+    ``response_ids`` [sum K, R] (right-padded) with ``owner`` [sum K] (the prompt of each response)."""
+
+    input_ids: torch.Tensor
+    attention_mask: torch.Tensor
+    prompt_ids: torch.Tensor
+    prompt_mask: torch.Tensor
+    response_ids: torch.Tensor
+    response_mask: torch.Tensor
+    owner: torch.Tensor
     pairs: PairIndex
     pair_k: torch.Tensor  # [P] K of the prompt each pair comes from
     pair_dataset: list[str]  # [P]
     n_prompts: int
-    n_tokens: int
+    n_tokens: int  # tokens of the K full sequences of every prompt
+    n_tokens_shared: int  # tokens forwarded when each prompt is computed once
 
 
 @dataclass
 class EncodeStats:
     rankings: int = 0
-    truncated_responses: int = 0
+    truncated: int = 0  # rankings whose prompt or responses were cut to fit max_len
     skipped: Counter = field(default_factory=Counter)
 
 
@@ -91,13 +108,10 @@ def encode_rankings(tok: Any, rankings: list[Ranking], max_len: int, progress: b
         if not ranking_pairs(r.ranks):
             stats.skipped["rankings where every response ties"] += 1
             continue
-        p = encode_prompt(tok, r.prompt)
-        seqs = []
-        for resp in r.responses:
-            ids, cut = truncate_pair(p, response_ids(tok, resp), max_len)
-            stats.truncated_responses += cut
-            seqs.append(ids)
-        out.append(RankedExample(seqs, list(r.ranks), str(r.meta.get("dataset", "")), r.id))
+        prompt, responses, cut = truncate_group(encode_prompt(tok, r.prompt),
+                                                [response_ids(tok, resp) for resp in r.responses], max_len)
+        stats.truncated += cut
+        out.append(RankedExample(prompt, responses, list(r.ranks), str(r.meta.get("dataset", "")), r.id))
         stats.rankings += 1
     return out, stats
 
@@ -105,10 +119,15 @@ def encode_rankings(tok: Any, rankings: list[Ranking], max_len: int, progress: b
 def collate(examples: list[RankedExample], pad_id: int) -> RMBatch:
     seqs = [s for ex in examples for s in ex.seqs]
     ids, mask = pad_batch(seqs, pad_id)
+    prompt_ids, prompt_mask = pad_batch([ex.prompt for ex in examples], pad_id, left=True)
+    response_ids_, response_mask = pad_batch([r for ex in examples for r in ex.responses], pad_id)
+    owner = torch.tensor([g for g, ex in enumerate(examples) for _ in range(ex.k)], dtype=torch.long)
     pairs = build_pair_index([ex.ranks for ex in examples])
     pair_k = torch.tensor([ex.k for ex in examples for _ in range(ex.n_pairs)], dtype=torch.long)
     pair_dataset = [ex.dataset for ex in examples for _ in range(ex.n_pairs)]
-    return RMBatch(ids, mask, pairs, pair_k, pair_dataset, len(examples), sum(len(s) for s in seqs))
+    shared = sum(len(ex.prompt) + sum(len(r) for r in ex.responses) for ex in examples)
+    return RMBatch(ids, mask, prompt_ids, prompt_mask, response_ids_, response_mask, owner, pairs, pair_k,
+                   pair_dataset, len(examples), sum(len(s) for s in seqs), shared)
 
 
 def epoch_batches(examples: list[RankedExample], batch_size: int, seed: int, epoch: int,
@@ -124,7 +143,7 @@ def epoch_batches(examples: list[RankedExample], batch_size: int, seed: int, epo
     if length_grouping:
         window = batch_size * 16
         order = [i for s in range(0, len(order), window)
-                 for i in sorted(order[s : s + window], key=lambda j: max(len(q) for q in examples[j].seqs))]
+                 for i in sorted(order[s : s + window], key=lambda j: examples[j].longest)]
     batches = [order[s : s + batch_size] for s in range(0, len(order), batch_size)]
     if length_grouping:
         rng.shuffle(batches)

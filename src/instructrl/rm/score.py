@@ -21,24 +21,32 @@ from tqdm.auto import tqdm
 from instructrl.config import save_config
 from instructrl.records import RecordError, Sample, atomic_write_text, from_dict, iter_json_lines, write_jsonl
 from instructrl.rm.config import RMScoreConfig
-from instructrl.rm.data import RankedExample, collate, encode_rankings, length_rule_accuracy
+from instructrl.rm.data import RankedExample, RMBatch, collate, encode_rankings, length_rule_accuracy
 from instructrl.rm.loss import pair_stats, per_prompt_loss
 from instructrl.utils.device import autocast, resolve_device, resolve_precision
 
 log = logging.getLogger(__name__)
 
 
+def score_batch(rm: torch.nn.Module, b: RMBatch, device: torch.device, shared: bool = True) -> torch.Tensor:
+    """[sum K] scores of a batch: each prompt computed once (``shared``), or K full sequences."""
+    if shared:
+        return rm.forward_shared(b.prompt_ids.to(device), b.prompt_mask.to(device), b.response_ids.to(device),
+                                 b.response_mask.to(device), b.owner.to(device))
+    return rm(b.input_ids.to(device), b.attention_mask.to(device))
+
+
 @torch.no_grad()
 def evaluate(rm: torch.nn.Module, examples: list[RankedExample], pad_id: int, batch_size: int,
              device: torch.device, amp: torch.dtype, progress: bool = False, desc: str = "rm eval",
-             return_scores: bool = False) -> dict[str, Any]:
+             return_scores: bool = False, shared: bool = True) -> dict[str, Any]:
     """Held-out metrics: loss (K-way, mean over prompts), pairwise accuracy, mean margin, accuracy per
     K and per dataset, counts. ``return_scores`` adds ``scores``: the K scores of every example."""
     if not examples:
         return {}
     was_training = rm.training
     rm.eval()
-    order = sorted(range(len(examples)), key=lambda i: max(len(s) for s in examples[i].seqs))
+    order = sorted(range(len(examples)), key=lambda i: examples[i].longest)
     loss_sum, correct, margin, n_pairs = 0.0, 0.0, 0.0, 0
     by_k: dict[int, list[float]] = defaultdict(lambda: [0.0, 0])
     by_ds: dict[str, list[float]] = defaultdict(lambda: [0.0, 0])
@@ -47,7 +55,7 @@ def evaluate(rm: torch.nn.Module, examples: list[RankedExample], pad_id: int, ba
         idx = order[s : s + batch_size]
         b = collate([examples[i] for i in idx], pad_id)
         with autocast(device, amp):
-            scores = rm(b.input_ids.to(device), b.attention_mask.to(device)).float().cpu()
+            scores = score_batch(rm, b, device, shared).float().cpu()
         loss_sum += float(per_prompt_loss(scores, b.pairs).sum())
         st = pair_stats(scores, b.pairs)
         correct += float(st["correct"].sum())
@@ -124,7 +132,7 @@ def run(cfg: RMScoreConfig) -> Path:
         write_jsonl(dest, kept)
         m["longer_wins"] = length_rule_accuracy(kept, True)
         m["shorter_wins"] = length_rule_accuracy(kept, False)
-        m["truncated_responses"] = stats.truncated_responses
+        m["truncated"] = stats.truncated
         m["skipped"] = dict(res.skipped)
         atomic_write_text(out / "metrics.json", json.dumps(m, indent=2) + "\n")
         log.info("rm score: %d comparisons, accuracy %.4f (longer wins %.4f, shorter wins %.4f); %s",

@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import math
 import os
+import random
 import shutil
 import time
 from pathlib import Path
@@ -28,7 +29,7 @@ from instructrl.rm import data as D
 from instructrl.rm.config import RMConfig
 from instructrl.rm.importers import load_rankings
 from instructrl.rm.loss import kway_loss, pair_stats
-from instructrl.rm.score import evaluate
+from instructrl.rm.score import evaluate, score_batch
 from instructrl.utils.device import DTYPES, autocast, resolve_device, resolve_precision
 from instructrl.utils.metrics import MetricsLogger
 from instructrl.utils.optim import build_optimizer
@@ -47,15 +48,16 @@ def run(cfg: RMConfig) -> Path:
     # ---------------------------------------------------------------- setup: data
     tok = load_tokenizer(cfg.model.name_or_path)
     train_r, eval_r = load_data(cfg)
+    demos = [d for spec in cfg.data.demonstrations for d in load_demonstrations(spec)]  # fail early if missing
     train_ex, st = D.encode_rankings(tok, train_r, cfg.model.max_seq_len, progress=cfg.run.progress)
     eval_ex, st_eval = D.encode_rankings(tok, eval_r, cfg.model.max_seq_len, progress=cfg.run.progress)
     if not train_ex:
         raise ValueError(f"rm: no training rankings with at least one comparison in {cfg.data.train}")
     n_pairs = sum(ex.n_pairs for ex in train_ex)
-    log.info("rm: %d training prompts (%d comparisons, K %d..%d), %d held-out prompts; %d of %d responses "
-             "truncated to %d tokens", len(train_ex), n_pairs, min(e.k for e in train_ex), max(e.k for e in train_ex),
-             len(eval_ex), st.truncated_responses + st_eval.truncated_responses,
-             sum(e.k for e in train_ex + eval_ex), cfg.model.max_seq_len)
+    log.info("rm: %d training prompts (%d comparisons, K %d..%d), %d held-out prompts; %d of %d rankings cut to "
+             "%d tokens", len(train_ex), n_pairs, min(e.k for e in train_ex), max(e.k for e in train_ex),
+             len(eval_ex), st.truncated + st_eval.truncated, len(train_ex) + len(eval_ex),
+             cfg.model.max_seq_len)
     for why, n in (st.skipped + st_eval.skipped).items():
         log.info("rm: skipped %d %s", n, why)
     batches_for = lambda epoch: D.epoch_batches(train_ex, cfg.train.batch_size, cfg.run.seed, epoch)  # noqa: E731
@@ -75,6 +77,7 @@ def run(cfg: RMConfig) -> Path:
     if cfg.model.gradient_checkpointing:
         rm.hf_model.gradient_checkpointing_enable()
     rm.to(device)
+    shared = cfg.train.share_prompt and not cfg.model.gradient_checkpointing
     opt, sched = build_optimizer(rm, cfg.optim, total_steps)
     step, epoch0, pos0, seen = 0, 0, 0, {"prompts": 0, "pairs": 0, "sequences": 0, "tokens": 0}
     ckpt = latest_checkpoint(out) if cfg.run.resume else None
@@ -90,7 +93,7 @@ def run(cfg: RMConfig) -> Path:
         if not eval_ex:
             return
         last_eval = evaluate(rm, eval_ex, tok.pad_token_id, cfg.train.eval_batch_size, device, amp,
-                             progress=cfg.run.progress)
+                             progress=cfg.run.progress, shared=shared)
         metrics.log(step, {f"rm/eval_{k}": v for k, v in last_eval.items()} | {"rm/epoch": epoch})
         log.info("rm: step %d epoch %d held-out accuracy %.4f loss %.4f margin %.3f (%d comparisons)", step, epoch,
                  last_eval["accuracy"], last_eval["loss"], last_eval["margin"], last_eval["pairs"])
@@ -111,7 +114,7 @@ def run(cfg: RMConfig) -> Path:
             for mb in D.micro_batches(idx, train_ex, cfg.train.micro_batch_size):
                 b = D.collate(mb, tok.pad_token_id)
                 with autocast(device, amp):
-                    scores = rm(b.input_ids.to(device), b.attention_mask.to(device))
+                    scores = score_batch(rm, b, device, shared)
                 loss = kway_loss(scores, b.pairs.to(device), num_prompts=len(idx))
                 if not torch.isfinite(loss):
                     raise nonfinite_error("rm", step, out)
@@ -120,7 +123,7 @@ def run(cfg: RMConfig) -> Path:
                 correct += float(pair_stats(scores.detach(), b.pairs.to(device))["correct"].sum())
                 pairs += len(b.pair_dataset)
                 seen["sequences"] += b.input_ids.shape[0]
-                seen["tokens"] += b.n_tokens
+                seen["tokens"] += b.n_tokens_shared if shared else b.n_tokens
             seen["prompts"] += len(idx)
             seen["pairs"] += pairs
             grad_norm = (torch.nn.utils.clip_grad_norm_([p for p in rm.parameters() if p.requires_grad],
@@ -152,7 +155,7 @@ def run(cfg: RMConfig) -> Path:
     bar.close()
 
     # ---------------------------------------------------------------- normalize, save
-    bias, info = normalization_bias(rm, tok, cfg, device, amp)
+    bias, info = normalization_bias(rm, tok, demos, cfg, device, amp)
     final = out / "final"
     partial = save_checkpoint(out / "final.partial", rm.model, tok, merge_lora=True,
                               state={"step": step, "seen": seen, "eval": last_eval, "bias": bias})
@@ -187,10 +190,11 @@ def load_data(cfg: RMConfig) -> tuple[list[Ranking], list[Ranking]]:
         held = read(cfg.data.eval)
     else:
         train, held = D.split_by_conversation(train, cfg.data.eval_fraction, cfg.data.split_salt)
-    if cfg.data.max_train is not None:
-        train = train[: cfg.data.max_train]
-    if cfg.data.max_eval is not None:
-        held = held[: cfg.data.max_eval]
+    rng = random.Random(cfg.run.seed)
+    if cfg.data.max_train is not None and len(train) > cfg.data.max_train:
+        train = rng.sample(train, cfg.data.max_train)
+    if cfg.data.max_eval is not None and len(held) > cfg.data.max_eval:
+        held = rng.sample(held, cfg.data.max_eval)
     return train, held
 
 
@@ -200,10 +204,9 @@ def load_demonstrations(spec: str) -> list[Demonstration]:
     return read_jsonl(resolve_data_path(spec), Demonstration)
 
 
-def normalization_bias(rm: ScalarRewardModel, tok, cfg: RMConfig, device: torch.device, amp: torch.dtype
-                       ) -> tuple[float, dict]:
+def normalization_bias(rm: ScalarRewardModel, tok, demos: list[Demonstration], cfg: RMConfig, device: torch.device,
+                       amp: torch.dtype) -> tuple[float, dict]:
     """The bias that gives the demonstrations' rewards mean 0 (InstructGPT's normalization)."""
-    demos = [d for spec in cfg.data.demonstrations for d in load_demonstrations(spec)]
     plain = [d for d in demos if d.prompt is not None and d.response]
     if len(plain) < len(demos):
         log.info("rm: normalization skips %d few-shot demonstrations (no single prompt/response)",
