@@ -2,10 +2,8 @@
 
 import json
 import os
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -63,23 +61,14 @@ def test_sft_learns_and_writes_outputs(tiny_model_dir, demos, tmp_path):
     assert json.loads((final / "state.json").read_text())["val_loss"] == pytest.approx(min(val[1:]))
 
 
-def test_resume_after_sigkill_is_exact(tiny_model_dir, demos, tmp_path):
+def test_resume_after_sigkill_is_exact(tiny_model_dir, demos, tmp_path, sigkill_when):
     args = [f"model.name_or_path={tiny_model_dir}", f"data.train={demos}", "data.valid_fraction=0.2",
             "train.max_steps=30", "train.save_every=3", "train.keep_checkpoints=0", "model.dropout=0.1"]
     ref = run(load_config(SFTConfig, ROOT / "configs/tiny/sft.yaml", args + [f"run.out_dir={tmp_path / 'ref'}"]))
 
     out = tmp_path / "killed"
-    cmd = [sys.executable, "-m", "instructrl.cli", "sft", "--config", str(ROOT / "configs/tiny/sft.yaml"),
-           *args, f"run.out_dir={out}"]
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                            env={**os.environ, "PYTHONPATH": str(ROOT / "src")})
-    deadline = time.time() + 120
-    while not (out / "step-000006" / "state.json").exists():
-        assert proc.poll() is None, "the run ended before it could be killed"
-        assert time.time() < deadline
-        time.sleep(0.01)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
+    sigkill_when(["sft", "--config", str(ROOT / "configs/tiny/sft.yaml"), *args, f"run.out_dir={out}"],
+                 out / "step-000006" / "state.json")
     assert not (out / "final").exists(), "the kill came too late to test anything"
 
     resumed = run(load_config(SFTConfig, ROOT / "configs/tiny/sft.yaml", args + [f"run.out_dir={out}"]))
