@@ -231,23 +231,32 @@ def main() -> None:
     ap.add_argument("--skip-peer", action="store_true")
     ap.add_argument("--workers", type=int, default=2, help="curate's worker processes (the default config uses 2)")
     ap.add_argument("--keep", help="keep the generated log and outputs in this folder")
+    ap.add_argument("--log", help="reuse a log written by an earlier --keep run instead of generating one")
+    ap.add_argument("--token-sample", type=float, default=1.0, help="stats.token_sample for our run (1.0: count every prompt)")
     args = ap.parse_args()
     work = Path(args.keep) if args.keep else Path(tempfile.mkdtemp(prefix="curate-bench-"))
     work.mkdir(parents=True, exist_ok=True)
-    log = work / "log.jsonl"
-    t = time.perf_counter()
-    planted = generate(log, args.prompts)
-    size_mb = log.stat().st_size / 2**20
-    print(f"generated {args.prompts:,} lines ({size_mb:.0f} MiB) in {time.perf_counter() - t:.0f} s: {planted}")
+    if args.log:
+        log = Path(args.log)
+        args.prompts = sum(1 for _ in open(log, encoding="utf-8"))
+        print(f"reusing {log}: {args.prompts:,} lines ({log.stat().st_size / 2**20:.0f} MiB)")
+    else:
+        log = work / "log.jsonl"
+        t = time.perf_counter()
+        planted = generate(log, args.prompts)
+        size_mb = log.stat().st_size / 2**20
+        print(f"generated {args.prompts:,} lines ({size_mb:.0f} MiB) in {time.perf_counter() - t:.0f} s: {planted}")
 
     out = work / "ours"
     cmd = [sys.executable, "-m", "instructrl.cli", "curate", "--config", "configs/default/curate.yaml",
            f"run.out_dir={out}", "run.progress=false", "on_error=skip", f"workers={args.workers}",
-           "inputs=[{path: " + str(log) + ", source: api}]"]
+           f"stats.token_sample={args.token_sample}", "inputs=[{path: " + str(log) + ", source: api}]"]
+    print(f"machine load average (1 min) before our run: {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores")
     wall, peak, cpu, _ = run_child(cmd)
     rep = json.loads((out / "report.json").read_text())
-    print(f"ours (workers={args.workers}): {wall:.1f} s wall, {cpu:.1f} s CPU, peak RSS {peak:.0f} MiB (all processes), "
+    print(f"ours (workers={args.workers}, token_sample={args.token_sample}): {wall:.1f} s wall, {cpu:.1f} s CPU, peak RSS {peak:.0f} MiB (all processes), "
           f"{args.prompts / wall:,.0f} prompts/s; summary {rep['summary']}")
+    print(f"  phases (s): {rep['seconds']}")
     print("  removed: " + ", ".join(f"{f['step']} {f['removed']}" for f in rep["filters"]))
     print(f"  pii by entity {rep['pii']['records_by_entity']}; check ok={rep['check']['ok']}")
 

@@ -126,3 +126,21 @@ def test_category_rules(prompt, expected):
 )
 def test_category_clause_starts(prompt, expected):
     assert tag(prompt) == expected
+
+
+def test_top_level_fields_agree_with_json():
+    import json
+
+    from instructrl.data.curate import _top_level
+
+    records = [
+        {"prompt": 'say "user_id": "mallory" please', "user_id": "alice", "split": "train"},
+        {"prompt": "x", "user_id": 'bo"b\\o', "org_id": "ünï", "split": "test"},
+        {"prompt": [{"role": "user", "content": ', "org_id": "fake"'}], "id": "1", "user_id": "u", "split": "valid"},
+        {"prompt": "x", "user_id": "u", "org_id": 7, "split": "train"},
+    ]
+    for rec in records:
+        for ascii_only in (True, False):
+            line = json.dumps(rec, ensure_ascii=ascii_only) + "\n"
+            want = [rec.get(k) if isinstance(rec.get(k), str) else None for k in ("split", "user_id", "org_id")]
+            assert _top_level(line, ("split", "user_id", "org_id")) == want
