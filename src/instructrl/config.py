@@ -9,6 +9,7 @@ checks. :func:`save_config` writes the resolved config as ``config.yaml`` next t
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import os
 import types
@@ -245,15 +246,36 @@ def _coerce(tp: Any, value: Any, key: str, source: str) -> Any:
     return value
 
 
-def _build(cls: type[T], data: dict, source: str, prefix: str = "") -> T:
+def _field_default(f: dataclasses.Field) -> Any:
+    if f.default_factory is not _MISSING:
+        return f.default_factory()
+    return None if f.default is _MISSING else f.default
+
+
+def _build(cls: type[T], data: dict, source: str, prefix: str = "", defaults: Any = None) -> T:
+    """Build ``cls`` from ``data``. A section given as a mapping starts from its field's default (a
+    parent may give a section other defaults than the section's class has) and only the keys given
+    change; ``defaults`` is the instance this level starts from (None: the class defaults)."""
     hints = typing.get_type_hints(cls)
-    names = [f.name for f in dataclasses.fields(cls) if f.init]
+    fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
+    names = list(fields)
     for k in data:
         if k not in names:
             raise ConfigError(
                 f"{source}: unknown key '{prefix}{k}'; valid keys under '{prefix.rstrip('.') or '<top>'}': {', '.join(names)}"
             )
-    kwargs = {k: _coerce(hints[k], v, prefix + k, source) for k, v in data.items()}
+    kwargs = {}
+    for k, v in data.items():
+        tp = hints[k]
+        if dataclasses.is_dataclass(tp) and isinstance(v, dict):
+            base = getattr(defaults, k) if defaults is not None else _field_default(fields[k])
+            kwargs[k] = _build(tp, v, source, prefix + k + ".", base if isinstance(base, tp) else None)
+        else:
+            kwargs[k] = _coerce(tp, v, prefix + k, source)
+    if defaults is not None:
+        for k in names:
+            if k not in kwargs:
+                kwargs[k] = copy.deepcopy(getattr(defaults, k))
     try:
         return cls(**kwargs)
     except ConfigError:
@@ -335,16 +357,18 @@ def save_config(cfg: Any, directory: str | os.PathLike) -> Path:
     return path
 
 
-def describe(cls: type, prefix: str = "") -> list[tuple[str, str, Any, str]]:
-    """Rows ``(key, type, default, doc)`` for every leaf field, for ``--help``."""
+def describe(cls: type, prefix: str = "", defaults: Any = None) -> list[tuple[str, str, Any, str]]:
+    """Rows ``(key, type, default, doc)`` for every leaf field, for ``--help`` (the defaults of a
+    section are those its parent gives it)."""
     rows = []
     hints = typing.get_type_hints(cls)
-    defaults = cls()
+    defaults = cls() if defaults is None else defaults
     for f in dataclasses.fields(cls):
         tp = hints[f.name]
         doc = f.metadata.get("doc", "")
         if dataclasses.is_dataclass(tp):
-            rows.extend(describe(tp, prefix + f.name + "."))
+            sub = getattr(defaults, f.name)
+            rows.extend(describe(tp, prefix + f.name + ".", sub if isinstance(sub, tp) else None))
         else:
             rows.append((prefix + f.name, _type_name(tp), getattr(defaults, f.name), doc))
     return rows
