@@ -1,0 +1,293 @@
+"""Evaluate policies on held-out test prompts with the held-out panel: ``run(EvalConfig) -> Path``.
+
+setup -> sample (one response per test prompt and policy, with its log-prob) -> KL to the
+reference policy -> judge (held-out panel: Likert and flags per response, each policy against the
+baseline, a ranking of all policies' responses per prompt) -> reward-model scores -> save.
+
+Writes ``out_dir/{config.yaml, samples/<policy>.jsonl, comparisons.jsonl, results.json,
+metrics.jsonl}``. Sampling is the slow part: a policy whose ``samples/<policy>.jsonl`` exists (for
+the same prompts) is not sampled again, so an interrupted evaluation resumes where it stopped.
+
+``results.json`` holds, per policy: the win rate against the baseline (ties half) with its
+bootstrap interval and counts, the mean Likert score (with its interval), the rate of every
+metadata flag, the mean reward-model score, the KL to the reference policy (nats per response,
+between the temperature-scaled sampling distributions), response lengths (words, tokens) and the
+rate of responses cut at ``max_new_tokens``; the reward model's accuracy on the held-out panel's
+judgements; and a few example prompts with every policy's response.
+"""
+
+from __future__ import annotations
+
+import gc
+import json
+import logging
+import random
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+from instructrl.config import save_config
+from instructrl.eval.config import EvalConfig, PolicySpec
+from instructrl.eval.winrate import bootstrap_ci, kl_estimate, preference_accuracy, ranking_accuracy, summarize
+from instructrl.records import Demonstration, Prompt, Sample, atomic_write_text, prompt_messages, prompt_text, \
+    read_jsonl, write_jsonl
+
+log = logging.getLogger("instructrl.eval")
+
+
+# --------------------------------------------------------------------------- inputs
+
+
+def load_test_prompts(cfg: EvalConfig) -> list[Prompt]:
+    if not cfg.prompts:
+        raise ValueError("eval: prompts is required (Prompt JSONL of the test prompts)")
+    prompts = read_jsonl(cfg.prompts, Prompt)[: cfg.max_prompts]
+    if not prompts:
+        raise ValueError(f"eval: no prompts in {cfg.prompts}")
+    seen: set[str] = set()
+    for i, p in enumerate(prompts):
+        p.id = p.id or f"test-{i}"
+        if p.id in seen:
+            raise ValueError(f"{cfg.prompts}: prompt id {p.id!r} appears twice; ids must be unique")
+        seen.add(p.id)
+    return prompts
+
+
+def few_shot_prefix(cfg: EvalConfig, test: list[Prompt]) -> list[Demonstration]:
+    """``few_shot_k`` plain demonstrations with short responses, none from a test user or of a test
+    prompt, drawn with the run's seed."""
+    from instructrl.sft.data import load_demonstrations
+
+    users = {p.user_id for p in test if p.user_id}
+    texts = {prompt_text(p.prompt).strip().lower() for p in test}
+    pool = [d for spec in cfg.few_shot_demos for d in load_demonstrations(spec)
+            if isinstance(d.prompt, str) and d.response and d.user_id not in users
+            and d.prompt.strip().lower() not in texts and 3 <= len(d.response.split()) <= cfg.few_shot_max_words]
+    if len(pool) < cfg.few_shot_k:
+        raise ValueError(f"eval: only {len(pool)} demonstrations in {cfg.few_shot_demos} fit the few-shot prefix "
+                         f"(plain, {cfg.few_shot_max_words} words at most, no test user); few_shot_k={cfg.few_shot_k}")
+    return random.Random(cfg.run.seed).sample(pool, cfg.few_shot_k)
+
+
+def with_prefix(prompt: Any, shots: list[Demonstration]) -> list[dict]:
+    """The prompt as a chat whose earlier turns are the demonstrations."""
+    turns = []
+    for d in shots:
+        turns += [{"role": "user", "content": d.prompt}, {"role": "assistant", "content": d.response}]
+    return turns + prompt_messages(prompt)
+
+
+# --------------------------------------------------------------------------- sampling
+
+
+def sample_policy(cfg: EvalConfig, spec: PolicySpec, prompts: list[Prompt], shots: list[Demonstration],
+                  with_logprobs: bool) -> list[Sample]:
+    """One response per prompt (token ids and, for KL, the log-prob under the policy kept)."""
+    from instructrl.eval.sample import load_policy, make_generator, sample_prompts, sequence_logprobs
+    from instructrl.utils.device import autocast, resolve_precision
+
+    model, tok, device = load_policy(spec.model, device=cfg.run.device, dtype=cfg.dtype)
+    amp = resolve_precision(cfg.run.precision, device)
+    inputs = [with_prefix(p.prompt, shots) if spec.few_shot else p.prompt for p in prompts]
+    gen = make_generator(model, tok, engine=cfg.engine, batch_size=cfg.batch_size,
+                         max_prompt_tokens=cfg.max_prompt_tokens, progress=cfg.run.progress)
+    log.info("eval: sampling %s (%s%s) on %d prompts", spec.name, spec.model, ", few-shot prefix" if spec.few_shot else "",
+             len(prompts))
+    samples = sample_prompts(gen, prompts, inputs=inputs, policy=spec.name, max_new_tokens=cfg.max_new_tokens,
+                             temperature=cfg.temperature, top_p=cfg.top_p, seed=cfg.run.seed,
+                             amp=autocast(device, amp), keep_token_ids=True)
+    if with_logprobs:
+        lps = sequence_logprobs(model, tok, inputs, [s.meta["token_ids"] for s in samples],
+                                temperature=cfg.temperature, max_prompt_tokens=cfg.max_prompt_tokens,
+                                batch_size=cfg.forward_batch_size, device=device, amp=autocast(device, amp))
+        for s, lp in zip(samples, lps):
+            s.logprob = lp
+    for s in samples:
+        s.meta["vocab"] = len(tok)
+        if spec.few_shot:
+            s.meta["few_shot"] = [d.id for d in shots]
+    del model, gen
+    gc.collect()
+    return samples
+
+
+def reference_logprobs(cfg: EvalConfig, ref: PolicySpec, prompts: list[Prompt], samples: dict[str, list[Sample]]
+                       ) -> dict[str, list[float]]:
+    """Log-probs of every other policy's responses under the reference policy (its own prompt, no prefix)."""
+    from instructrl.eval.sample import load_policy, sequence_logprobs
+    from instructrl.utils.device import autocast, resolve_precision
+
+    model, tok, device = load_policy(ref.model, device=cfg.run.device, dtype=cfg.dtype)
+    amp = resolve_precision(cfg.run.precision, device)
+    out = {}
+    for name, ss in samples.items():
+        if name == ref.name:
+            continue
+        if ss[0].meta.get("vocab") != len(tok):
+            log.warning("eval: %s has a different vocabulary than %s; no KL for it", name, ref.name)
+            continue
+        out[name] = sequence_logprobs(model, tok, [p.prompt for p in prompts], [s.meta["token_ids"] for s in ss],
+                                      temperature=cfg.temperature, max_prompt_tokens=cfg.max_prompt_tokens,
+                                      batch_size=cfg.forward_batch_size, device=device, amp=autocast(device, amp))
+    del model
+    gc.collect()
+    return out
+
+
+def load_panel(panel_file: str) -> Any:
+    from instructrl.label.panel import Panel
+
+    if not panel_file:
+        raise ValueError("eval: panel_file is required (the panels.json of a labeling run)")
+    path = panel_file
+    if "#" not in path:
+        try:
+            data = json.loads(Path(path).read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            raise FileNotFoundError(f"eval: panel file {path} not found") from None
+        if isinstance(data, dict) and "heldout" in data:
+            path += "#heldout"
+    return Panel.load(path)
+
+
+# --------------------------------------------------------------------------- run
+
+
+def run(cfg: EvalConfig) -> Path:
+    from tqdm.auto import tqdm
+
+    from instructrl.label.labeler import rng_for
+    from instructrl.label.rubric import FLAGS
+    from instructrl.utils.metrics import MetricsLogger
+    from instructrl.utils.seed import seed_everything
+
+    if not cfg.policies:
+        raise ValueError("eval: no policies to evaluate")
+    out = Path(cfg.run.out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    save_config(cfg, out)
+    seed_everything(cfg.run.seed)
+    prompts = load_test_prompts(cfg)
+    ids = [p.id for p in prompts]
+    shots = few_shot_prefix(cfg, prompts) if any(p.few_shot for p in cfg.policies) else []
+    panel = load_panel(cfg.panel_file)  # fail early, before hours of sampling
+    kl_on = cfg.kl_reference is not None and cfg.temperature > 0
+
+    # ---------------------------------------------------------------- sample every policy (resumable)
+    samples: dict[str, list[Sample]] = {}
+    for spec in cfg.policies:
+        path = out / "samples" / f"{spec.name}.jsonl"
+        if cfg.run.resume and path.exists():
+            got = read_jsonl(path, Sample)
+            if [s.meta.get("prompt_id") for s in got] == ids:
+                log.info("eval: %s already sampled (%s)", spec.name, path)
+                samples[spec.name] = got
+                continue
+            log.info("eval: %s holds samples of other prompts; sampling again", path)
+        samples[spec.name] = sample_policy(cfg, spec, prompts, shots, with_logprobs=kl_on)
+        write_jsonl(path, samples[spec.name])
+
+    # ---------------------------------------------------------------- KL to the reference policy
+    kl: dict[str, float] = {}
+    if kl_on:
+        ref = next(p for p in cfg.policies if p.name == cfg.kl_reference)
+        kl[ref.name] = 0.0
+        for name, ref_lps in reference_logprobs(cfg, ref, prompts, samples).items():
+            kl[name] = kl_estimate([s.logprob for s in samples[name]], ref_lps)
+
+    # ---------------------------------------------------------------- judge with the held-out panel
+    names = [p.name for p in cfg.policies]
+    base = cfg.baseline
+    fr = {n: [s.finish_reason for s in samples[n]] for n in names}
+    resp = {n: [s.response for s in samples[n]] for n in names}
+    panel.prefetch([(p, resp[n][i], fr[n][i]) for n in names for i, p in enumerate(prompts)])
+    judged = {n: panel.judge_many(prompts, resp[n], seed=cfg.run.seed, finish_reasons=fr[n])
+              for n in tqdm(names, desc="eval judge", disable=not cfg.run.progress)}
+    outcomes: dict[str, list[str]] = {}
+    rows = []
+    for n in names:
+        if n == base:
+            continue
+        outcomes[n] = [panel.compare(p, resp[n][i], resp[base][i], rng_for(cfg.run.seed, "eval", n, p.id),
+                                     [fr[n][i], fr[base][i]]) for i, p in enumerate(prompts)]
+        rows += [{"prompt_id": p.id, "policy": n, "baseline": base, "outcome": o} for p, o in zip(prompts, outcomes[n])]
+    write_jsonl(out / "comparisons.jsonl", rows)
+    rankings = panel.rank_many([(p, [resp[n][i] for n in names], [fr[n][i] for n in names])
+                                for i, p in enumerate(prompts)], seed=cfg.run.seed) if len(names) > 1 else []
+
+    # ---------------------------------------------------------------- reward model
+    rm_scores: dict[str, list[float]] = {}
+    rm_acc: dict[str, Any] = {}
+    if cfg.reward_model:
+        from instructrl.models.scalar import load_reward_model
+        from instructrl.utils.device import resolve_device, resolve_precision
+
+        device = resolve_device(cfg.run.device)
+        rm, rm_tok = load_reward_model(cfg.reward_model, device=device)
+        for n in tqdm(names, desc="eval rm score", disable=not cfg.run.progress):
+            rm_scores[n] = rm.score_texts(rm_tok, [p.prompt for p in prompts], resp[n],
+                                          max_len=cfg.max_prompt_tokens + cfg.max_new_tokens,
+                                          batch_size=cfg.forward_batch_size, device=device,
+                                          amp=resolve_precision(cfg.run.precision, device))
+        del rm
+        gc.collect()
+        acc, n_pairs = ranking_accuracy([[rm_scores[n][i] for n in names] for i in range(len(prompts))],
+                                        [r.ranks for r in rankings])
+        rm_acc["heldout_rankings"] = {"accuracy": acc, "pairs": n_pairs}
+        sa = [x for n in outcomes for x in rm_scores[n]]
+        sb = [x for n in outcomes for x in rm_scores[base]]
+        acc2, n2 = preference_accuracy(sa, sb, [o for n in outcomes for o in outcomes[n]])
+        rm_acc["vs_baseline"] = {"accuracy": acc2, "pairs": n2}
+
+    # ---------------------------------------------------------------- summarize and save
+    results = summarize_results(cfg, prompts, samples, judged, outcomes, kl, rm_scores, FLAGS)
+    results["rm_accuracy"] = rm_acc
+    results["few_shot_prefix"] = [{"id": d.id, "prompt": d.prompt, "response": d.response} for d in shots]
+    results["panel"] = {"name": panel.name, "labelers": [lab.id for lab in panel.labelers],
+                        "calibration": panel.calibration.to_dict() if panel.calibration else None}
+    pick = random.Random(cfg.run.seed).sample(range(len(prompts)), min(cfg.examples, len(prompts)))
+    results["examples"] = [{"prompt_id": prompts[i].id, "prompt": prompts[i].prompt,
+                            "responses": {n: resp[n][i] for n in names}} for i in sorted(pick)]
+    atomic_write_text(out / "results.json", json.dumps(results, indent=2, ensure_ascii=False) + "\n")
+    flat: dict[str, Any] = {}
+    for r in results["policies"]:
+        for k in ("win_rate", "win_low", "win_high", "likert", "rm_score", "kl", "words", "tokens"):
+            if r.get(k) is not None:
+                flat[f"eval/{r['name']}/{k}"] = r[k]
+    for k, v in rm_acc.items():
+        flat[f"eval/rm_accuracy/{k}"] = v["accuracy"]
+    MetricsLogger(out).log(0, flat)
+    log.info("eval: %s", ", ".join(f"{r['name']} win {r['win_rate']:.3f} [{r['win_low']:.3f}, {r['win_high']:.3f}]"
+                                   for r in results["policies"]))
+    return out
+
+
+def summarize_results(cfg: EvalConfig, prompts: list[Prompt], samples: dict, judged: dict, outcomes: dict, kl: dict,
+                      rm_scores: dict, flags: tuple) -> dict:
+    rows = []
+    for spec in cfg.policies:
+        n = spec.name
+        ss, js = samples[n], judged[n]
+        if n == cfg.baseline:
+            win = {"win_rate": 0.5, "win_low": 0.5, "win_high": 0.5, "wins": 0, "ties": len(ss), "losses": 0}
+        else:
+            s = summarize(outcomes[n], resamples=cfg.bootstrap, confidence=cfg.confidence, seed=cfg.run.seed)
+            win = {"win_rate": s.win_rate, "win_low": s.low, "win_high": s.high, "wins": s.wins, "ties": s.ties,
+                   "losses": s.losses}
+        likert = [j.likert for j in js]
+        lo, hi = bootstrap_ci(likert, resamples=cfg.bootstrap, confidence=cfg.confidence, seed=cfg.run.seed)
+        counts = Counter(f for j in js for f, on in j.flags.items() if on)
+        rows.append({
+            "name": n, "model": spec.model, "few_shot": spec.few_shot, "baseline": n == cfg.baseline, "n": len(ss),
+            **win,
+            "likert": sum(likert) / len(likert), "likert_low": lo, "likert_high": hi,
+            "flags": {f: counts[f] / len(js) for f in flags},
+            "rm_score": sum(rm_scores[n]) / len(rm_scores[n]) if n in rm_scores else None,
+            "kl": kl.get(n),
+            "words": sum(len(s.response.split()) for s in ss) / len(ss),
+            "tokens": sum(s.meta.get("n_tokens", 0) for s in ss) / len(ss),
+            "cut": sum(s.finish_reason == "length" for s in ss) / len(ss),
+        })
+    return {"prompts": len(prompts), "baseline": cfg.baseline, "kl_reference": cfg.kl_reference,
+            "temperature": cfg.temperature, "max_new_tokens": cfg.max_new_tokens, "confidence": cfg.confidence,
+            "policies": rows}
