@@ -144,3 +144,62 @@ def test_top_level_fields_agree_with_json():
             line = json.dumps(rec, ensure_ascii=ascii_only) + "\n"
             want = [rec.get(k) if isinstance(rec.get(k), str) else None for k in ("split", "user_id", "org_id")]
             assert _top_level(line, ("split", "user_id", "org_id")) == want
+
+
+def test_decide_agrees_with_a_plain_python_reference():
+    """Dedup (exact, then shared prefix; the earliest survives) and the per-user cap, computed by
+    numpy sorts in ``decide`` and by a straightforward loop, must agree on a random log."""
+    import math
+    import random
+
+    from instructrl.config import load_config
+    from instructrl.data.config import CurateConfig
+    from instructrl.data.curate import EXACT_DUP, KEPT, PREFIX_DUP, USER_CAP, Columns, decide
+
+    rng = random.Random(3)
+    words = ["alpha", "beta", "gamma", "delta"]
+    heads = [" ".join(rng.choice(words) for _ in range(5)) for _ in range(4)]  # 4 shared 10+ char heads
+    texts, users, times = [], [], []
+    for _ in range(600):
+        tail = " ".join(rng.choice(words + ["x", "yy", "zzz", "w"]) for _ in range(rng.randrange(0, 5)))
+        text = rng.choice(heads) + (" " + tail if tail else "")
+        texts.append(text.upper() if rng.random() < 0.2 else text)
+        users.append(f"u{rng.randrange(12)}")
+        times.append(float("nan") if rng.random() < 0.3 else float(rng.randrange(50)))
+    cfg = load_config(CurateConfig, None, ["dedup.prefix_chars=31", "cap.max_per_user=4", "cap.keep=earliest"])
+    cols = Columns()
+    for text, user, ts in zip(texts, users, times):
+        norm = normalize(text)
+        cols.exact.append(select.hash64(norm))
+        long_enough = len(norm) >= 31
+        cols.prefix.append(select.hash64(norm[:31]) if long_enough else 0)
+        cols.has_prefix.append(int(long_enough))
+        cols.user.append(select.hash64(user))
+        cols.org.append(0)
+        cols.ts.append(ts)
+    status, split = decide(cfg, cols)
+
+    order = sorted(range(600), key=lambda i: (math.inf if math.isnan(times[i]) else times[i], i))
+    expected = [KEPT] * 600
+    seen = set()
+    for i in order:
+        key = normalize(texts[i])
+        if key in seen:
+            expected[i] = EXACT_DUP
+        seen.add(key)
+    seen = set()
+    for i in order:
+        norm = normalize(texts[i])
+        if expected[i] == KEPT and len(norm) >= 31:
+            if norm[:31] in seen:
+                expected[i] = PREFIX_DUP
+            seen.add(norm[:31])
+    per_user: dict = {}
+    for i in order:
+        if expected[i] == KEPT:
+            per_user[users[i]] = per_user.get(users[i], 0) + 1
+            if per_user[users[i]] > 4:
+                expected[i] = USER_CAP
+    assert status.tolist() == expected
+    assert {EXACT_DUP, PREFIX_DUP, USER_CAP} <= set(expected)  # the log exercises every rule
+    assert ((split >= 0) == (status == KEPT)).all()

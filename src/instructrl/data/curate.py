@@ -707,6 +707,7 @@ def run(cfg: CurateConfig) -> Path:
     phase("check")
     report = build_report(cfg, names, reader, status, split, check)
     phase("report")
+    timings["cpu_this_process"] = round(time.process_time(), 2)
     report["seconds"] = timings
     atomic_write_text(out / "report.json", json.dumps(report, indent=2, ensure_ascii=False) + "\n")
     atomic_write_text(out / "report.md", render_markdown(report))
