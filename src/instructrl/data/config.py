@@ -174,7 +174,14 @@ class CurateConfig:
     """``instructrl curate``: raw prompt logs -> train/valid/test prompt sets and a statistics report."""
 
     run: RunConfig = section(RunConfig, "Output directory and seed.")
-    inputs: list[InputConfig] = option([], "Input files, read in this order.")
+    inputs: list[InputConfig] = option(
+        [],
+        "Input files, read in this order. Each is {path, format (auto|jsonl|csv|parquet|hf), name, source, "
+        "fields: {text, messages, input, user_id, org_id, id, timestamp, source, type, category, lang, response}}; "
+        "a field maps to a column or dotted path (prompt.text, instances.0.input) or null. Defaults: text 'prompt', "
+        "user_id 'user_id', the others their own name. On the command line: "
+        "'inputs=[{path: log.jsonl, source: api, fields: {text: query}}]'.",
+    )
     on_error: Literal["stop", "skip"] = option(
         "stop", "Bad input (broken line, missing user id, unreadable file): stop with file:line, or skip and count it."
     )
