@@ -1,6 +1,7 @@
 """``instructrl curate``: raw prompt logs -> ``train/valid/test.jsonl`` + a statistics report.
 
-Two streaming passes and one decision step in between, so memory stays bounded:
+Two streaming passes and one decision step in between; texts are never held in memory, only
+about 70 bytes of keys per prompt:
 
 1. **Read and clean** every input record in batches: map its fields onto a Prompt, drop bad or
    out-of-range records, find personal data (mask or drop), identify the language (langid, batched),
@@ -8,7 +9,9 @@ Two streaming passes and one decision step in between, so memory stays bounded:
    keys stay in memory (64-bit hashes of the normalized text, of its first N characters, of the
    user and the split group; time, token counts, codes): about 70 bytes a prompt.
 2. **Decide** on those arrays (:mod:`instructrl.data.select`): exact duplicates, then shared
-   prefixes (the earliest copy survives), the per-user cap, and the split of every user.
+   prefixes (the earliest copy survives), the per-user cap, and the split of every user. Texts are
+   compared by 64-bit hashes: two different prompts collide with probability ~n²/2⁶⁵ (3e-8 for a
+   million prompts), which would drop one of them as a duplicate.
 3. **Write** the spill file's survivors into their split files (atomically), then re-read the
    written files and prove that no user (or organization) appears in two splits.
 """
@@ -100,8 +103,8 @@ class Columns:
         self.user = array("Q")
         self.org = array("Q")  # 0: no organization
         self.ts = array("d")
-        self.tokens = array("l")
-        self.ref_tokens = array("l")  # -1: no demonstration
+        self.tokens = array("q")  # -2: not in the token-count sample
+        self.ref_tokens = array("q")  # -1: no demonstration, -2: not in the sample
         self.lang = array("H")
         self.category = array("B")
         self.source = array("B")
@@ -112,7 +115,7 @@ class Columns:
 
     def np(self, name: str) -> np.ndarray:
         arr = getattr(self, name)
-        dtype = {"Q": np.uint64, "B": np.uint8, "d": np.float64, "l": np.int64, "H": np.uint16}[arr.typecode]
+        dtype = {"Q": np.uint64, "B": np.uint8, "d": np.float64, "q": np.int64, "H": np.uint16}[arr.typecode]
         return np.frombuffer(arr, dtype=dtype) if len(arr) else np.zeros(0, dtype=dtype)
 
 
