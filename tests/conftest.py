@@ -30,7 +30,7 @@ def shared_data() -> Path:
     return SHARED_DATA
 
 
-@pytest.fixture
+@pytest.fixture(scope="session")  # stateless: module-scoped fixtures may use it too
 def sigkill_when():
     """``sigkill_when(cmd, path)``: start ``cmd`` (a stage run on the CLI) and SIGKILL it as soon as
     ``path`` exists; fails if the run ends first or nothing appears within two minutes."""
