@@ -1,0 +1,124 @@
+"""`instructrl run` end to end on the tiny preset: killed in the middle and resumed, every output
+checked, a re-run skips every step, a changed setting redoes only what depends on it, and an
+interrupted evaluation resumes without sampling again what it already has."""
+
+import json
+from collections import Counter
+from pathlib import Path
+
+import pytest
+
+from instructrl.config import load_config
+from instructrl.label.rubric import FLAGS
+from instructrl.pipeline import PipelineConfig, run
+from instructrl.records import Demonstration, Prompt, Ranking, read_jsonl
+
+ROOT = Path(__file__).resolve().parents[2]
+TINY = ROOT / "configs" / "run" / "tiny.yaml"
+STEPS = ["base", "curate", "demo_samples", "demonstrations", "sft", "samples", "rankings", "rm", "ppo", "ppo_ptx",
+         "eval"]
+POLICIES = ["base", "base_prompted", "sft", "ppo", "ppo_ptx"]
+
+
+def tiny(out: Path, *overrides: str) -> PipelineConfig:
+    return load_config(PipelineConfig, TINY, [f"run.out_dir={out}", "run.progress=false", *overrides])
+
+
+@pytest.fixture(scope="module")
+def done(tmp_path_factory, sigkill_when) -> Path:
+    """A tiny run killed while SFT trains, then resumed to the end."""
+    out = tmp_path_factory.mktemp("pipeline") / "run"
+    sigkill_when(["run", "--config", str(TINY), f"run.out_dir={out}", "run.progress=false"], out / "sft" / "pipeline.json")
+    assert json.loads((out / "curate" / "pipeline.json").read_text())["status"] == "done"
+    assert not (out / "sft" / "final").exists()
+    run(tiny(out))
+    return out
+
+
+def test_resumed_run_finishes_every_step(done):
+    timings = json.loads((done / "timings.json").read_text())
+    assert [t["step"] for t in timings] == STEPS
+    skipped = {t["step"] for t in timings if t["skipped"]}
+    assert {"base", "curate"} <= skipped and "sft" not in skipped and "eval" not in skipped
+    for step in STEPS:
+        assert json.loads((done / step / "pipeline.json").read_text())["status"] == "done", step
+    for f in ("report.md", "report.html", "winrate.png", "flags.png", "ppo.png", "rm_accuracy.png"):
+        assert (done / "report" / f).stat().st_size > 200, f
+    assert (done / "report" / "winrate.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_splits_keep_test_users_out_of_training(done):
+    split = {r: read_jsonl(done / "curate" / "prompts" / f"{r}.jsonl", Prompt) for r in ("sft", "rm", "ppo", "test")}
+    assert [len(split[r]) for r in ("sft", "rm", "ppo", "test")] == [12, 12, 16, 10]  # the preset's caps
+    test_users = {p.user_id for p in split["test"]}
+    train_users = {p.user_id for r in ("sft", "rm", "ppo") for p in split[r]}
+    assert test_users and not test_users & train_users
+    # constraints survive curation (curate keeps the text; the pipeline puts the constraints back)
+    source = {p.id: p for p in read_jsonl(ROOT / "src/instructrl/data/prompts/prompts.jsonl", Prompt)}
+    for p in split["test"] + split["rm"]:
+        assert p.constraints == source[p.id].constraints and p.reference == source[p.id].reference
+    demos = read_jsonl(done / "demonstrations" / "sft_data.jsonl", Demonstration)
+    assert demos and not {d.user_id for d in demos} & test_users
+    info = json.loads((done / "demonstrations" / "pipeline.json").read_text())["info"]
+    assert info["panel"] == 12 and info["from_reference"] + info["best_of_n"] == 12 and info["left_out_test"] > 0
+
+
+def test_rankings_and_rm(done):
+    rankings = read_jsonl(done / "rankings" / "rankings.jsonl", Ranking)
+    assert len(rankings) == 12 and all(len(r.responses) == 3 and r.labeler_id.startswith("train-") for r in rankings)
+    panels = json.loads((done / "rankings" / "panels.json").read_text())
+    assert [x["id"] for x in panels["heldout"]["labelers"]] == ["heldout-0", "heldout-1"]
+    assert (done / "rm" / "final" / "reward.json").exists()
+
+
+def test_results_agree_with_the_comparisons(done):
+    res = json.loads((done / "eval" / "results.json").read_text())
+    assert res["prompts"] == 10 and res["baseline"] == "sft"
+    rows = {r["name"]: r for r in res["policies"]}
+    assert list(rows) == POLICIES
+    assert rows["sft"]["win_rate"] == 0.5 and rows["sft"]["kl"] == 0.0
+    outcomes: dict[str, Counter] = {}
+    for line in (done / "eval" / "comparisons.jsonl").read_text().splitlines():
+        c = json.loads(line)
+        outcomes.setdefault(c["policy"], Counter())[c["outcome"]] += 1
+    assert set(outcomes) == set(POLICIES) - {"sft"}
+    for name, c in outcomes.items():
+        r = rows[name]
+        assert (r["wins"], r["ties"], r["losses"]) == (c["win"], c["tie"], c["loss"]) and sum(c.values()) == 10
+        assert r["win_rate"] == pytest.approx((c["win"] + 0.5 * c["tie"]) / 10)
+        assert r["win_low"] <= r["win_rate"] <= r["win_high"]
+        assert r["kl"] is not None
+    for r in rows.values():
+        assert set(r["flags"]) == set(FLAGS) and all(0 <= v <= 1 for v in r["flags"].values())
+        assert 1 <= r["likert"] <= 7 and r["tokens"] <= 12
+    assert 0 <= res["rm_accuracy"]["heldout_rankings"]["accuracy"] <= 1
+    samples = [json.loads(x) for x in (done / "eval" / "samples" / "base_prompted.jsonl").read_text().splitlines()]
+    assert len(samples) == 10 and all(len(s["meta"]["few_shot"]) == 1 for s in samples)
+    md = (done / "report" / "report.md").read_text()
+    assert "| PPO-ptx |" in md and "## Run time" in md and "## Examples" in md
+
+
+def test_rerun_skips_and_a_change_redoes_only_what_depends_on_it(done):
+    weights = done / "ppo" / "final" / "model.safetensors"
+    before = weights.stat().st_mtime_ns
+    run(tiny(done))
+    assert all(t["skipped"] for t in json.loads((done / "timings.json").read_text()))
+    run(tiny(done, "eval.max_new_tokens=8"))
+    timings = json.loads((done / "timings.json").read_text())
+    assert [t["step"] for t in timings if not t["skipped"]] == ["eval"]
+    assert weights.stat().st_mtime_ns == before
+    res = json.loads((done / "eval" / "results.json").read_text())
+    assert res["max_new_tokens"] == 8 and all(r["tokens"] <= 8 for r in res["policies"])
+
+
+def test_interrupted_eval_resumes_without_sampling_again(done):
+    samples = done / "eval" / "samples"
+    kept = {p: (samples / f"{p}.jsonl").stat().st_mtime_ns for p in POLICIES if p != "ppo"}
+    (samples / "ppo.jsonl").unlink()
+    marker = done / "eval" / "pipeline.json"
+    state = json.loads(marker.read_text())
+    marker.write_text(json.dumps({"status": "running", "fingerprint": state["fingerprint"]}))
+    run(tiny(done, "eval.max_new_tokens=8"))
+    assert (samples / "ppo.jsonl").exists()
+    assert {p: (samples / f"{p}.jsonl").stat().st_mtime_ns for p in kept} == kept
+    assert json.loads(marker.read_text())["status"] == "done"
