@@ -229,6 +229,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--prompts", type=int, default=1_000_000)
     ap.add_argument("--skip-peer", action="store_true")
+    ap.add_argument("--skip-langid", action="store_true", help="leave out the langid.classify comparison")
     ap.add_argument("--workers", type=int, default=2, help="curate's worker processes (the default config uses 2)")
     ap.add_argument("--keep", help="keep the generated log and outputs in this folder")
     ap.add_argument("--log", help="reuse a log written by an earlier --keep run instead of generating one")
@@ -271,6 +272,8 @@ def main() -> None:
         print(f"ratio: time ours/peer {wall / p_wall:.2f}x, peak memory ours/peer {peak / p_peak:.2f}x")
 
     # langid: per-prompt classify vs the batched identifier, same 5,000 prompts
+    if args.skip_langid:
+        return
     import langid
 
     from instructrl.data.langid_batch import get_identifier
