@@ -41,7 +41,7 @@ class PanelConfig:
         {}, "Base rubric weights overriding the defaults, by feature: constraints, on_topic, non_toxic, fluent, "
         "complete, informative, reference, language, well_formed, grounded.")
     penalties: dict[str, float] = option(
-        {}, "Multiplicative quality penalties per flag overriding the defaults (toxic: 0.6, degenerate: 0.6, fails_instruction: 0.4).")
+        {}, "Multiplicative quality penalties per flag overriding the defaults (toxic: 0.6, degenerate: 0.6, fails_instruction: 0.4, hallucination: 0.3, off_topic: 0.2).")
     weight_jitter: float = option(0.35, "Each labeler's weight = base weight x exp(N(0, weight_jitter^2)).")
     preferred_length: float = option(60.0, "Median preferred response length in words (informativeness feature).")
     length_jitter: float = option(0.4, "Each labeler's preferred length = median x exp(N(0, length_jitter^2)).")

@@ -25,7 +25,8 @@ consistent. A :class:`Labeler` is exactly that:
 
 2. **Quality** ``q = Σ w·f / Σ w`` over the features that apply, then multiplied by
    ``1 - penalty`` for each serious flag (defaults: ``toxic`` 0.6, ``degenerate`` 0.6,
-   ``fails_instruction`` 0.4);
+   ``fails_instruction`` 0.4, ``hallucination`` 0.3, ``off_topic`` 0.2 — lower, as the lexical
+   topic check errs on creative answers);
    an empty response has quality 0. ``q`` is in [0, 1].
 3. **Noise**: the labeler's judgement of a response is ``s = q + σ·ε`` with ε ~ N(0, 1), one draw
    per distinct response text per judgement (identical responses always tie), σ =
@@ -63,7 +64,7 @@ FEATURES = ("constraints", "on_topic", "non_toxic", "fluent", "complete", "infor
             "well_formed", "grounded")
 DEFAULT_WEIGHTS = {"constraints": 3.0, "on_topic": 2.0, "non_toxic": 3.0, "fluent": 2.0, "complete": 1.5,
                    "informative": 1.0, "reference": 2.0, "language": 1.5, "well_formed": 1.5, "grounded": 1.0}
-DEFAULT_PENALTIES = {"toxic": 0.6, "degenerate": 0.6, "fails_instruction": 0.4}
+DEFAULT_PENALTIES = {"toxic": 0.6, "degenerate": 0.6, "fails_instruction": 0.4, "hallucination": 0.3, "off_topic": 0.2}
 
 Outcome = Literal["win", "tie", "loss"]
 #: The value of an outcome in a win rate (ties count half).
