@@ -225,6 +225,34 @@ print(len(df))
 '''
 
 
+def langid_comparison(log: Path) -> None:
+    """langid.classify per prompt vs BatchLangId on the same 5,000 prompts of the log."""
+    import langid
+
+    from instructrl.data.langid_batch import get_identifier
+
+    sample = []
+    with open(log, encoding="utf-8") as fh:
+        for line in fh:
+            try:
+                sample.append(json.loads(line)["prompt"])
+            except (json.JSONDecodeError, KeyError):
+                continue
+            if len(sample) == 5000:
+                break
+    langid.classify("warm up")
+    ident = get_identifier()
+    t = time.perf_counter()
+    ref = [langid.classify(x)[0] for x in sample]
+    t_ref = time.perf_counter() - t
+    t = time.perf_counter()
+    ours = ident.classify(sample)
+    t_ours = time.perf_counter() - t
+    agree = sum(a == b for a, b in zip(ours, ref))
+    print(f"langid: classify {t_ref / len(sample) * 1e6:.0f} us/prompt, batched {t_ours / len(sample) * 1e6:.1f} us/prompt, "
+          f"speed-up {t_ref / t_ours:.0f}x, agreement {agree}/{len(sample)}")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--prompts", type=int, default=1_000_000)
@@ -272,32 +300,8 @@ def main() -> None:
         print(f"ratio: time ours/peer {wall / p_wall:.2f}x, peak memory ours/peer {peak / p_peak:.2f}x")
 
     # langid: per-prompt classify vs the batched identifier, same 5,000 prompts
-    if args.skip_langid:
-        return
-    import langid
-
-    from instructrl.data.langid_batch import get_identifier
-
-    sample = []
-    with open(log, encoding="utf-8") as fh:
-        for line in fh:
-            try:
-                sample.append(json.loads(line)["prompt"])
-            except (json.JSONDecodeError, KeyError):
-                continue
-            if len(sample) == 5000:
-                break
-    langid.classify("warm up")
-    ident = get_identifier()
-    t = time.perf_counter()
-    ref = [langid.classify(x)[0] for x in sample]
-    t_ref = time.perf_counter() - t
-    t = time.perf_counter()
-    ours = ident.classify(sample)
-    t_ours = time.perf_counter() - t
-    agree = sum(a == b for a, b in zip(ours, ref))
-    print(f"langid: classify {t_ref / len(sample) * 1e6:.0f} us/prompt, batched {t_ours / len(sample) * 1e6:.1f} us/prompt, "
-          f"speed-up {t_ref / t_ours:.0f}x, agreement {agree}/{len(sample)}")
+    if not args.skip_langid:
+        langid_comparison(log)
     if not args.keep:
         import shutil
 
