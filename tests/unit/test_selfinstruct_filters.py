@@ -53,6 +53,7 @@ def test_instance_filters_each_reason():
     instances = [
         Instance("2 + 2", "4"),
         Instance("x", "  "),  # empty output
+        Instance("y", "None."),  # a placeholder is no output either
         Instance("same", "same"),  # input equals output
         Instance("2 + 2", "4"),  # duplicate
         Instance("3 + 3", "6"),
@@ -63,10 +64,19 @@ def test_instance_filters_each_reason():
     ]
     kept, drops = filter_instances(instances, CFG)
     assert kept == [Instance("2 + 2", "4"), Instance("", "A haiku."), Instance("", "Another haiku.")]
-    assert drops == Counter(empty_output=1, input_equals_output=1, duplicate_instance=1, conflicting_outputs=2,
+    assert drops == Counter(empty_output=2, input_equals_output=1, duplicate_instance=1, conflicting_outputs=2,
                             too_long=1)
 
 
 def test_instance_fields_are_stripped():
     kept, drops = filter_instances([Instance("  a  ", " b\n")], CFG)
     assert kept == [Instance("a", "b")] and not drops
+
+
+def test_placeholders():
+    from instructrl.data.selfinstruct.filters import is_placeholder
+
+    for text in ["none", "None.", " N/A ", "<noinput>", "'none'", "-", "NULL"]:
+        assert is_placeholder(text), text
+    for text in ["", "no", "None of the above", "nonetheless"]:
+        assert not is_placeholder(text), text

@@ -2,7 +2,7 @@
 
 Instruction drop reasons: ``empty``, ``too_short``, ``too_long``, ``banned_word``, ``banned_prefix``,
 ``starts_with_punctuation``, ``starts_non_ascii`` (and, from the novelty index, ``not_novel``).
-Instance drop reasons: ``empty_output``, ``too_long``, ``input_equals_output``,
+Instance drop reasons: ``empty_output`` (also a placeholder such as "none" or "N/A"), ``too_long``, ``input_equals_output``,
 ``duplicate_instance``, ``conflicting_outputs`` (the same non-empty input with different outputs:
 all of them go, since at most one can be right; a task without input may have several outputs).
 """
@@ -16,6 +16,15 @@ from functools import lru_cache
 
 from instructrl.data.selfinstruct.config import FilterConfig
 from instructrl.data.selfinstruct.tasks import Instance
+
+
+PLACEHOLDERS = {"none", "<none>", "(none)", "n/a", "na", "<noinput>", "<nooutput>", "no input", "no output", "-",
+                "empty", "<empty>", "null", "nil"}
+
+
+def is_placeholder(text: str) -> bool:
+    """Text that stands for "nothing" (e.g. ``none``, ``N/A``, ``<noinput>``), any case and quoting."""
+    return text.strip().strip("\"'`.").strip().lower() in PLACEHOLDERS
 
 
 @lru_cache(maxsize=32)
@@ -57,7 +66,7 @@ def filter_instances(instances: list[Instance], cfg: FilterConfig) -> tuple[list
     seen: set[tuple[str, str]] = set()
     for inst in instances:
         inp, out = inst.input.strip(), inst.output.strip()
-        if not out:
+        if not out or is_placeholder(out):
             drops["empty_output"] += 1
         elif len(inp) > cfg.max_field_chars or len(out) > cfg.max_field_chars:
             drops["too_long"] += 1

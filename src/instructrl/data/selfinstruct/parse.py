@@ -10,12 +10,12 @@ import dataclasses
 import re
 from collections import Counter
 
+from instructrl.data.selfinstruct.filters import is_placeholder
 from instructrl.data.selfinstruct.prompts import INPUT_FIRST_PREFIX, OUTPUT_FIRST_PREFIX, one_line
 from instructrl.data.selfinstruct.tasks import Instance
 
 _NUMBERED = re.compile(r"(?m)^[ \t]*\d+[ \t]*[.)][ \t]*")
 _LABEL = re.compile(r"(?i)^(?:task|instruction)\s*\d*\s*:\s*")
-_NO_INPUT = {"none", "<none>", "none.", "n/a", "<noinput>", "no input", "(none)", "-", "empty", "<empty>"}
 
 
 @dataclasses.dataclass
@@ -52,7 +52,7 @@ def parse_yes_no(text: str) -> bool | None:
 
 def _no_input(text: str) -> str:
     s = text.strip()
-    return "" if s.lower().strip("\"'`") in _NO_INPUT else s
+    return "" if is_placeholder(s) else s
 
 
 _INSTANCE_MARK = re.compile(r"(?im)^[ \t]*(?:(example)[ \t]*\d*[ \t]*:?[ \t]*$|(input)[ \t]*:|(output)[ \t]*:)")

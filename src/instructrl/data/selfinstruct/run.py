@@ -93,6 +93,29 @@ def append_line(path: Path, record: dict) -> None:
         os.fsync(fh.fileno())
 
 
+#: Settings that may change when a run is resumed (e.g. a higher target extends a finished run).
+RESUMABLE_CHANGES = {"run.progress", "run.resume", "run.device", "generate.target", "generate.max_steps",
+                     "backend.batch_size", "backend.concurrency", "backend.timeout", "backend.base_url", "backend.api_key_env"}
+
+
+def check_resume(cfg: SelfInstructConfig, out: Path) -> None:
+    """Refuse to continue a log that was written with other seeds, prompts, sampling or filters."""
+    import yaml
+
+    from instructrl.config import ConfigError, to_dict
+    from instructrl.utils.run import _flatten
+
+    saved = out / "config.yaml"
+    if not saved.exists():
+        return
+    old, new = _flatten(yaml.safe_load(saved.read_text()) or {}), _flatten(to_dict(cfg))
+    diff = sorted(k for k in set(old) | set(new) if k not in RESUMABLE_CHANGES and old.get(k) != new.get(k))
+    if diff:
+        shown = ", ".join(f"{k}: {old.get(k)!r} -> {new.get(k)!r}" for k in diff[:5])
+        raise ConfigError(f"{saved}: {out / 'log.jsonl'} was written with a different config ({shown}); use another "
+                          "run.out_dir, or run.resume=false to start over")
+
+
 def make_generator(cfg: SelfInstructConfig):
     from instructrl.models.generation import HFGenerator, OpenAIGenerator
 
@@ -240,10 +263,12 @@ def run(cfg: SelfInstructConfig) -> Path:
 
     out = Path(cfg.run.out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    save_config(cfg, out)
     log_path = out / "log.jsonl"
     if not cfg.run.resume and log_path.exists():
         log_path.unlink()
+    if log_path.exists():
+        check_resume(cfg, out)
+    save_config(cfg, out)
     state = State(load_tasks(cfg.seeds), cfg.filters.max_rouge_l)
     read_log(log_path, state)
     if state.step:
