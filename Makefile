@@ -15,6 +15,10 @@ $(VENV)/.installed: pyproject.toml
 	$(PIP) install -q -e .
 	touch $@
 
+$(VENV)/.installed-run: $(VENV)/.installed
+	$(PIP) install -q -e '.[run]'
+	touch $@
+
 $(VENV)/.installed-dev: $(VENV)/.installed
 	$(PIP) install -q -e '.[dev]'
 	touch $@
@@ -22,8 +26,8 @@ $(VENV)/.installed-dev: $(VENV)/.installed
 install: $(VENV)/.installed
 install-dev: $(VENV)/.installed-dev
 
-demo: $(VENV)/.installed
-	$(VENV)/bin/instructrl sft --config configs/default/sft.yaml
+demo: $(VENV)/.installed-run
+	$(VENV)/bin/instructrl run
 
 test: $(VENV)/.installed-dev
 	$(PY) -m pytest -q tests
