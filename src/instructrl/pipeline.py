@@ -154,7 +154,7 @@ def _rm() -> RMConfig:
 
 def _ppo() -> PPOConfig:
     return PPOConfig(run=_run(), policy=ModelConfig(name_or_path=SET, max_seq_len=512),
-                     optim=OptimConfig(lr=5e-6, schedule="constant", warmup_ratio=0.0),
+                     optim=OptimConfig(lr=1e-5, schedule="constant", warmup_ratio=0.0),
                      data=PPODataConfig(prompts=[SET], max_prompt_tokens=256),
                      reward=RewardConfig(model=SET, batch_size=8, max_seq_len=512), value=ValueConfig(lr=1e-5),
                      rollout=RolloutConfig(batch_size=8, max_new_tokens=64, forward_batch_size=8),
@@ -174,22 +174,22 @@ class PipelineConfig:
     evaluation -> report, with simulated labelers. Its defaults are the default preset
     (configs/run/default.yaml: the default model, about 15-20 minutes on a 2-core CPU)."""
 
-    run: RunConfig = option(doc="Output directory (one folder per step), seed, device, "
-                                                                "precision and progress of every step.",
-                             factory=lambda: RunConfig(out_dir="runs/default"))
+    run: RunConfig = option(factory=lambda: RunConfig(out_dir="runs/default"),
+                            doc="Output directory (one folder per step), seed, device, precision and progress of "
+                                "every step.")
     model: str = option("default", "Base model: 'default' (SmolLM2-135M-Instruct), a model directory, a hub id, or "
                                    "'tiny' (a 2-layer test model built in the run's base/ folder).")
     threads: int | None = option(
         None, "Torch intra-op threads for every step (null: torch's default, one per core). Small models run "
               "faster on 1: they gain nothing from splitting tiny operations, and lose a lot on a busy machine.")
     data: DataConfig = section(DataConfig, "Prompts, demonstrations and the SFT/RM/PPO shares.")
-    curate: CurateConfig = option(factory=_curate, doc="Curation (instructrl curate --help); inputs come from data.prompts. "
-                                             "curate.split.test is the share of test prompts (users unseen in training).")
+    curate: CurateConfig = option(factory=_curate, doc="Curation (instructrl curate --help); inputs come from "
+                                  "data.prompts; curate.split.test is the share of test prompts (users unseen in training).")
     demo_sampling: SamplingConfig = option(
         factory=lambda: SamplingConfig(n=2, max_new_tokens=96, temperature=0.7),
         doc="Candidates of the base model per SFT prompt without a reference answer (n = 0: references only).")
-    label: LabelConfig = option(factory=_label, doc="Simulated labelers (instructrl label --help): the panels, K limits, "
-                                          "use_reference and min_quality of the demonstrations.")
+    label: LabelConfig = option(factory=_label, doc="Simulated labelers (instructrl label --help): the panels, K "
+                                "limits, use_reference and min_quality of the demonstrations.")
     sft: SFTConfig = option(factory=_sft, doc="Supervised fine-tuning (instructrl sft --help).")
     rm_sampling: SamplingConfig = option(factory=lambda: SamplingConfig(n=4, max_new_tokens=64),
                                          doc="K responses of the SFT model per RM prompt (n is K, 2 or more).")
