@@ -201,10 +201,14 @@ def nan_after_two_calls(prompts, responses, response_ids):
     return [float("nan") if len(NAN_CALLS) > 2 else 0.0 for _ in prompts]
 
 
-def test_kl_warning(ppo_world, tmp_path, caplog):
+def test_kl_warning_and_offloaded_bf16_reference(ppo_world, tmp_path, caplog):
+    out = tmp_path / "klw"
     with caplog.at_level(logging.WARNING, logger="instructrl.ppo.train"):
-        run(ppo_cfg(ppo_world, tmp_path / "klw", "ppo.steps=3", "kl.warn_above=1e-9", "optim.lr=1e-2"))
+        run(ppo_cfg(ppo_world, out, "ppo.steps=3", "kl.warn_above=1e-9", "optim.lr=1e-2",
+                    "memory.offload_frozen=true", "memory.frozen_dtype=bf16", "rollout.engine=hf"))
     assert any("kl.warn_above" in r.message for r in caplog.records)
+    kl = series(out, "ppo/kl")
+    assert 0 < abs(kl[0]) < 0.5  # a bf16 copy of the reference: not exactly the fp32 policy, but close
 
 
 def test_cli_help_and_config_errors():
