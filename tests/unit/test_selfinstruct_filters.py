@@ -54,6 +54,8 @@ def test_instance_filters_each_reason():
         Instance("2 + 2", "4"),
         Instance("x", "  "),  # empty output
         Instance("y", "None."),  # a placeholder is no output either
+        Instance("z", "```\n```"),  # nor is text without a letter or digit
+        Instance("w", "Label the sentiment!"),  # the instruction again
         Instance("same", "same"),  # input equals output
         Instance("2 + 2", "4"),  # duplicate
         Instance("3 + 3", "6"),
@@ -62,9 +64,9 @@ def test_instance_filters_each_reason():
         Instance("", "Another haiku."),  # no input: several outputs are fine
         Instance("long", "y" * 5001),  # too long
     ]
-    kept, drops = filter_instances(instances, CFG)
+    kept, drops = filter_instances(instances, CFG, instruction="Label the  sentiment.")
     assert kept == [Instance("2 + 2", "4"), Instance("", "A haiku."), Instance("", "Another haiku.")]
-    assert drops == Counter(empty_output=2, input_equals_output=1, duplicate_instance=1, conflicting_outputs=2,
+    assert drops == Counter(empty_output=3, output_repeats_instruction=1, input_equals_output=1, duplicate_instance=1, conflicting_outputs=2,
                             too_long=1)
 
 
@@ -76,7 +78,7 @@ def test_instance_fields_are_stripped():
 def test_placeholders():
     from instructrl.data.selfinstruct.filters import is_placeholder
 
-    for text in ["none", "None.", " N/A ", "<noinput>", "'none'", "-", "NULL"]:
+    for text in ["none", "None.", " N/A ", "<noinput>", "'none'", "-", "NULL", "none;"]:
         assert is_placeholder(text), text
     for text in ["", "no", "None of the above", "nonetheless"]:
         assert not is_placeholder(text), text

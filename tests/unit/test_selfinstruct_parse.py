@@ -69,6 +69,9 @@ def test_output_first_classification():
     assert instances == [Instance("Loved it.", "positive"), Instance("Hated it.", "negative"),
                          Instance("Good food,\nbad service.", "mixed")]
     assert drops == Counter(unparseable=1)  # 'neutral' had no input
+    instances, _ = parse_output_first(" no\nInput: The movie is a comedy.\nOutput: no\nClass label: yes\nInput: x",
+                                      truncated=False)
+    assert instances == [Instance("The movie is a comedy.", "no"), Instance("x", "yes")]
     instances, drops = parse_output_first(" yes\nInput: a\nClass label: no\nInput: b is cu", truncated=True)
     assert instances == [Instance("a", "yes")] and drops == Counter(truncated=1)
 

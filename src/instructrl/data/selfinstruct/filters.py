@@ -2,7 +2,8 @@
 
 Instruction drop reasons: ``empty``, ``too_short``, ``too_long``, ``banned_word``, ``banned_prefix``,
 ``starts_with_punctuation``, ``starts_non_ascii`` (and, from the novelty index, ``not_novel``).
-Instance drop reasons: ``empty_output`` (also a placeholder such as "none" or "N/A"), ``too_long``, ``input_equals_output``,
+Instance drop reasons: ``empty_output`` (also a placeholder such as "none" or "N/A", or no letter or
+digit at all), ``output_repeats_instruction``, ``too_long``, ``input_equals_output``,
 ``duplicate_instance``, ``conflicting_outputs`` (the same non-empty input with different outputs:
 all of them go, since at most one can be right; a task without input may have several outputs).
 """
@@ -24,7 +25,7 @@ PLACEHOLDERS = {"none", "<none>", "(none)", "n/a", "na", "<noinput>", "<nooutput
 
 def is_placeholder(text: str) -> bool:
     """Text that stands for "nothing" (e.g. ``none``, ``N/A``, ``<noinput>``), any case and quoting."""
-    return text.strip().strip("\"'`.").strip().lower() in PLACEHOLDERS
+    return text.strip().strip("\"'`.,;:!").strip().lower() in PLACEHOLDERS
 
 
 @lru_cache(maxsize=32)
@@ -59,15 +60,21 @@ def instruction_drop_reason(instruction: str, cfg: FilterConfig) -> str | None:
     return None
 
 
-def filter_instances(instances: list[Instance], cfg: FilterConfig) -> tuple[list[Instance], Counter]:
+def _same_text(a: str, b: str) -> bool:
+    return " ".join(a.lower().split()).rstrip(".!?") == " ".join(b.lower().split()).rstrip(".!?")
+
+
+def filter_instances(instances: list[Instance], cfg: FilterConfig, instruction: str = "") -> tuple[list[Instance], Counter]:
     """Keep the well-formed, consistent instances (order kept); count the rest by reason."""
     drops: Counter = Counter()
     candidates: list[Instance] = []
     seen: set[tuple[str, str]] = set()
     for inst in instances:
         inp, out = inst.input.strip(), inst.output.strip()
-        if not out or is_placeholder(out):
+        if not out or is_placeholder(out) or not re.search(r"[^\W_]", out):
             drops["empty_output"] += 1
+        elif instruction and _same_text(out, instruction):
+            drops["output_repeats_instruction"] += 1
         elif len(inp) > cfg.max_field_chars or len(out) > cfg.max_field_chars:
             drops["too_long"] += 1
         elif inp and inp == out:

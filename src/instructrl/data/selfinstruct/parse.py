@@ -56,7 +56,7 @@ def _no_input(text: str) -> str:
 
 
 _INSTANCE_MARK = re.compile(r"(?im)^[ \t]*(?:(example)[ \t]*\d*[ \t]*:?[ \t]*$|(input)[ \t]*:|(output)[ \t]*:)")
-_CLASS_MARK = re.compile(r"(?im)^[ \t]*(?:(class[ \t]*label)[ \t]*:|(input)[ \t]*:)")
+_CLASS_MARK = re.compile(r"(?im)^[ \t]*(?:(class[ \t]*label)[ \t]*:|(input)[ \t]*:|(output)[ \t]*:)")
 
 
 def _segments(pattern: re.Pattern, names: list[str], text: str) -> list[tuple[str, str]]:
@@ -105,7 +105,8 @@ def parse_input_first(text: str, *, truncated: bool, prefixed: bool = True) -> t
 
 
 def parse_output_first(text: str, *, truncated: bool, prefixed: bool = True) -> tuple[list[Instance], Counter]:
-    """Instances from ``Class label: ... / Input: ...`` text: the label is the output.
+    """Instances from ``Class label: ... / Input: ...`` text: the label is the output (an ``Output:``
+    line that a model adds after an input is ignored).
 
     ``prefixed``: the prompt ended with :data:`OUTPUT_FIRST_PREFIX`, so the text continues it.
     """
@@ -115,8 +116,10 @@ def parse_output_first(text: str, *, truncated: bool, prefixed: bool = True) -> 
     instances: list[Instance] = []
     label: str | None = None
     used = False
-    segs = _segments(_CLASS_MARK, ["label", "input"], text)
+    segs = _segments(_CLASS_MARK, ["label", "input", "output"], text)
     for kind, content in segs:
+        if kind == "output":  # an "Output:" line after an input repeats the label: not part of the input
+            continue
         if kind == "label":
             if label is not None and not used:
                 drops["unparseable"] += 1  # a label without an input

@@ -233,7 +233,7 @@ class Step:
         else:
             parsed = [([c["_instance"]], Counter()) if c["_instance"] else ([], Counter(unparseable=1)) for c in novel]
         for c, (instances, parse_drops) in zip(novel, parsed):
-            kept, filter_drops = filter_instances(instances, self.cfg.filters)
+            kept, filter_drops = filter_instances(instances, self.cfg.filters, c["instruction"])
             drops.update(parse_drops)
             drops.update(filter_drops)
             if len(kept) > g.max_instances:
