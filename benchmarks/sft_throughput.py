@@ -32,6 +32,7 @@ def main() -> None:
     ap.add_argument("--max-len", type=int, default=512)
     ap.add_argument("--lr", type=float, default=2e-5)
     ap.add_argument("--limit", type=int, default=0, help="use only the first N training conversations (0 = all)")
+    ap.add_argument("--threads", type=int, default=0, help="torch threads (0 = all cores); 1 is steadier on a busy machine")
     ap.add_argument("--out", default=None, help="write the figures as JSON here")
     args = ap.parse_args()
 
@@ -46,7 +47,7 @@ def main() -> None:
     from instructrl.sft.train import evaluate, run
     from instructrl.utils.metrics import read_metrics
 
-    torch.set_num_threads(os.cpu_count() or 1)
+    torch.set_num_threads(args.threads or os.cpu_count() or 1)
     model_path = resolve_model_path(args.model)
     tok = load_tokenizer(model_path)
     demos = D.load_demonstrations(args.data)

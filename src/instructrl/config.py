@@ -60,6 +60,14 @@ class RunConfig:
     )
     progress: bool = option(True, "Show progress bars (tqdm).")
     resume: bool = option(True, "Resume from the newest step-NNNNNN/ checkpoint in out_dir if there is one.")
+    threads: int = option(
+        0, "Torch CPU threads (0: torch's default, one per core). On a machine busy with other work, 1 is often "
+        "several times faster than oversubscribed cores."
+    )
+
+    def __post_init__(self) -> None:
+        if self.threads < 0:
+            raise ValueError(f"run.threads must be >= 0, got {self.threads}")
 
 
 @dataclasses.dataclass

@@ -11,7 +11,7 @@ from instructrl.config import ConfigError, to_dict
 from instructrl.models.checkpoint import latest_checkpoint
 
 #: Settings that may change between a run and its resumption.
-RESUMABLE_CHANGES = {"run.progress", "run.resume", "run.device"}
+RESUMABLE_CHANGES = {"run.progress", "run.resume", "run.device", "run.threads"}
 
 
 def _flatten(d: dict, prefix: str = "") -> dict:
@@ -68,4 +68,8 @@ def start_run(cfg: Any, stage: str) -> tuple[Path, Path | None]:
         return out, out / "final"
     save_config(cfg, out)
     seed_everything(cfg.run.seed)
+    if getattr(cfg.run, "threads", 0):
+        import torch
+
+        torch.set_num_threads(cfg.run.threads)
     return out, None
