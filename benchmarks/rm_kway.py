@@ -15,8 +15,9 @@ optimizer steps and bf16 autocast:
 * TRL: RewardTrainer on the rankings expanded into chosen/rejected pairs, as its users do today:
   2 sequences per comparison, C(K,2) comparisons per prompt.
 
-Printed: wall time of each training loop, sequences and tokens forwarded, held-out pairwise
-accuracy of each final model (the same evaluation function for both), and the time ratio.
+Printed: wall and CPU time of each training loop (CPU seconds of the process: the figure that
+other jobs on a shared machine do not inflate), sequences and tokens forwarded, held-out pairwise
+accuracy of each final model (the same evaluation function for both), and the time ratios.
 
     .venv/bin/python benchmarks/rm_kway.py [--layers 4] [--max-len 128] [--k9-train 48]
 
@@ -97,7 +98,7 @@ def run_ours(model_path: str, train, held, work: Path, args, share: bool) -> dic
     rows = read_metrics(out)
     last = [r for r in rows if "rm/loss" in r][-1]
     ev = [r for r in rows if "rm/eval_accuracy" in r][-1]
-    return {"wall_s": last["time"], "steps": last["step"], "sequences": last["rm/sequences_seen"],
+    return {"wall_s": last["time"], "cpu_s": last["rm/cpu_s"], "steps": last["step"], "sequences": last["rm/sequences_seen"],
             "tokens": last["rm/tokens_seen"], "pairs": last["rm/pairs_seen"], "accuracy": ev["rm/eval_accuracy"],
             "forward_passes": math.ceil(len(train) / args.micro_prompts) * (2 if share else 1)}
 
@@ -118,9 +119,9 @@ def run_trl(model_path: str, train_ex, held_ex, steps: int, work: Path, args) ->
             chosen.append(ex.prompt + ex.responses[w])
             rejected.append(ex.prompt + ex.responses[l])
     n_pairs = len(chosen)
-    per_step = max(1, round(n_pairs / steps))
-    per_device = min(per_step, args.trl_micro_pairs)
-    accum = max(1, round(per_step / per_device))
+    per_step = max(1, round(n_pairs / steps))  # the same number of optimizer steps as ours
+    accum = math.ceil(per_step / args.trl_micro_pairs)
+    per_device = math.ceil(per_step / accum)
     tok = load_tokenizer(model_path)
     torch.manual_seed(args.seed)
     rm = init_reward_model(model_path, tokenizer=tok)
@@ -132,13 +133,13 @@ def run_trl(model_path: str, train_ex, held_ex, steps: int, work: Path, args) ->
         max_length=None, save_strategy="no", report_to=[], logging_steps=10**6, seed=args.seed,
         dataloader_num_workers=0, disable_tqdm=True)
     trainer = RewardTrainer(model=rm.hf_model, args=cfg, train_dataset=ds, processing_class=tok)
-    t0 = time.time()
+    t0, cpu0 = time.time(), time.process_time()
     out = trainer.train()
-    wall = time.time() - t0
+    wall, cpu = time.time() - t0, time.process_time() - cpu0
     device = next(rm.parameters()).device
     ev = evaluate(rm, held_ex, tok.pad_token_id, args.micro_prompts, device, torch.bfloat16)
     tokens = sum(len(s) for s in chosen) + sum(len(s) for s in rejected)
-    return {"wall_s": wall, "steps": out.global_step, "sequences": 2 * n_pairs, "tokens": tokens, "pairs": n_pairs,
+    return {"wall_s": wall, "cpu_s": cpu, "steps": out.global_step, "sequences": 2 * n_pairs, "tokens": tokens, "pairs": n_pairs,
             "accuracy": ev["accuracy"], "forward_passes": math.ceil(n_pairs / per_device)}
 
 
@@ -185,17 +186,19 @@ def main() -> None:
         if args.no_share:
             res["ours_noshare"] = run_ours(model_path, train, held, d, args, share=False)
         res["trl"] = run_trl(model_path, train_ex, held_ex, res["ours"]["steps"], d, args)
-        print(f"{'side':14s} {'wall s':>8s} {'steps':>6s} {'pairs':>7s} {'sequences':>10s} {'tokens':>9s} "
+        print(f"{'side':14s} {'wall s':>8s} {'CPU s':>8s} {'steps':>6s} {'pairs':>7s} {'sequences':>10s} {'tokens':>9s} "
               f"{'fwd passes':>10s} {'held-out acc':>12s}")
         for side, r in res.items():
-            print(f"{side:14s} {r['wall_s']:8.1f} {r['steps']:6d} {r['pairs']:7d} {r['sequences']:10d} {r['tokens']:9d} "
+            print(f"{side:14s} {r['wall_s']:8.1f} {r['cpu_s']:8.1f} {r['steps']:6d} {r['pairs']:7d} {r['sequences']:10d} {r['tokens']:9d} "
                   f"{r['forward_passes']:10d} {r['accuracy']:12.4f}")
         ratio = res["trl"]["wall_s"] / res["ours"]["wall_s"]
-        print(f"time ratio TRL / ours: {ratio:.2f}x; accuracy ours - TRL: "
+        cpu_ratio = res["trl"]["cpu_s"] / res["ours"]["cpu_s"]
+        print(f"time ratio TRL / ours: {ratio:.2f}x wall, {cpu_ratio:.2f}x CPU; accuracy ours - TRL: "
               f"{100 * (res['ours']['accuracy'] - res['trl']['accuracy']):+.1f} points", flush=True)
         if "ours_noshare" in res:
-            print(f"time ratio TRL / ours without prompt sharing: {res['trl']['wall_s'] / res['ours_noshare']['wall_s']:.2f}x")
-        results[name] = res | {"ratio": ratio}
+            print(f"time ratio TRL / ours without prompt sharing: {res['trl']['wall_s'] / res['ours_noshare']['wall_s']:.2f}x "
+                  f"wall, {res['trl']['cpu_s'] / res['ours_noshare']['cpu_s']:.2f}x CPU")
+        results[name] = res | {"ratio": ratio, "cpu_ratio": cpu_ratio}
     if args.out:
         Path(args.out).write_text(json.dumps(results, indent=2))
 

@@ -100,7 +100,7 @@ def run(cfg: RMConfig) -> Path:
 
     # ---------------------------------------------------------------- loop
     bar = tqdm(total=total_steps, initial=step, desc="rm", disable=not cfg.run.progress, dynamic_ncols=True)
-    t0, tok0 = time.time(), seen["tokens"]
+    t0, cpu0, tok0 = time.time(), time.process_time(), seen["tokens"]
     done = step >= total_steps
     rm.train()
     for epoch in range(epoch0, cfg.train.epochs):
@@ -139,7 +139,7 @@ def run(cfg: RMConfig) -> Path:
             if step % cfg.train.log_every == 0 or done:
                 metrics.log(step, {"rm/loss": loss_sum, "rm/accuracy": correct / max(1, pairs),
                                    "rm/lr": sched.get_last_lr()[0], "rm/grad_norm": float(grad_norm),
-                                   "rm/tokens_per_s": tps, "rm/epoch": epoch}
+                                   "rm/tokens_per_s": tps, "rm/cpu_s": time.process_time() - cpu0, "rm/epoch": epoch}
                             | {f"rm/{k}_seen": v for k, v in seen.items()})
             bar.set_postfix(loss=f"{loss_sum:.3f}", acc=f"{correct / max(1, pairs):.2f}", tok_s=f"{tps:.0f}")
             bar.update(1)
