@@ -3,21 +3,27 @@
 :class:`CachedGenerator` runs its own decode loop over a Hugging Face causal LM instead of
 ``model.generate``. What makes it faster where responses stop at their own length:
 
-* **Continuous batching**: a finished sequence leaves the batch and a waiting prompt takes its
-  place, so every decode step works on a full batch instead of running until the longest member
-  of a fixed batch ends.
-* **Length bucketing**: waiting prompts are taken in order of length, so prompts that are
-  prefilled together need little padding.
+* **Continuous batching**: the batch is ``batch_size`` slots; when a sequence ends, the next
+  waiting prompt takes its slot at once, so the decode steps keep working on live sequences
+  instead of running a fixed batch until its longest member ends.
+* **Length bucketing**: prompts are prefilled in groups of ``batch_size`` taken in order of length
+  (so a group needs little padding); a prefilled group waits beside the running batch and its
+  rows move into slots as slots free up.
 * **A KV cache that grows in place**: each layer's keys and values live in a buffer with spare
   room; a step writes one column instead of concatenating the whole cache (what
-  ``DynamicCache`` does), and rows are removed or added only when the batch changes.
+  ``DynamicCache`` does, which on a CPU costs as much memory traffic as the attention itself).
+  Leading columns that no live row uses any more are dropped now and then.
 * **Little work per step**: one forward call, greedy argmax or one multinomial draw; no logits
   processors or stopping-criteria objects.
 
-Rows are left-padded in the cache (each row's real tokens end at the last column); the attention
-mask hides padding and every row carries its own position ids, so a row's outputs do not depend
-on which other rows share its batch (up to floating-point rounding of different batch shapes).
-Greedy decoding returns the same tokens as :class:`~instructrl.models.generation.HFGenerator`.
+Rows are left-padded in the cache and every row carries its own position ids; attention ignores
+the padding exactly. On a CPU a decode step costs about the same whatever the number of rows (it
+streams every weight once), so finished slots stay in the batch until they are refilled, and the
+matrix products always see ``batch_size`` rows: the kernels that bf16 matrix products pick depend
+on the number of rows, and this keeps every row's arithmetic the same as in ``model.generate``.
+The prefill groups are the batches :class:`~instructrl.models.generation.HFGenerator` makes, so
+greedy decoding returns the same tokens as HFGenerator (tests check it in fp32; the benchmark
+counts identical outputs in bf16).
 """
 
 from __future__ import annotations
@@ -94,20 +100,33 @@ class _Row:
     tokens: list[int]
 
 
+@dataclasses.dataclass
+class _Group:
+    """A prefilled group of prompts waiting for slots: its rows, KV cache, mask and first tokens."""
+
+    rows: list[_Row]
+    cache: Any
+    mask: torch.Tensor  # [g, W]
+    next: int = 0  # first row not yet placed in a slot
+
+    @property
+    def left(self) -> int:
+        return len(self.rows) - self.next
+
+
 class CachedGenerator(HFGenerator):
     """Continuous-batching decode loop over a local Hugging Face causal LM (see the module docs).
 
-    ``batch_size`` is the number of sequences decoded together; ``refill_fraction``: free slots
-    are refilled from the waiting prompts once at least this fraction of the batch is free (a
-    refill costs one prefill call, so refilling one slot at a time wastes calls).
+    ``batch_size`` is the number of slots decoded together (and the size of a prefill group).
+    Leading cache columns no row uses are dropped once there are ``trim_min_cols`` of them (and at
+    least a quarter of the cache).
     """
 
+    trim_min_cols = 64
+
     def __init__(self, model: Any, tokenizer: Any, batch_size: int = 16, *, max_prompt_tokens: int | None = None,
-                 progress: bool = False, refill_fraction: float = 0.25):
+                 progress: bool = False):
         super().__init__(model, tokenizer, batch_size, max_prompt_tokens=max_prompt_tokens, progress=progress)
-        if not 0 < refill_fraction <= 1:
-            raise ValueError(f"refill_fraction must be in (0, 1], got {refill_fraction}")
-        self.refill_fraction = refill_fraction
         config = getattr(model, "config", None)
         if getattr(config, "sliding_window", None) and "sliding_attention" in (getattr(config, "layer_types", None) or []):
             raise ValueError("CachedGenerator does not support sliding-window attention layers; use HFGenerator")
@@ -138,49 +157,68 @@ class CachedGenerator(HFGenerator):
 
         model, tok = self.model, self.tokenizer
         device = next(model.parameters()).device
-        eos = torch.tensor(_eos_ids(model, tok), device=device)
-        pad_id = tok.pad_token_id if tok.pad_token_id is not None else int(eos[0])
+        eos = set(_eos_ids(model, tok))
+        pad_id = tok.pad_token_id if tok.pad_token_id is not None else min(eos)
         gen = torch.Generator(device=device)
         gen.manual_seed(seed if seed is not None else int(torch.randint(0, 2**62, (1,))))
-        # length bucketing: the longest prompts first, taken in runs of similar length
-        waiting = sorted(range(len(encoded)), key=lambda i: -len(encoded[i]))
-        results: list[list[int]] = [[] for _ in encoded]
-        rows: list[_Row] = []
-        cache, mask, last = None, None, None
+        # the prefill groups are HFGenerator's batches: longest prompts first, batch_size at a time
+        order = sorted(range(len(encoded)), key=lambda i: -len(encoded[i]))
+        groups = [order[i : i + self.batch_size] for i in range(0, len(order), self.batch_size)]
+        n_slots = len(groups[0])
         n_layers = model.config.get_text_config().num_hidden_layers
+        results: list[list[int]] = [[] for _ in encoded]
         bar = tqdm(total=len(encoded), desc="generate", unit="seq", disable=not self.progress or len(encoded) < 2)
-        dead: list[int] = []
-        while rows or waiting:
-            free = self.batch_size - (len(rows) - len(dead))
-            if waiting and (not rows or free >= max(1, int(self.refill_fraction * self.batch_size))):
-                if dead:
-                    cache, mask, last = self._keep(cache, mask, last, rows, dead)
-                    dead = []
-                take, waiting = waiting[:free], waiting[free:]
-                cache, mask, last = self._admit(take, encoded, rows, cache, mask, last, n_layers, pad_id, device,
-                                                temperature, top_p, gen)
-            else:
-                positions = torch.tensor([r.position for r in rows], device=device)[:, None]
-                mask = torch.cat([mask, mask.new_ones((mask.shape[0], 1))], dim=1)
-                out = model(input_ids=last[:, None], attention_mask=mask, position_ids=positions,
-                            past_key_values=cache, use_cache=True)
-                last = self._sample(out.logits[:, -1], temperature, top_p, gen)
-                for r, t in zip(rows, last.tolist()):
-                    r.tokens.append(t)
-                    r.position += 1
-            # rows that are done leave (dead rows are dropped from the cache in bulk)
-            ended = (last[:, None] == eos[None, :]).any(-1).tolist()
-            dead_set = set(dead)
-            for k, r in enumerate(rows):
-                if k in dead_set:
-                    continue
-                if ended[k] or len(r.tokens) >= max_new_tokens or (stop and self._hit_stop(r.tokens, stop)):
-                    results[r.index] = list(r.tokens)
-                    dead.append(k)
+
+        first = self._prefill(groups.pop(0), encoded, n_layers, pad_id, device, temperature, top_p, gen)
+        cache, mask = first.cache, first.mask
+        slots: list[_Row | None] = list(first.rows)
+        last = torch.tensor([r.tokens[0] for r in first.rows], device=device)
+        waiting: _Group | None = None
+
+        def done(row: _Row) -> bool:
+            return (row.tokens[-1] in eos or len(row.tokens) >= max_new_tokens
+                    or bool(stop and self._hit_stop(row.tokens, stop)))
+
+        while True:
+            # rows that are done leave their slots; waiting rows take free slots
+            for k, row in enumerate(slots):
+                if row is not None and done(row):
+                    results[row.index] = row.tokens
+                    slots[k] = None
+                    mask[k] = 0
                     bar.update(1)
-            if dead and (len(dead) == len(rows) or len(dead) >= max(1, len(rows) // 4)):
-                cache, mask, last = self._keep(cache, mask, last, rows, dead)
-                dead = []
+            while None in slots and (waiting is not None and waiting.left or groups):
+                if waiting is None or not waiting.left:
+                    waiting = self._prefill(groups.pop(0), encoded, n_layers, pad_id, device, temperature, top_p, gen)
+                    continue
+                j = waiting.next
+                waiting.next += 1
+                row = waiting.rows[j]
+                if done(row):  # its first token already ended it
+                    results[row.index] = row.tokens
+                    bar.update(1)
+                    continue
+                k = slots.index(None)
+                mask = self._place(cache, mask, k, waiting, j)
+                slots[k] = row
+                last[k] = row.tokens[0]
+            if all(r is None for r in slots):
+                break
+            mask = self._trim(cache, mask, self.trim_min_cols)
+            # one decode step over every slot (free slots compute a pad token attending to itself)
+            positions = torch.tensor([r.position if r is not None else 0 for r in slots], device=device)[:, None]
+            mask = torch.cat([mask, mask.new_ones((n_slots, 1))], dim=1)
+            for k in (k for k, r in enumerate(slots) if r is None):
+                mask[k, :-1] = 0  # a free slot attends only to its own (pad) token
+            out = model(input_ids=last[:, None], attention_mask=mask, position_ids=positions,
+                        past_key_values=cache, use_cache=True)
+            last = self._sample(out.logits[:, -1], temperature, top_p, gen)
+            for k, (row, t) in enumerate(zip(slots, last.tolist())):
+                if row is None:
+                    last[k] = pad_id
+                else:
+                    row.tokens.append(t)
+                    row.position += 1
         bar.close()
         return results
 
@@ -200,59 +238,58 @@ class CachedGenerator(HFGenerator):
             probs = torch.zeros_like(probs).scatter_(-1, order, sorted_p)
         return torch.multinomial(probs, 1, generator=gen).squeeze(-1)
 
-    def _keep(self, cache, mask, last, rows: list[_Row], dead: list[int]):
-        """Drop the ``dead`` rows from the batch; trim leading columns that are padding in every row."""
-        drop = set(dead)
-        keep = [k for k in range(len(rows)) if k not in drop]
-        rows[:] = [rows[k] for k in keep]
-        if not keep:
-            return None, None, None
-        idx = torch.tensor(keep, device=mask.device)
-        mask = mask[idx]
-        first = int(mask.any(0).long().argmax())  # the first column some row still uses
-        mask = mask[:, first:]
-        for layer in cache.layers:
-            n = layer.length
-            layer.set_buffers(layer.kbuf[idx, :, first:].contiguous(), layer.vbuf[idx, :, first:].contiguous(),
-                              n - first)
-        return cache, mask, last[idx]
-
-    def _admit(self, take: list[int], encoded: list[list[int]], rows: list[_Row], cache, mask, last,
-               n_layers: int, pad_id: int, device: torch.device, temperature: float, top_p: float,
-               gen: torch.Generator):
-        """Prefill the prompts ``take`` (left-padded together), sample their first tokens and merge
-        them into the running batch's cache (left-padding the shorter of the two)."""
+    def _prefill(self, take: list[int], encoded: list[list[int]], n_layers: int, pad_id: int, device: torch.device,
+                 temperature: float, top_p: float, gen: torch.Generator) -> _Group:
+        """Prefill the prompts ``take`` left-padded together (exactly as HFGenerator batches them)
+        and sample their first tokens."""
         width = max(len(encoded[i]) for i in take)
         ids = torch.full((len(take), width), pad_id, dtype=torch.long)
-        new_mask = torch.zeros((len(take), width), dtype=torch.long)
+        mask = torch.zeros((len(take), width), dtype=torch.long)
         for row, i in enumerate(take):
             ids[row, width - len(encoded[i]):] = torch.tensor(encoded[i])
-            new_mask[row, width - len(encoded[i]):] = 1
-        ids, new_mask = ids.to(device), new_mask.to(device)
-        positions = (new_mask.cumsum(-1) - 1).clamp(min=0)
-        new_cache = _new_cache(n_layers)
-        out = self.model(input_ids=ids, attention_mask=new_mask, position_ids=positions, past_key_values=new_cache,
+            mask[row, width - len(encoded[i]):] = 1
+        ids, mask = ids.to(device), mask.to(device)
+        positions = (mask.cumsum(-1) - 1).masked_fill(mask == 0, 1)
+        cache = _new_cache(n_layers)
+        out = self.model(input_ids=ids, attention_mask=mask, position_ids=positions, past_key_values=cache,
                          use_cache=True, logits_to_keep=1)
-        first = self._sample(out.logits[:, -1], temperature, top_p, gen)
-        new_rows = [_Row(i, len(encoded[i]), [t]) for i, t in zip(take, first.tolist())]
-        if cache is None:
-            rows[:] = new_rows
-            return new_cache, new_mask, first
-        old_len, new_len = mask.shape[1], width
-        total = max(old_len, new_len)
-        n_old = mask.shape[0]
-        merged_mask = mask.new_zeros((n_old + len(take), total))
-        merged_mask[:n_old, total - old_len:] = mask
-        merged_mask[n_old:, total - new_len:] = new_mask
-        for old_layer, new_layer in zip(cache.layers, new_cache.layers):
-            cap = max(total + 32, old_layer.kbuf.shape[-2] + (total - old_len))
-            b, h, _, d = old_layer.kbuf.shape
-            kbuf = old_layer.kbuf.new_zeros((n_old + len(take), h, cap, d))
-            vbuf = old_layer.vbuf.new_zeros((n_old + len(take), h, cap, d))
-            kbuf[:n_old, :, total - old_len : total] = old_layer.kbuf[:, :, :old_len]
-            vbuf[:n_old, :, total - old_len : total] = old_layer.vbuf[:, :, :old_len]
-            kbuf[n_old:, :, total - new_len : total] = new_layer.kbuf[:, :, :new_len]
-            vbuf[n_old:, :, total - new_len : total] = new_layer.vbuf[:, :, :new_len]
-            old_layer.set_buffers(kbuf, vbuf, total)
-        rows.extend(new_rows)
-        return cache, merged_mask, torch.cat([last, first])
+        first = self._sample(out.logits[:, -1], temperature, top_p, gen).tolist()
+        rows = [_Row(i, len(encoded[i]), [t]) for i, t in zip(take, first)]
+        return _Group(rows, cache, mask)
+
+    @staticmethod
+    def _place(cache, mask: torch.Tensor, slot: int, group: _Group, j: int) -> torch.Tensor:
+        """Copy row ``j`` of a prefilled group into ``slot`` of the running cache (right-aligned;
+        the cache grows on the left when the row is longer than it). Returns the new mask."""
+        width, length = group.mask.shape[1], mask.shape[1]
+        if width > length:  # left-pad the whole running cache
+            grow = width - length
+            for layer in cache.layers:
+                b, h, cap, d = layer.kbuf.shape
+                kbuf = layer.kbuf.new_zeros((b, h, max(cap, layer.length + grow + 16), d))
+                vbuf = torch.zeros_like(kbuf)
+                kbuf[:, :, grow : grow + layer.length] = layer.kbuf[:, :, : layer.length]
+                vbuf[:, :, grow : grow + layer.length] = layer.vbuf[:, :, : layer.length]
+                layer.set_buffers(kbuf, vbuf, layer.length + grow)
+            mask = torch.cat([mask.new_zeros((mask.shape[0], grow)), mask], dim=1)
+            length = width
+        mask[slot] = 0
+        mask[slot, length - width :] = group.mask[j]
+        for layer, src in zip(cache.layers, group.cache.layers):
+            layer.kbuf[slot, :, : length - width] = 0
+            layer.vbuf[slot, :, : length - width] = 0
+            layer.kbuf[slot, :, length - width : length] = src.kbuf[j, :, :width]
+            layer.vbuf[slot, :, length - width : length] = src.vbuf[j, :, :width]
+        return mask
+
+    @staticmethod
+    def _trim(cache, mask: torch.Tensor, min_cols: int = 64) -> torch.Tensor:
+        """Drop leading cache columns that no row attends to any more (once there are enough)."""
+        used = mask.any(0)
+        first = int(used.long().argmax()) if bool(used.any()) else 0
+        if first < max(min_cols, mask.shape[1] // 4):
+            return mask
+        for layer in cache.layers:
+            layer.set_buffers(layer.kbuf[:, :, first:].contiguous(), layer.vbuf[:, :, first:].contiguous(),
+                              layer.length - first)
+        return mask[:, first:]
