@@ -94,8 +94,9 @@ def append_line(path: Path, record: dict) -> None:
 
 
 #: Settings that may change when a run is resumed (e.g. a higher target extends a finished run).
-RESUMABLE_CHANGES = {"run.progress", "run.resume", "run.device", "generate.target", "generate.max_steps",
-                     "backend.batch_size", "backend.concurrency", "backend.timeout", "backend.base_url", "backend.api_key_env"}
+RESUMABLE_CHANGES = {"run.progress", "run.resume", "run.device", "run.threads", "generate.target",
+                     "generate.max_steps", "backend.batch_size", "backend.concurrency", "backend.timeout",
+                     "backend.base_url", "backend.api_key_env"}
 
 
 def check_resume(cfg: SelfInstructConfig, out: Path) -> None:
@@ -122,6 +123,10 @@ def make_generator(cfg: SelfInstructConfig):
     b = cfg.backend
     if b.kind == "openai":
         return OpenAIGenerator(b.base_url, b.model, b.api_key_env, timeout=b.timeout, concurrency=b.concurrency)
+    if cfg.run.threads:
+        import torch
+
+        torch.set_num_threads(cfg.run.threads)
     return HFGenerator.from_pretrained(b.name_or_path, device=cfg.run.device, dtype=b.dtype, batch_size=b.batch_size,
                                       max_prompt_tokens=b.max_prompt_tokens, progress=cfg.run.progress)
 
