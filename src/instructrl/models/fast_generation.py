@@ -16,14 +16,18 @@
 * **Little work per step**: one forward call, greedy argmax or one multinomial draw; no logits
   processors or stopping-criteria objects.
 
-Rows are left-padded in the cache and every row carries its own position ids; attention ignores
-the padding exactly. On a CPU a decode step costs about the same whatever the number of rows (it
-streams every weight once), so finished slots stay in the batch until they are refilled, and the
-matrix products always see ``batch_size`` rows: the kernels that bf16 matrix products pick depend
-on the number of rows, and this keeps every row's arithmetic the same as in ``model.generate``.
-The prefill groups are the batches :class:`~instructrl.models.generation.HFGenerator` makes, so
-greedy decoding returns the same tokens as HFGenerator (tests check it in fp32; the benchmark
-counts identical outputs in bf16).
+Rows are left-padded in the cache and every row carries its own position ids. While prompts
+wait, a finished slot is refilled before the next step, so the matrix products see
+``batch_size`` rows as in ``model.generate`` (the kernels that bf16 matrix products pick depend on
+the number of rows, and each row's result depends only on that number); once nothing waits,
+finished slots leave the batch a quarter at a time. The prefill groups are the batches
+:class:`~instructrl.models.generation.HFGenerator` makes. So greedy decoding returns the same
+tokens as HFGenerator: exactly in fp32 (tests check it); in bf16 a row that joins the batch later
+sits at another column offset of the cache than in ``model.generate``, and the CPU attention
+kernel's bf16 sums depend on how the columns fall into its blocks (16 columns, 512 for long
+caches), so such a row can drift onto another greedy path where two tokens are near-tied
+(``benchmarks/generation.py`` counts identical outputs, and HF generate's own agreement with
+itself at another batch size).
 """
 
 from __future__ import annotations
@@ -164,7 +168,6 @@ class CachedGenerator(HFGenerator):
         # the prefill groups are HFGenerator's batches: longest prompts first, batch_size at a time
         order = sorted(range(len(encoded)), key=lambda i: -len(encoded[i]))
         groups = [order[i : i + self.batch_size] for i in range(0, len(order), self.batch_size)]
-        n_slots = len(groups[0])
         n_layers = model.config.get_text_config().num_hidden_layers
         results: list[list[int]] = [[] for _ in encoded]
         bar = tqdm(total=len(encoded), desc="generate", unit="seq", disable=not self.progress or len(encoded) < 2)
@@ -187,6 +190,10 @@ class CachedGenerator(HFGenerator):
                     slots[k] = None
                     mask[k] = 0
                     bar.update(1)
+            if all(r is None for r in slots):  # an empty batch starts a fresh cache: rows sit at offset 0
+                for layer in cache.layers:
+                    layer.set_buffers(layer.kbuf, layer.vbuf, 0)
+                mask = mask[:, :0]
             while None in slots and (waiting is not None and waiting.left or groups):
                 if waiting is None or not waiting.left:
                     waiting = self._prefill(groups.pop(0), encoded, n_layers, pad_id, device, temperature, top_p, gen)
@@ -204,10 +211,18 @@ class CachedGenerator(HFGenerator):
                 last[k] = row.tokens[0]
             if all(r is None for r in slots):
                 break
+            free = [k for k, r in enumerate(slots) if r is None]
+            if free and not groups and not (waiting is not None and waiting.left) and len(free) >= len(slots) // 4:
+                # the tail: nothing left to place, so finished slots leave the batch (fewer rows to compute)
+                keep = torch.tensor([k for k, r in enumerate(slots) if r is not None], device=device)
+                for layer in cache.layers:
+                    layer.set_buffers(layer.kbuf[keep], layer.vbuf[keep], layer.length)
+                mask, last = mask[keep], last[keep]
+                slots = [r for r in slots if r is not None]
             mask = self._trim(cache, mask, self.trim_min_cols)
             # one decode step over every slot (free slots compute a pad token attending to itself)
             positions = torch.tensor([r.position if r is not None else 0 for r in slots], device=device)[:, None]
-            mask = torch.cat([mask, mask.new_ones((n_slots, 1))], dim=1)
+            mask = torch.cat([mask, mask.new_ones((len(slots), 1))], dim=1)
             for k in (k for k, r in enumerate(slots) if r is None):
                 mask[k, :-1] = 0  # a free slot attends only to its own (pad) token
             out = model(input_ids=last[:, None], attention_mask=mask, position_ids=positions,
