@@ -47,7 +47,7 @@ def test_single_step_prompt_and_chat_wrapping():
 
 def test_packaged_seeds_are_valid_and_mixed():
     tasks = load_tasks()
-    assert packaged_seeds().name == "seed_tasks.jsonl"
+    assert packaged_seeds().name == "builtin_seeds.jsonl"
     assert len(tasks) == 35 and sum(t.is_classification for t in tasks) == 9
     assert len({t.id for t in tasks}) == 35
     # classification seeds have at least two different labels to show output-first generation

@@ -45,7 +45,7 @@ class Task:
 
 def packaged_seeds() -> Path:
     """The seed set shipped with instructrl (written for this project; 35 tasks, 9 classification)."""
-    return Path(str(resources.files("instructrl.data.selfinstruct") / "seed_tasks.jsonl"))
+    return Path(str(resources.files("instructrl.data.selfinstruct") / "builtin_seeds.jsonl"))
 
 
 def task_from_json(obj: object, where: str) -> Task:
