@@ -23,6 +23,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -177,9 +178,17 @@ def main() -> None:
     ap.add_argument("--trl-venv", default=str(Path.home() / ".cache" / "instructrl" / "trl-1.12.0"))
     ap.add_argument("--skip-trl", action="store_true", help="measure only instructrl (no venv needed)")
     ap.add_argument("--json", default=None)
+    ap.add_argument("--keep", action="store_true", help="keep the work directory (models, prompts, outputs)")
     args = ap.parse_args()
-
     work = Path(tempfile.mkdtemp(prefix="ppo_bench_"))
+    try:
+        measure(args, work)
+    finally:
+        if not args.keep:
+            shutil.rmtree(work, ignore_errors=True)
+
+
+def measure(args, work: Path) -> None:
     policy_dir, rm_dir, prompts = prepare(work, args.batch * args.steps, args.seed)
     prompts_file = work / "prompts.jsonl"
     prompts_file.write_text("".join(json.dumps(p) + "\n" for p in prompts))
