@@ -25,7 +25,16 @@ sys.path.insert(0, str(ROOT / "src"))
 SHARED = ROOT.parent / "shared" / "data" / "oasst" / "prompt_lottery_en_250_text.jsonl"
 
 
-def load_prompts(n: int) -> list[str]:
+def load_prompts(n: int, prompt_set: str = "oasst") -> list:
+    if prompt_set == "builtin":
+        # the project's prompt set: many prompts carry verifiable constraints (word limits, bullet
+        # counts, JSON, ...), so responses stop at very different lengths, as on IFEval
+        from instructrl.records import Prompt, read_jsonl
+        from instructrl.pipeline import resolve_prompts
+
+        rows = read_jsonl(resolve_prompts("builtin:prompts"), Prompt)
+        prompts = [r.prompt for r in rows]
+        return [prompts[i % len(prompts)] for i in range(n)]
     if SHARED.exists():
         prompts = [json.loads(line) for line in SHARED.read_text(encoding="utf-8").splitlines() if line.strip()]
     else:
@@ -50,6 +59,9 @@ def main() -> None:
                     help="also run HF generate at half the batch size (other batch compositions and padding) and "
                          "report how many of its greedy outputs equal its own first run: how far 'identical' "
                          "reaches in this dtype even for HF generate alone")
+    ap.add_argument("--prompt-set", choices=["oasst", "builtin"], default="oasst",
+                    help="oasst: OpenAssistant prompts (long answers, most reach the cap); builtin: the project's "
+                         "prompt set, many with length or format constraints (answers stop at varied lengths)")
     ap.add_argument("--json", default=None, help="also write the results to this JSON file")
     args = ap.parse_args()
 
@@ -69,7 +81,7 @@ def main() -> None:
     engines = {"hf_generate": HFGenerator, "instructrl_cached": CachedGenerator}
     results = []
     for bs in args.batch_sizes:
-        prompts = load_prompts(max(4, int(round(args.prompts_per_batch * bs))))
+        prompts = load_prompts(max(4, int(round(args.prompts_per_batch * bs))), args.prompt_set)
         best: dict[str, float] = {}
         outs: dict[str, list] = {}
         for _ in range(args.repeats):
