@@ -134,3 +134,56 @@ def test_token_fraction_reward_and_callables(tiny):
     assert load_callable("math:fsum")([1.0, 2.0]) == 3.0
     with pytest.raises(ValueError, match="cannot be loaded"):
         load_callable("math:no_such_function")
+
+
+def test_sampler_copy_follows_the_policy_in_half_precision(tiny_model_dir):
+    """rollout.weights: the sampler's bf16 copy keeps tied weights tied and buffers in their dtype,
+    equals the policy's weights rounded to bf16 after each refresh, and tracks optimizer steps."""
+    import copy as _copy
+
+    from instructrl.config import load_config
+    from instructrl.models.fast_generation import CachedGenerator
+    from instructrl.ppo.config import PPOConfig
+    from instructrl.ppo.train import SamplerCopy, sampler_weights
+
+    tok = load_tokenizer(str(tiny_model_dir))
+    policy = load_model(str(tiny_model_dir), tokenizer=tok)
+    buffers = {n: b.dtype for n, b in policy.named_buffers()}
+    s = SamplerCopy(policy, torch.bfloat16)
+    m = s.model
+    assert m.lm_head.weight is m.model.embed_tokens.weight  # tied, as in the policy
+    assert all(p.dtype == torch.bfloat16 and not p.requires_grad for p in m.parameters())
+    assert {n: b.dtype for n, b in m.named_buffers()} == buffers
+    assert all(p.dtype == torch.float32 and p.requires_grad for p in policy.parameters())  # the policy is untouched
+
+    before = _copy.deepcopy(m.state_dict())
+    opt = torch.optim.SGD(policy.parameters(), lr=0.5)
+    ids = torch.tensor([[5, 6, 7, 8, 9, 10]])
+    policy(input_ids=ids, labels=ids).loss.backward()
+    opt.step()
+    assert all(torch.equal(before[k], v) for k, v in m.state_dict().items())  # no refresh: unchanged
+    s.refresh()
+    changed = 0
+    for (name, p), q in zip(policy.named_parameters(), m.parameters()):
+        assert torch.equal(q, p.detach().to(torch.bfloat16)), name
+        changed += not torch.equal(before[name], q)
+    assert changed > 0
+
+    # the copy decodes: greedy outputs of the bf16 copy equal those of a bf16 cast of the policy
+    ref = _copy.deepcopy(policy).to(torch.bfloat16)
+    for n, b in ref.named_buffers():
+        b.data = dict(policy.named_buffers())[n].data.clone()
+    prompts = ["count: one two", "the sea is", "hello"]
+    a = CachedGenerator(m, tok, 2).generate(prompts, max_new_tokens=12, temperature=0.0)
+    b = CachedGenerator(ref, tok, 2).generate(prompts, max_new_tokens=12, temperature=0.0)
+    assert [g.token_ids for g in a] == [g.token_ids for g in b]
+
+    # 'auto': a copy for bf16 runs without LoRA, the policy itself otherwise; LoRA refuses an explicit copy
+    cfg = load_config(PPOConfig, None, [])
+    assert isinstance(sampler_weights(cfg, policy, torch.bfloat16), SamplerCopy)
+    assert sampler_weights(cfg, policy, torch.float32) is None
+    assert sampler_weights(load_config(PPOConfig, None, ["lora.enabled=true"]), policy, torch.bfloat16) is None
+    assert sampler_weights(load_config(PPOConfig, None, ["rollout.weights=policy"]), policy, torch.bfloat16) is None
+    with pytest.raises(ValueError, match="LoRA"):
+        sampler_weights(load_config(PPOConfig, None, ["lora.enabled=true", "rollout.weights=bf16"]), policy,
+                        torch.bfloat16)

@@ -70,6 +70,12 @@ class RolloutConfig:
     temperature: float = option(1.0, "Sampling temperature (log-probs use the same temperature).")
     top_p: float = option(1.0, "Nucleus sampling threshold (1.0 samples from the whole distribution).")
     forward_batch_size: int = option(8, "Sequences per no-grad forward pass (log-probs, reference, values).")
+    weights: Literal["auto", "policy", "bf16", "fp16"] = option(
+        "auto", "Weights the sampler decodes with: 'policy' (the training weights, under autocast, which casts every "
+                "weight again at every decode step), 'bf16'/'fp16' (a half-precision copy of the policy, refreshed "
+                "before each rollout: no per-step casts, half the policy's memory more), 'auto' (bf16 when "
+                "run.precision resolves to bf16 and the policy has no LoRA adapters, else 'policy'). Log-probs, "
+                "reference log-probs and values are computed by the policy and the other models either way.")
 
     def __post_init__(self) -> None:
         if self.temperature <= 0:

@@ -9,6 +9,7 @@ the iteration. ``final/`` is the policy as a plain Hugging Face directory (LoRA 
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import logging
 import math
@@ -66,7 +67,8 @@ def run(cfg: PPOConfig) -> Path:
                           offload=cfg.memory.offload_frozen, eos_ids=eos_ids)
     reference = make_reference(policy, ref_model, cfg.rollout.temperature, frozen_device=frozen_device,
                                offload=cfg.memory.offload_frozen, chunk=cfg.rollout.forward_batch_size)
-    generator = build_generator(cfg, policy, tok)
+    sampler = sampler_weights(cfg, policy, amp)
+    generator = build_generator(cfg, sampler.model if sampler is not None else policy, tok)
     n_minibatches = math.ceil(cfg.ppo.batch_size / cfg.ppo.minibatch_size)
     total_updates = cfg.ppo.steps * cfg.ppo.epochs * n_minibatches
     opt, sched = build_optimizer(policy, cfg.optim, total_updates)
@@ -102,6 +104,8 @@ def run(cfg: PPOConfig) -> Path:
     while step < cfg.ppo.steps:
         t0 = time.perf_counter()
         idx = prompt_batch(len(prompts), step, cfg.ppo.batch_size, cfg.run.seed)
+        if sampler is not None:
+            sampler.refresh()  # the sampler decodes with this iteration's policy
         ro = collect([prompts[i] for i in idx], [prompt_ids[i] for i in idx], generator=generator, policy=policy,
                      reference=reference, value_model=value, reward=reward, pad_id=tok.pad_token_id, device=device,
                      amp_ctx=amp_ctx, max_new_tokens=cfg.rollout.max_new_tokens,
@@ -268,6 +272,39 @@ def build_models(cfg: PPOConfig, tok: Any, device: torch.device, frozen_device: 
         policy.gradient_checkpointing_enable()
         value.hf_model.gradient_checkpointing_enable()
     return policy.to(device).eval(), ref_model, value.to(device).eval()
+
+
+class SamplerCopy:
+    """A half-precision copy of the policy for the sampler, refreshed from the policy before each rollout.
+
+    Under autocast every decode step casts each fp32 weight to bf16 again (the whole model, for one
+    token per row); the copy is cast once per rollout instead. Buffers (rotary frequencies) keep
+    their dtype; tied weights stay tied (the copy is a deep copy)."""
+
+    def __init__(self, policy: torch.nn.Module, dtype: torch.dtype):
+        self.model = copy.deepcopy(policy)
+        for p in self.model.parameters():
+            p.requires_grad_(False)
+            p.data = p.data.to(dtype)
+        self.model.eval()
+        self._pairs = list(zip(policy.parameters(), self.model.parameters()))
+
+    @torch.no_grad()
+    def refresh(self) -> None:
+        for src, dst in self._pairs:
+            dst.copy_(src)
+
+
+def sampler_weights(cfg: PPOConfig, policy: torch.nn.Module, amp: torch.dtype) -> SamplerCopy | None:
+    """The copy the sampler decodes with (``rollout.weights``), or None to decode with the policy itself."""
+    kind = cfg.rollout.weights
+    if kind == "auto":
+        kind = "bf16" if amp == torch.bfloat16 and not cfg.lora.enabled else "policy"
+    if kind == "policy":
+        return None
+    if cfg.lora.enabled:
+        raise ValueError(f"rollout.weights={kind} needs a policy without LoRA adapters; use 'policy' or 'auto'")
+    return SamplerCopy(policy, DTYPES[kind])
 
 
 def build_generator(cfg: PPOConfig, policy: torch.nn.Module, tok: Any):
