@@ -184,6 +184,9 @@ def test_sampler_copy_follows_the_policy_in_half_precision(tiny_model_dir):
     assert sampler_weights(cfg, policy, torch.float32) is None
     assert sampler_weights(load_config(PPOConfig, None, ["lora.enabled=true"]), policy, torch.bfloat16) is None
     assert sampler_weights(load_config(PPOConfig, None, ["rollout.weights=policy"]), policy, torch.bfloat16) is None
+    assert sampler_weights(cfg, ref, torch.bfloat16) is None  # a bf16 policy needs no bf16 copy
+    assert isinstance(sampler_weights(load_config(PPOConfig, None, ["rollout.weights=fp16"]), ref, torch.bfloat16),
+                      SamplerCopy)
     with pytest.raises(ValueError, match="LoRA"):
         sampler_weights(load_config(PPOConfig, None, ["lora.enabled=true", "rollout.weights=bf16"]), policy,
                         torch.bfloat16)

@@ -304,6 +304,8 @@ def sampler_weights(cfg: PPOConfig, policy: torch.nn.Module, amp: torch.dtype) -
         return None
     if cfg.lora.enabled:
         raise ValueError(f"rollout.weights={kind} needs a policy without LoRA adapters; use 'policy' or 'auto'")
+    if all(p.dtype == DTYPES[kind] for p in policy.parameters()):
+        return None  # the policy is held in that dtype already (policy.dtype): a copy would only cost memory
     return SamplerCopy(policy, DTYPES[kind])
 
 

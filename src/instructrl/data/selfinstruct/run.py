@@ -33,6 +33,7 @@ from instructrl.data.selfinstruct.parse import (parse_input_first, parse_instruc
                                                 parse_single_step, parse_yes_no)
 from instructrl.data.selfinstruct.tasks import Instance, Task, load_tasks, task_from_json, to_demonstrations
 from instructrl.records import RecordError, write_jsonl
+from instructrl.utils import run as run_utils
 
 log = logging.getLogger(__name__)
 
@@ -94,9 +95,9 @@ def append_line(path: Path, record: dict) -> None:
 
 
 #: Settings that may change when a run is resumed (e.g. a higher target extends a finished run).
-RESUMABLE_CHANGES = {"run.progress", "run.resume", "run.device", "run.threads", "generate.target",
-                     "generate.max_steps", "backend.batch_size", "backend.concurrency", "backend.timeout",
-                     "backend.base_url", "backend.api_key_env"}
+RESUMABLE_CHANGES = run_utils.RESUMABLE_CHANGES | {
+    "generate.target", "generate.max_steps", "backend.batch_size", "backend.concurrency", "backend.timeout",
+    "backend.base_url", "backend.api_key_env"}
 
 
 def check_resume(cfg: SelfInstructConfig, out: Path) -> None:
