@@ -41,11 +41,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from instructrl.config import ConfigError, LoraConfig, ModelConfig, OptimConfig, RunConfig, option, save_config, \
+from instructrl.config import ModelConfig, OptimConfig, RunConfig, option, save_config, \
     section, to_dict
 from instructrl.data.config import CurateConfig, FieldMap, InputConfig, SplitConfig, StatsConfig
 from instructrl.eval.config import EvalConfig, PolicySpec
-from instructrl.label.config import LabelConfig, PanelConfig
+from instructrl.label.config import LabelConfig
 from instructrl.ppo.config import KLConfig, PPOAlgoConfig, PPOConfig, PPODataConfig, PPOTrainConfig, PtxConfig, \
     RewardConfig, RolloutConfig, ValueConfig
 from instructrl.rm.config import RMConfig, RMDataConfig, RMTrainConfig
@@ -99,7 +99,8 @@ class SamplingConfig:
     max_new_tokens: int = option(64, "Longest response.")
     temperature: float = option(1.0, "Sampling temperature.")
     top_p: float = option(1.0, "Nucleus sampling threshold.")
-    batch_size: int = option(16, "Sequences decoded together.")
+    batch_size: int = option(64, "Sequences decoded together (on a 2-core CPU a decode step of 64 rows yields about "
+                                 "twice the tokens per second of one of 16).")
     max_prompt_tokens: int = option(512, "Longer prompts keep their last tokens.")
     engine: Literal["cached", "hf"] = option("cached", "Generation engine.")
     dtype: Literal["fp32", "bf16", "fp16"] = option("bf16", "Weight dtype of the model while it samples.")
@@ -149,23 +150,25 @@ def _rm() -> RMConfig:
     return RMConfig(run=_run(), model=ModelConfig(name_or_path=SET, max_seq_len=384),
                     optim=OptimConfig(lr=3e-5, warmup_ratio=0.05),
                     data=RMDataConfig(train=[SET], demonstrations=[SET], eval_fraction=0.15, max_normalize=64),
-                    train=RMTrainConfig(epochs=1, batch_size=4, micro_batch_size=2, save_every=10, keep_checkpoints=1))
+                    train=RMTrainConfig(epochs=1, batch_size=4, micro_batch_size=2, save_every=10, keep_checkpoints=1,
+                                        trainable_layers=12))
 
 
 def _ppo() -> PPOConfig:
     return PPOConfig(run=_run(), policy=ModelConfig(name_or_path=SET, max_seq_len=512),
                      optim=OptimConfig(lr=1e-5, schedule="constant", warmup_ratio=0.0),
                      data=PPODataConfig(prompts=[SET], max_prompt_tokens=256),
-                     reward=RewardConfig(model=SET, batch_size=8, max_seq_len=512), value=ValueConfig(lr=1e-5),
+                     reward=RewardConfig(model=SET, batch_size=8, max_seq_len=512),
+                     value=ValueConfig(lr=1e-5, trainable_layers=8),
                      rollout=RolloutConfig(batch_size=8, max_new_tokens=64, forward_batch_size=8),
-                     ppo=PPOAlgoConfig(steps=10, batch_size=8, minibatch_size=4, micro_batch_size=4),
+                     ppo=PPOAlgoConfig(steps=10, batch_size=8, minibatch_size=4, micro_batch_size=4, trainable_layers=16),
                      kl=KLConfig(coef=0.02), ptx=PtxConfig(block_size=128, batch_size=2, eval_blocks=16),
                      train=PPOTrainConfig(save_every=5, keep_checkpoints=1, sample_every=0, eval_every=5))
 
 
 def _eval() -> EvalConfig:
     return EvalConfig(run=_run(), prompts=SET, panel_file=SET, reward_model=SET, max_new_tokens=64, temperature=0.7,
-                      dtype="bf16", few_shot_max_words=40)
+                      dtype="bf16", few_shot_max_words=40, batch_size=64)
 
 
 @dataclass

@@ -50,6 +50,7 @@ def test_rank_the_builtin_example(tmp_path):
     assert by_id["ex-004"].flags[3]["toxic"] and not by_id["ex-004"].flags[0]["toxic"]
     assert by_id["ex-010"].ranks[0] == by_id["ex-010"].ranks[3]  # identical responses tie
     assert by_id["ex-003"].flags[3]["truncated"]  # finish_reason "length"
+    assert by_id["ex-003"].meta["finish_reasons"][3] == "length"  # kept for the RM (no EOS after a cut response)
     # calibrated to 73% agreement on this very spread-out set, the noise is large (sigma ~0.2 on a
     # 0-1 score), yet responses with a serious flag still score well below clean ones on average
     bad = {"toxic", "degenerate", "fails_instruction"}

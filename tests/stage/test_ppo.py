@@ -3,7 +3,6 @@ KL stays bounded, PPO-ptx keeps the pretraining loss lower, ratio = 1 before the
 exact resume after SIGKILL, LoRA (reference = adapters off), a reward model as the reward and the
 value's starting point, the NaN guard and the KL warning, the CLI."""
 
-import json
 import logging
 import os
 import random
@@ -182,6 +181,22 @@ def test_reward_model_as_reward_and_value_init(ppo_world, tmp_path):
     assert any("score" in k for k in value_weights)
     for k, w in rm_weights.items():
         torch.testing.assert_close(value_weights[k], w, rtol=0, atol=1e-6)
+
+
+def test_trainable_layers_freeze_the_lower_layers_of_policy_and_value(ppo_world, tmp_path):
+    out = tmp_path / "ppo_top"
+    run(ppo_cfg(ppo_world, out, "ppo.steps=3", "train.save_every=2", "ppo.trainable_layers=1",
+                "value.trainable_layers=1", "optim.lr=1e-3", "value.lr=1e-3"))
+    sft = load_file(str(Path(ppo_world["sft"]) / "model.safetensors"))
+    policy = load_file(str(out / "final" / "model.safetensors"))
+    moved = {k for k, w in sft.items() if not torch.equal(policy[k], w)}
+    assert moved and all(k.startswith(("model.layers.1.", "model.norm.")) for k in moved), sorted(moved)
+    assert any(k.startswith("model.layers.1.") for k in moved)
+    value = load_file(str(out / "step-000002" / "value" / "model.safetensors"))
+    value_moved = {k for k, w in value.items() if k in sft and not torch.equal(w, sft[k])}
+    assert all(k.startswith(("model.layers.1.", "model.norm.")) for k in value_moved), sorted(value_moved)
+    with pytest.raises(ValueError, match="not both"):
+        ppo_cfg(ppo_world, out, "lora.enabled=true", "ppo.trainable_layers=1")
 
 
 def test_nan_reward_stops_with_a_clear_message(ppo_world, tmp_path):

@@ -136,3 +136,37 @@ def test_prompt_computed_once_gives_the_same_scores_and_gradients(rm, tok):
     assert grads[0].keys() == grads[1].keys() and len(grads[0]) > 10
     for n in grads[0]:
         assert torch.allclose(grads[0][n], grads[1][n], atol=1e-5, rtol=1e-4), n
+
+
+def test_a_cut_off_response_is_read_without_eos(rm, tok):
+    from instructrl.models.scalar import ended_flags
+    from instructrl.ppo.reward import RewardModelReward
+
+    ended_ids, _ = encode_for_reward(tok, "Write a poem", "The sea is blue and", 64)
+    cut_ids, _ = encode_for_reward(tok, "Write a poem", "The sea is blue and", 64, ended=False)
+    assert ended_ids == cut_ids + [tok.eos_token_id]
+    assert ended_flags(["stop", "length", None], 3) == [True, False, True] and ended_flags(None, 2) == [True, True]
+    with pytest.raises(ValueError, match="2 finish reasons for 3"):
+        ended_flags(["stop", "length"], 3)
+    prompts, texts = ["Write a poem"] * 2, ["The sea is blue and"] * 2
+    with torch.no_grad():
+        want = [float(rm(*pad_batch([s], tok.pad_token_id))) for s in (ended_ids, cut_ids)]
+    got = rm.score_texts(tok, prompts, texts, max_len=64, ended=[True, False])
+    assert got == pytest.approx(want, abs=1e-5) and abs(want[0] - want[1]) > 1e-4
+    # PPO's reward reads the sampled ids: no EOS at the end means the sampler cut the response
+    body = tok("The sea is blue and", add_special_tokens=False)["input_ids"]
+    reward = RewardModelReward(rm, tok, device=torch.device("cpu"), amp=torch.float32, batch_size=2, max_len=64,
+                               eos_ids=[tok.eos_token_id])
+    assert reward(prompts, texts, [body + [tok.eos_token_id], body]) == pytest.approx(want, abs=1e-5)
+
+
+def test_rankings_with_finish_reasons_encode_cut_responses_without_eos(tok):
+    from instructrl.records import Ranking
+    from instructrl.rm.data import encode_rankings
+
+    r = Ranking(prompt="Write a poem", responses=["Roses are red.", "The sea is blue and"], ranks=[1, 2],
+                meta={"finish_reasons": ["stop", "length"]})
+    plain = Ranking(prompt="Write a poem", responses=["Roses are red.", "The sea is blue and"], ranks=[1, 2])
+    (ex, ex_plain), _ = encode_rankings(tok, [r, plain], 64)
+    assert ex.responses[0][-1] == tok.eos_token_id and ex.responses[1][-1] != tok.eos_token_id
+    assert ex_plain.responses[1] == ex.responses[1] + [tok.eos_token_id]

@@ -140,3 +140,20 @@ def test_lr_schedule():
     assert lr_lambda(100, 100, 10, "cosine", 0.1) == pytest.approx(0.1)
     assert lr_lambda(55, 100, 10, "linear", 0.0) == pytest.approx(0.5)
     assert lr_lambda(70, 100, 10, "constant", 0.0) == 1.0
+
+
+def test_build_optimizer_gives_named_parameters_their_own_peak_lr():
+    from instructrl.config import OptimConfig
+    from instructrl.utils.optim import build_optimizer
+
+    model = torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.LayerNorm(4), torch.nn.Linear(4, 1))
+    model[1].requires_grad_(False)
+    cfg = OptimConfig(lr=1e-4, weight_decay=0.1, warmup_ratio=0.0, schedule="linear", min_lr_ratio=0.0)
+    opt, sched = build_optimizer(model, cfg, total_steps=4, lr_for=lambda n: 1e-2 if n.startswith("2.") else None)
+    groups = {(g["lr"], g["weight_decay"]): sum(p.numel() for p in g["params"]) for g in opt.param_groups}
+    # body weights decay at 1e-4, body bias does not; head weight and bias at 1e-2; the frozen norm is left out
+    assert groups == {(1e-4, 0.1): 12, (1e-4, 0.0): 4, (1e-2, 0.1): 4, (1e-2, 0.0): 1}
+    opt.step()
+    sched.step()
+    sched.step()
+    assert sorted(g["lr"] for g in opt.param_groups) == pytest.approx([5e-5, 5e-5, 5e-3, 5e-3])

@@ -228,7 +228,8 @@ def run(cfg: EvalConfig) -> Path:
             rm_scores[n] = rm.score_texts(rm_tok, [p.prompt for p in prompts], resp[n],
                                           max_len=cfg.max_prompt_tokens + cfg.max_new_tokens,
                                           batch_size=cfg.forward_batch_size, device=device,
-                                          amp=resolve_precision(cfg.run.precision, device))
+                                          amp=resolve_precision(cfg.run.precision, device),
+                                          ended=[f != "length" for f in fr[n]])
         del rm
         gc.collect()
         acc, n_pairs = ranking_accuracy([[rm_scores[n][i] for n in names] for i in range(len(prompts))],

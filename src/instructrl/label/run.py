@@ -149,6 +149,8 @@ def run(cfg: LabelConfig) -> Path:
             if c is not None:
                 r.id = f"{r.id}#{c}" if r.id else ""
                 r.meta["part"] = c
+            if any(f is not None for f in frs):  # the RM reads a cut-off response without EOS
+                r.meta["finish_reasons"] = list(frs)
             rankings.append(r)
         write_jsonl(out / "rankings.jsonl", rankings)
         metrics.update(_ranking_metrics(rankings))

@@ -11,7 +11,6 @@ Tokenizers are normalized on load so every stage can rely on them:
 from __future__ import annotations
 
 import logging
-import os
 from pathlib import Path
 from typing import Any
 
@@ -107,6 +106,33 @@ def load_model(
         if getattr(model, "generation_config", None) is not None:
             model.generation_config.pad_token_id = tokenizer.pad_token_id
     return model.to(device)
+
+
+def decoder_layers(model: torch.nn.Module) -> tuple[torch.nn.Module, torch.nn.ModuleList]:
+    """(the module holding the transformer blocks, the ModuleList of its ``num_hidden_layers`` blocks)."""
+    n = getattr(getattr(model, "config", None), "num_hidden_layers", None)
+    for module in model.modules():
+        for child in module.children():
+            if isinstance(child, torch.nn.ModuleList) and len(child) == n:
+                return module, child
+    raise TypeError(f"cannot find the {n} decoder layers of {type(model).__name__}")
+
+
+def freeze_lower_layers(model: torch.nn.Module, trainable_layers: int, keep: tuple[torch.nn.Module, ...] = ()) -> int:
+    """Train only the top ``trainable_layers`` decoder layers, the final norm and the modules in
+    ``keep`` (a scalar head); the embeddings (and a head tied to them) and the lower layers are frozen,
+    so the backward pass stops at the lowest trained layer. Returns the number of trainable parameters."""
+    if trainable_layers < 1:
+        raise ValueError(f"trainable_layers must be >= 1, got {trainable_layers}")
+    backbone, layers = decoder_layers(model)
+    for p in model.parameters():
+        p.requires_grad_(False)
+    trained = list(layers)[max(0, len(layers) - trainable_layers):]
+    trained += [m for name, m in backbone.named_children() if m is not layers and "norm" in name.lower()]
+    for module in trained + list(keep):
+        for p in module.parameters():
+            p.requires_grad_(True)
+    return sum(p.numel() for p in model.parameters() if p.requires_grad)
 
 
 def _is_gguf_leftover(config: Any) -> bool:

@@ -15,12 +15,13 @@ import contextlib
 import json
 import logging
 import os
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from instructrl.models.loading import encode_prompt, resolve_model_path, set_dropout
+from instructrl.models.loading import decoder_layers, encode_prompt, freeze_lower_layers, resolve_model_path, set_dropout
 from instructrl.records import PromptText, atomic_write_text
 
 log = logging.getLogger(__name__)
@@ -60,14 +61,27 @@ def truncate_group(prompt_ids: list[int], responses: list[list[int]], max_len: i
     return prompt_part, [r[:room] for r in responses], keep < len(prompt_ids) or longest > room
 
 
-def response_ids(tok: Any, response: str) -> list[int]:
-    """Token ids of a response as the reward model reads it: the text, then EOS (end of turn)."""
-    return tok(response, add_special_tokens=False)["input_ids"] + [tok.eos_token_id]
+def response_ids(tok: Any, response: str, ended: bool = True) -> list[int]:
+    """Token ids of a response as the reward model reads it: the text, then EOS (end of turn) when
+    the response ended. A response its sampler cut off (finish reason ``"length"``) gets no EOS, as
+    the policy left it, so the reward model can see that it was cut."""
+    ids = tok(response, add_special_tokens=False)["input_ids"]
+    return ids + [tok.eos_token_id] if ended else ids
 
 
-def encode_for_reward(tok: Any, prompt: PromptText, response: str, max_len: int) -> tuple[list[int], bool]:
+def ended_flags(finish_reasons: Sequence[str | None] | None, n: int) -> list[bool]:
+    """Per response, whether it ended (any finish reason but ``"length"``; True where none is known)."""
+    if finish_reasons is None:
+        return [True] * n
+    if len(finish_reasons) != n:
+        raise ValueError(f"{len(finish_reasons)} finish reasons for {n} responses")
+    return [fr != "length" for fr in finish_reasons]
+
+
+def encode_for_reward(tok: Any, prompt: PromptText, response: str, max_len: int, ended: bool = True
+                      ) -> tuple[list[int], bool]:
     """Token ids the reward model scores for ``(prompt, response)``; see :func:`truncate_pair`."""
-    return truncate_pair(encode_prompt(tok, prompt), response_ids(tok, response), max_len)
+    return truncate_pair(encode_prompt(tok, prompt), response_ids(tok, response, ended), max_len)
 
 
 def last_token_index(attention_mask: torch.Tensor) -> torch.Tensor:
@@ -123,11 +137,7 @@ class ScalarRewardModel(torch.nn.Module):
 
     def decoder_layers(self) -> torch.nn.ModuleList:
         """The backbone's list of transformer blocks (the ModuleList of num_hidden_layers modules)."""
-        n = getattr(self.hf_model.config, "num_hidden_layers", None)
-        for module in self.backbone.modules():
-            if isinstance(module, torch.nn.ModuleList) and len(module) == n:
-                return module
-        raise TypeError(f"cannot find the {n} decoder layers of {type(self.backbone).__name__}")
+        return decoder_layers(self.hf_model)[1]
 
     def hidden_at_last(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         """[B, H] backbone hidden state at each sequence's last non-padding token."""
@@ -172,35 +182,25 @@ class ScalarRewardModel(torch.nn.Module):
         return scores + self.bias
 
     def freeze_lower_layers(self, trainable_layers: int) -> int:
-        """Train only the top ``trainable_layers`` decoder layers, the final norm and the head; the
-        embeddings and lower layers are frozen (their backward pass is skipped). Returns the number
-        of trainable parameters."""
-        layers = self.decoder_layers()
-        n = min(trainable_layers, len(layers))
-        for p in self.hf_model.parameters():
-            p.requires_grad_(False)
-        for layer in list(layers)[len(layers) - n:]:
-            for p in layer.parameters():
-                p.requires_grad_(True)
-        for name, module in self.backbone.named_children():
-            if module is not layers and "norm" in name.lower():
-                for p in module.parameters():
-                    p.requires_grad_(True)
-        for p in self.head.parameters():
-            p.requires_grad_(True)
-        return sum(p.numel() for p in self.parameters() if p.requires_grad)
+        """Train only the top ``trainable_layers`` decoder layers, the final norm and the head (see
+        :func:`instructrl.models.loading.freeze_lower_layers`). Returns the number of trainable parameters."""
+        return freeze_lower_layers(self.hf_model, trainable_layers, keep=(self.head,))
 
     @torch.no_grad()
     def score_texts(self, tok: Any, prompts: list[PromptText], responses: list[str], *, max_len: int = 1024,
                     batch_size: int = 8, device: torch.device | str | None = None, amp: torch.dtype | None = None,
-                    progress: bool = False) -> list[float]:
-        """Normalized rewards of ``(prompt, response)`` pairs, batched (sorted by length inside)."""
+                    progress: bool = False, ended: Sequence[bool] | None = None) -> list[float]:
+        """Normalized rewards of ``(prompt, response)`` pairs, batched (sorted by length inside).
+        ``ended[i]`` False marks a response that was cut off (read without EOS; default: all ended)."""
         from tqdm.auto import tqdm
 
         from instructrl.utils.device import autocast
 
         device = torch.device(device) if device is not None else next(self.parameters()).device
-        seqs = [encode_for_reward(tok, p, r, max_len)[0] for p, r in zip(prompts, responses)]
+        ended = [True] * len(responses) if ended is None else list(ended)
+        if len(ended) != len(responses):
+            raise ValueError(f"{len(ended)} ended flags for {len(responses)} responses")
+        seqs = [encode_for_reward(tok, p, r, max_len, e)[0] for p, r, e in zip(prompts, responses, ended)]
         order = sorted(range(len(seqs)), key=lambda i: len(seqs[i]))
         out = [0.0] * len(seqs)
         was_training = self.training

@@ -58,6 +58,13 @@ class ValueConfig:
               "reward.kind=model (as InstructGPT did), else the policy with a new scalar head.")
     lr: float | None = option(None, "Value-function learning rate; null uses optim.lr.")
     cliprange: float | None = option(0.2, "Clip new values to within this of the rollout's; null disables.")
+    trainable_layers: int | None = option(
+        None, "Train only the top N decoder layers, the final norm and the head of the value function; null: every "
+              "weight.")
+
+    def __post_init__(self) -> None:
+        if self.trainable_layers is not None and self.trainable_layers < 1:
+            raise ValueError(f"value.trainable_layers must be >= 1 or null, got {self.trainable_layers}")
 
 
 @dataclass
@@ -98,10 +105,15 @@ class PPOAlgoConfig:
     score_norm: Literal["none", "batch", "running"] = option(
         "none", "Normalize scores before shaping: within the batch, or by the running mean/std of all scores.")
     score_clip: float | None = option(None, "Clip (normalized) scores to [-score_clip, score_clip]; null: no clip.")
+    trainable_layers: int | None = option(
+        None, "Train only the top N decoder layers and the final norm of the policy (embeddings and lower layers "
+              "frozen: the backward pass stops there, a cheaper update); null: every weight.")
 
     def __post_init__(self) -> None:
         if min(self.steps, self.batch_size, self.minibatch_size, self.micro_batch_size, self.epochs) < 1:
             raise ValueError("ppo.steps, batch_size, minibatch_size, micro_batch_size and epochs must be >= 1")
+        if self.trainable_layers is not None and self.trainable_layers < 1:
+            raise ValueError(f"ppo.trainable_layers must be >= 1 or null, got {self.trainable_layers}")
         if self.minibatch_size > self.batch_size:
             raise ValueError(f"ppo.minibatch_size ({self.minibatch_size}) exceeds ppo.batch_size ({self.batch_size})")
         if not (0 <= self.gamma <= 1 and 0 <= self.lam <= 1):
@@ -176,3 +188,7 @@ class PPOConfig:
     ptx: PtxConfig = section(PtxConfig, "PPO-ptx: pretraining log-likelihood mixed into every update.")
     memory: MemoryConfig = section(MemoryConfig, "Where the frozen models live.")
     train: PPOTrainConfig = section(PPOTrainConfig, "Checkpoints, logging, samples.")
+
+    def __post_init__(self) -> None:
+        if self.lora.enabled and (self.ppo.trainable_layers or self.value.trainable_layers):
+            raise ValueError("choose lora.enabled or ppo.trainable_layers / value.trainable_layers, not both")

@@ -2,7 +2,9 @@
 
 A reward is any callable ``fn(prompts, responses, response_ids) -> list[float]``: ``responses``
 are the decoded texts (EOS and special tokens removed), ``response_ids`` the sampled token ids.
-:class:`RewardModelReward` scores with a trained reward model (its normalization bias applied);
+:class:`RewardModelReward` scores with a trained reward model (its normalization bias applied; a
+response whose last token is not EOS was cut off and is read without one, as the reward model was
+trained);
 :class:`TokenFractionReward` is a known programmatic reward for tests and smoke runs; any
 ``package.module:callable`` can be named in the config.
 """
@@ -44,16 +46,18 @@ class RewardModelReward:
     """
 
     def __init__(self, rm: torch.nn.Module, tok: Any, *, device: torch.device, amp: torch.dtype, batch_size: int,
-                 max_len: int, offload: bool = False):
+                 max_len: int, offload: bool = False, eos_ids: Sequence[int] = ()):
         self.rm, self.tok, self.device, self.amp = rm, tok, device, amp
         self.batch_size, self.max_len, self.offload = batch_size, max_len, offload
+        self.eos_ids = set(eos_ids) or {tok.eos_token_id}
 
     def __call__(self, prompts, responses, response_ids) -> list[float]:
+        ended = [bool(ids) and ids[-1] in self.eos_ids for ids in response_ids]
         if self.offload:
             self.rm.to(self.device)
         try:
             return self.rm.score_texts(self.tok, list(prompts), list(responses), max_len=self.max_len,
-                                       batch_size=self.batch_size, device=self.device, amp=self.amp)
+                                       batch_size=self.batch_size, device=self.device, amp=self.amp, ended=ended)
         finally:
             if self.offload:
                 self.rm.to("cpu")
@@ -93,4 +97,4 @@ def build_reward(cfg: Any, tok: Any, *, device: torch.device, amp: torch.dtype, 
     rm, rm_tok = load_reward_model(cfg.model, device="cpu" if offload else device, dtype=dtype)
     rm.requires_grad_(False)
     return RewardModelReward(rm, rm_tok, device=device, amp=amp, batch_size=cfg.batch_size, max_len=cfg.max_seq_len,
-                             offload=offload)
+                             offload=offload, eos_ids=eos_ids)

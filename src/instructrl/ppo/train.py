@@ -251,6 +251,7 @@ def clip_and_step(model: torch.nn.Module, opt, sched, max_norm: float) -> float:
 def build_models(cfg: PPOConfig, tok: Any, device: torch.device, frozen_device: torch.device):
     """(policy, separate reference or None when LoRA provides it, value). Dropout is 0 in all of
     them so that rollout and training see the same function (ratio 1 before an update)."""
+    from instructrl.models.loading import freeze_lower_layers
     from instructrl.models.lora import apply_lora
     from instructrl.models.scalar import init_reward_model
 
@@ -268,6 +269,14 @@ def build_models(cfg: PPOConfig, tok: Any, device: torch.device, frozen_device: 
                               dtype=DTYPES[pc.dtype], dropout=0.0)
     if cfg.lora.enabled:
         value.model = apply_lora(value.model, cfg.lora, task_type="SEQ_CLS")
+    if cfg.ppo.trainable_layers:
+        n = freeze_lower_layers(policy, cfg.ppo.trainable_layers)
+        log.info("ppo: training the policy's top %d layers and final norm (%.1fM parameters)",
+                 cfg.ppo.trainable_layers, n / 1e6)
+    if cfg.value.trainable_layers:
+        n = value.freeze_lower_layers(cfg.value.trainable_layers)
+        log.info("ppo: training the value function's top %d layers, final norm and head (%.1fM parameters)",
+                 cfg.value.trainable_layers, n / 1e6)
     if pc.gradient_checkpointing:
         policy.gradient_checkpointing_enable()
         value.hf_model.gradient_checkpointing_enable()

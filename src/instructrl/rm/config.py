@@ -50,6 +50,9 @@ class RMTrainConfig:
     max_steps: int | None = option(None, "Stop after this many optimizer steps (null: run all epochs).")
     trainable_layers: int | None = option(
         None, "Train only the top N decoder layers, the final norm and the head (null: all weights, or LoRA).")
+    head_lr: float | None = option(
+        None, "Peak learning rate of the scalar head (null: optim.lr); the head starts from random weights while "
+              "the backbone is pretrained, so short runs may want it higher.")
     share_prompt: bool = option(
         True, "Compute each prompt once and run its K responses on its KV cache (same scores, fewer tokens); "
               "off with model.gradient_checkpointing.")
@@ -64,6 +67,8 @@ class RMTrainConfig:
             raise ValueError("train.epochs, batch_size, micro_batch_size and eval_batch_size must be >= 1")
         if self.trainable_layers is not None and self.trainable_layers < 1:
             raise ValueError(f"train.trainable_layers must be >= 1 or null, got {self.trainable_layers}")
+        if self.head_lr is not None and self.head_lr <= 0:
+            raise ValueError(f"train.head_lr must be > 0 or null, got {self.head_lr}")
 
 
 @dataclass

@@ -3,7 +3,8 @@
 One batch element is one prompt: its K responses are K sequences in the forward pass, and all
 comparisons of that prompt index into their K scores (see :mod:`instructrl.rm.loss`). A prompt is
 tokenized once; each response is ``prompt + response + EOS`` (see
-:func:`instructrl.models.scalar.encode_for_reward`), and one cut of the prompt serves all K
+:func:`instructrl.models.scalar.encode_for_reward`; no EOS for a response that
+``meta["finish_reasons"]`` marks as cut off, ``"length"``), and one cut of the prompt serves all K
 responses (:func:`~instructrl.models.scalar.truncate_group`) so that it can be computed once. The held-out split is by conversation, so two
 rankings from one conversation never sit on both sides. Data order is a pure function of
 ``(seed, epoch)``, so a resumed run sees exactly the batches an uninterrupted run would have seen.
@@ -21,7 +22,7 @@ from typing import Any
 import torch
 
 from instructrl.models.loading import encode_prompt
-from instructrl.models.scalar import pad_batch, response_ids, truncate_group
+from instructrl.models.scalar import ended_flags, pad_batch, response_ids, truncate_group
 from instructrl.records import Demonstration, Ranking
 from instructrl.rm.importers import conversation_key
 from instructrl.rm.loss import PairIndex, build_pair_index, ranking_pairs
@@ -108,8 +109,10 @@ def encode_rankings(tok: Any, rankings: list[Ranking], max_len: int, progress: b
         if not ranking_pairs(r.ranks):
             stats.skipped["rankings where every response ties"] += 1
             continue
+        ended = ended_flags(r.meta.get("finish_reasons"), len(r.responses))
         prompt, responses, cut = truncate_group(encode_prompt(tok, r.prompt),
-                                                [response_ids(tok, resp) for resp in r.responses], max_len)
+                                                [response_ids(tok, resp, e) for resp, e in zip(r.responses, ended)],
+                                                max_len)
         stats.truncated += cut
         out.append(RankedExample(prompt, responses, list(r.ranks), str(r.meta.get("dataset", "")), r.id))
         stats.rankings += 1

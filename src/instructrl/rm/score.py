@@ -1,7 +1,8 @@
 """``instructrl rm score``: normalized rewards for a JSONL of prompt/response, and held-out evaluation.
 
 Input is either objects with ``prompt`` and ``response`` (Sample or Demonstration records, or any
-JSONL with those two fields; other fields are kept), written back with a ``score`` field, or
+JSONL with those two fields; other fields are kept; a ``finish_reason`` of ``"length"`` marks a
+response that was cut off, read without EOS), written back with a ``score`` field, or
 preference data in any format ``instructrl rm`` reads; then every response gets a score, the
 output records are Rankings with ``meta.scores``, and the pairwise accuracy is reported in
 ``metrics.json``. Writes ``out_dir/{config.yaml, scores.jsonl, metrics.json}``.
@@ -140,7 +141,8 @@ def run(cfg: RMScoreConfig) -> Path:
         return dest
     rows = _read_prompt_responses(cfg.input)
     values = rm.score_texts(tok, [r["prompt"] for r in rows], [r["response"] for r in rows], max_len=cfg.max_seq_len,
-                            batch_size=cfg.batch_size, device=device, amp=amp, progress=cfg.run.progress)
+                            batch_size=cfg.batch_size, device=device, amp=amp, progress=cfg.run.progress,
+                            ended=[r.get("finish_reason") != "length" for r in rows])
     for r, v in zip(rows, values):
         r["score"] = v
     write_jsonl(dest, rows)

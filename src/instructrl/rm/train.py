@@ -78,7 +78,9 @@ def run(cfg: RMConfig) -> Path:
         rm.hf_model.gradient_checkpointing_enable()
     rm.to(device)
     shared = cfg.train.share_prompt and not cfg.model.gradient_checkpointing
-    opt, sched = build_optimizer(rm, cfg.optim, total_steps)
+    head = {f"{n}" for n, _ in rm.named_parameters() if ".score." in f".{n}"}
+    opt, sched = build_optimizer(rm, cfg.optim, total_steps,
+                                 lr_for=lambda n: cfg.train.head_lr if n in head else None)
     step, epoch0, pos0, seen = 0, 0, 0, {"prompts": 0, "pairs": 0, "sequences": 0, "tokens": 0}
     ckpt = latest_checkpoint(out) if cfg.run.resume else None
     if ckpt is not None:

@@ -183,7 +183,8 @@ def mean_rm_score(model: torch.nn.Module, tok, prompts: list, rm: torch.nn.Modul
     with autocast(device, amp):
         gens = HFGenerator(model, tok, batch_size=batch_size).generate(prompts, max_new_tokens=max_new_tokens,
                                                                        temperature=0.0)
-    scores = rm.score_texts(rm_tok, prompts, [g.text for g in gens], device=device, amp=amp)
+    scores = rm.score_texts(rm_tok, prompts, [g.text for g in gens], device=device, amp=amp,
+                            ended=[g.finish_reason != "length" for g in gens])
     return sum(scores) / len(scores)
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import torch
 
@@ -21,15 +22,19 @@ def lr_lambda(step: int, total: int, warmup: int, schedule: str, min_ratio: floa
     return min_ratio + (1.0 - min_ratio) * 0.5 * (1.0 + math.cos(math.pi * progress))
 
 
-def build_optimizer(model: torch.nn.Module, cfg: OptimConfig, total_steps: int):
-    """AdamW (no weight decay on biases and norms) and its LambdaLR schedule."""
-    decay, no_decay = [], []
+def build_optimizer(model: torch.nn.Module, cfg: OptimConfig, total_steps: int,
+                    lr_for: Callable[[str], float | None] | None = None):
+    """AdamW (no weight decay on biases and norms) and its LambdaLR schedule. ``lr_for(name)`` may give
+    a parameter its own peak learning rate (None: ``cfg.lr``); the schedule scales every group alike."""
+    groups: dict[tuple[bool, float], list] = {}
     for name, p in model.named_parameters():
         if not p.requires_grad:
             continue
-        (no_decay if p.ndim < 2 or "norm" in name.lower() else decay).append(p)
-    groups = [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
-    opt = torch.optim.AdamW([g for g in groups if g["params"]], lr=cfg.lr, betas=tuple(cfg.betas), eps=cfg.eps)
+        lr = (lr_for(name) if lr_for else None) or cfg.lr
+        groups.setdefault((p.ndim < 2 or "norm" in name.lower(), lr), []).append(p)
+    params = [{"params": ps, "lr": lr, "weight_decay": 0.0 if no_decay else cfg.weight_decay}
+              for (no_decay, lr), ps in sorted(groups.items(), key=lambda kv: (kv[0][1] != cfg.lr, kv[0][0]))]
+    opt = torch.optim.AdamW(params, lr=cfg.lr, betas=tuple(cfg.betas), eps=cfg.eps)
     warmup = int(round(cfg.warmup_ratio * total_steps))
     sched = torch.optim.lr_scheduler.LambdaLR(
         opt, lambda s: lr_lambda(s, total_steps, warmup, cfg.schedule, cfg.min_lr_ratio)
