@@ -46,8 +46,8 @@ from instructrl.config import ModelConfig, OptimConfig, RunConfig, option, save_
 from instructrl.data.config import CurateConfig, FieldMap, InputConfig, SplitConfig, StatsConfig
 from instructrl.eval.config import EvalConfig, PolicySpec
 from instructrl.label.config import LabelConfig
-from instructrl.ppo.config import KLConfig, PPOAlgoConfig, PPOConfig, PPODataConfig, PPOTrainConfig, PtxConfig, \
-    RewardConfig, RolloutConfig, ValueConfig
+from instructrl.ppo.config import KLConfig, MemoryConfig, PPOAlgoConfig, PPOConfig, PPODataConfig, PPOTrainConfig, \
+    PtxConfig, RewardConfig, RolloutConfig, ValueConfig
 from instructrl.rm.config import RMConfig, RMDataConfig, RMTrainConfig
 from instructrl.sft.config import SFTConfig, SFTDataConfig, SFTTrainConfig
 
@@ -163,12 +163,13 @@ def _ppo() -> PPOConfig:
                      rollout=RolloutConfig(batch_size=8, max_new_tokens=64, forward_batch_size=8),
                      ppo=PPOAlgoConfig(steps=10, batch_size=8, minibatch_size=4, micro_batch_size=4, trainable_layers=16),
                      kl=KLConfig(coef=0.02), ptx=PtxConfig(block_size=128, batch_size=2, eval_blocks=16),
+                     memory=MemoryConfig(frozen_dtype="bf16"),
                      train=PPOTrainConfig(save_every=5, keep_checkpoints=1, sample_every=0, eval_every=5))
 
 
 def _eval() -> EvalConfig:
     return EvalConfig(run=_run(), prompts=SET, panel_file=SET, reward_model=SET, max_new_tokens=64, temperature=0.7,
-                      dtype="bf16", few_shot_max_words=40, batch_size=64)
+                      dtype="bf16", few_shot_max_words=40, batch_size=64, forward_batch_size=32)
 
 
 @dataclass

@@ -152,5 +152,6 @@ def test_select_by_reward_model_score(tiny_model_dir, demos, tmp_path):
     gens = HFGenerator(model, load_tokenizer(str(final)), batch_size=8).generate(prompts, max_new_tokens=8,
                                                                                  temperature=0.0)
     rm2, rm_tok = load_reward_model(rm_dir)
-    scores = rm2.score_texts(rm_tok, prompts, [g.text for g in gens])
+    scores = rm2.score_texts(rm_tok, prompts, [g.text for g in gens],
+                             ended=[g.finish_reason != "length" for g in gens])  # cut responses: no EOS
     assert sum(scores) / len(scores) == pytest.approx(state["rm_score"], abs=1e-3)

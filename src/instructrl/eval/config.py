@@ -51,7 +51,8 @@ class EvalConfig:
     batch_size: int = option(16, "Sequences decoded together.")
     forward_batch_size: int = option(8, "Sequences per forward pass for log-probs and reward scores.")
     engine: Literal["cached", "hf"] = option("cached", "Generation engine (see instructrl.models.fast_generation).")
-    dtype: Literal["fp32", "bf16", "fp16"] = option("fp32", "Weight dtype of the policies while they sample.")
+    dtype: Literal["fp32", "bf16", "fp16"] = option("fp32", "Weight dtype of the policies while they sample, of the KL "
+                                                               "reference and of the reward model.")
     few_shot_k: int = option(3, "Demonstrations in the few-shot prefix.")
     few_shot_demos: list[str] = option(
         ["builtin:demo"], "Demonstration JSONL the few-shot prefix is drawn from (plain ones with short responses; "

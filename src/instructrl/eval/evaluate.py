@@ -96,7 +96,9 @@ def sample_policy(cfg: EvalConfig, spec: PolicySpec, prompts: list[Prompt], shot
     samples = sample_prompts(gen, prompts, inputs=inputs, policy=spec.name, max_new_tokens=cfg.max_new_tokens,
                              temperature=cfg.temperature, top_p=cfg.top_p, seed=cfg.run.seed,
                              amp=autocast(device, amp), keep_token_ids=True)
-    if with_logprobs:
+    if with_logprobs and any(s.logprob is None for s in samples):
+        # CachedGenerator reports the log-prob of what it drew (at the temperature, before top-p);
+        # other engines get a forward pass
         lps = sequence_logprobs(model, tok, inputs, [s.meta["token_ids"] for s in samples],
                                 temperature=cfg.temperature, max_prompt_tokens=cfg.max_prompt_tokens,
                                 batch_size=cfg.forward_batch_size, device=device, amp=autocast(device, amp))
@@ -222,8 +224,10 @@ def run(cfg: EvalConfig) -> Path:
         from instructrl.models.scalar import load_reward_model
         from instructrl.utils.device import resolve_device, resolve_precision
 
+        from instructrl.utils.device import DTYPES
+
         device = resolve_device(cfg.run.device)
-        rm, rm_tok = load_reward_model(cfg.reward_model, device=device)
+        rm, rm_tok = load_reward_model(cfg.reward_model, device=device, dtype=DTYPES[cfg.dtype])
         for n in tqdm(names, desc="eval rm score", disable=not cfg.run.progress):
             rm_scores[n] = rm.score_texts(rm_tok, [p.prompt for p in prompts], resp[n],
                                           max_len=cfg.max_prompt_tokens + cfg.max_new_tokens,

@@ -46,7 +46,8 @@ def make_generator(model: Any, tok: Any, *, engine: str = "cached", batch_size: 
 def sample_prompts(generator: Any, prompts: Sequence[Prompt], *, n: int = 1, policy: str = "",
                    inputs: Sequence[PromptText] | None = None, max_new_tokens: int = 128, temperature: float = 1.0,
                    top_p: float = 1.0, seed: int = 0, amp: Any = None, keep_token_ids: bool = False) -> list[Sample]:
-    """``n`` responses per prompt as Sample records (``meta.prompt_id`` links each to its prompt).
+    """``n`` responses per prompt as Sample records (``meta.prompt_id`` links each to its prompt;
+    ``logprob`` is the response's log-prob at ``temperature`` where the generator reports it).
 
     ``inputs`` (one per prompt) is what the model is given instead of the prompt itself, e.g. the
     prompt behind a few-shot prefix; the Sample keeps the prompt as the user wrote it."""
@@ -68,8 +69,10 @@ def sample_prompts(generator: Any, prompts: Sequence[Prompt], *, n: int = 1, pol
             meta: dict[str, Any] = {"prompt_id": p.id, "n_tokens": len(g.token_ids)}
             if keep_token_ids:
                 meta["token_ids"] = list(g.token_ids)
+            # the sampler's own log-prob of the response, where the engine reports one per token
+            lp = float(sum(g.logprobs)) if g.token_ids and len(g.logprobs) == len(g.token_ids) else None
             out.append(Sample(prompt=p.prompt, response=g.text, id=f"{p.id}#{j}" if n > 1 else p.id, policy=policy,
-                              finish_reason=g.finish_reason, meta=meta))
+                              finish_reason=g.finish_reason, logprob=lp, meta=meta))
     return out
 
 

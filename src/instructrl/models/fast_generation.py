@@ -102,6 +102,7 @@ class _Row:
     index: int  # position of the prompt in the call
     position: int  # position id of the next token
     tokens: list[int]
+    logprobs: list[float]
 
 
 @dataclasses.dataclass
@@ -146,17 +147,17 @@ class CachedGenerator(HFGenerator):
         self.model.eval()
         try:
             with torch.inference_mode():
-                new_tokens = self._decode(encoded, max_new_tokens, temperature, top_p, stop, seed)
+                rows = self._decode(encoded, max_new_tokens, temperature, top_p, stop, seed)
         finally:
             self.model.train(was_training)
         eos = _eos_ids(self.model, self.tokenizer)
         pad = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else eos[0]
-        return [_finish(ids, self.tokenizer, eos, pad, stop, max_new_tokens) for ids in new_tokens]
+        return [_finish(r.tokens, self.tokenizer, eos, pad, stop, max_new_tokens, r.logprobs) for r in rows]
 
     # ------------------------------------------------------------------ the decode loop
 
     def _decode(self, encoded: list[list[int]], max_new_tokens: int, temperature: float, top_p: float,
-                stop: Sequence[str] | None, seed: int | None) -> list[list[int]]:
+                stop: Sequence[str] | None, seed: int | None) -> list[_Row]:
         from tqdm.auto import tqdm
 
         model, tok = self.model, self.tokenizer
@@ -169,7 +170,7 @@ class CachedGenerator(HFGenerator):
         order = sorted(range(len(encoded)), key=lambda i: -len(encoded[i]))
         groups = [order[i : i + self.batch_size] for i in range(0, len(order), self.batch_size)]
         n_layers = model.config.get_text_config().num_hidden_layers
-        results: list[list[int]] = [[] for _ in encoded]
+        results: list[_Row] = [_Row(i, 0, [], []) for i in range(len(encoded))]
         bar = tqdm(total=len(encoded), desc="generate", unit="seq", disable=not self.progress or len(encoded) < 2)
 
         first = self._prefill(groups.pop(0), encoded, n_layers, pad_id, device, temperature, top_p, gen)
@@ -186,7 +187,7 @@ class CachedGenerator(HFGenerator):
             # rows that are done leave their slots; waiting rows take free slots
             for k, row in enumerate(slots):
                 if row is not None and done(row):
-                    results[row.index] = row.tokens
+                    results[row.index] = row
                     slots[k] = None
                     mask[k] = 0
                     bar.update(1)
@@ -202,7 +203,7 @@ class CachedGenerator(HFGenerator):
                 waiting.next += 1
                 row = waiting.rows[j]
                 if done(row):  # its first token already ended it
-                    results[row.index] = row.tokens
+                    results[row.index] = row
                     bar.update(1)
                     continue
                 k = slots.index(None)
@@ -227,12 +228,13 @@ class CachedGenerator(HFGenerator):
                 mask[k, :-1] = 0  # a free slot attends only to its own (pad) token
             out = model(input_ids=last[:, None], attention_mask=mask, position_ids=positions,
                         past_key_values=cache, use_cache=True)
-            last = self._sample(out.logits[:, -1], temperature, top_p, gen)
-            for k, (row, t) in enumerate(zip(slots, last.tolist())):
+            last, lps = self._sample(out.logits[:, -1], temperature, top_p, gen)
+            for k, (row, t, lp) in enumerate(zip(slots, last.tolist(), lps.tolist())):
                 if row is None:
                     last[k] = pad_id
                 else:
                     row.tokens.append(t)
+                    row.logprobs.append(lp)
                     row.position += 1
         bar.close()
         return results
@@ -241,17 +243,23 @@ class CachedGenerator(HFGenerator):
         return cut_at_stop(self.tokenizer.decode(tokens, skip_special_tokens=True), stop)[1]
 
     @staticmethod
-    def _sample(logits: torch.Tensor, temperature: float, top_p: float, gen: torch.Generator) -> torch.Tensor:
+    def _sample(logits: torch.Tensor, temperature: float, top_p: float, gen: torch.Generator
+                ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Next tokens [B] and their log-probs [B] at ``temperature`` (before top-p; at 0, at 1)."""
+        logits = logits.float()
         if temperature == 0:
-            return logits.float().argmax(-1)  # (the bf16 argmax kernel is about twice as slow)
-        probs = torch.softmax(logits.float() / temperature, dim=-1)
+            tokens = logits.argmax(-1)  # (the bf16 argmax kernel is about twice as slow)
+            return tokens, torch.log_softmax(logits, -1).gather(-1, tokens[:, None]).squeeze(-1)
+        probs = torch.softmax(logits / temperature, dim=-1)
+        logp = torch.log_softmax(logits / temperature, dim=-1)
         if top_p < 1.0:
             sorted_p, order = probs.sort(dim=-1, descending=True)
             # keep the smallest prefix whose mass reaches top_p (the first token always stays)
             drop = sorted_p.cumsum(-1) - sorted_p >= top_p
             sorted_p = sorted_p.masked_fill(drop, 0.0)
             probs = torch.zeros_like(probs).scatter_(-1, order, sorted_p)
-        return torch.multinomial(probs, 1, generator=gen).squeeze(-1)
+        tokens = torch.multinomial(probs, 1, generator=gen).squeeze(-1)
+        return tokens, logp.gather(-1, tokens[:, None]).squeeze(-1)
 
     def _prefill(self, take: list[int], encoded: list[list[int]], n_layers: int, pad_id: int, device: torch.device,
                  temperature: float, top_p: float, gen: torch.Generator) -> _Group:
@@ -268,8 +276,8 @@ class CachedGenerator(HFGenerator):
         cache = _new_cache(n_layers)
         out = self.model(input_ids=ids, attention_mask=mask, position_ids=positions, past_key_values=cache,
                          use_cache=True, logits_to_keep=1)
-        first = self._sample(out.logits[:, -1], temperature, top_p, gen).tolist()
-        rows = [_Row(i, len(encoded[i]), [t]) for i, t in zip(take, first)]
+        first, lps = self._sample(out.logits[:, -1], temperature, top_p, gen)
+        rows = [_Row(i, len(encoded[i]), [t], [lp]) for i, t, lp in zip(take, first.tolist(), lps.tolist())]
         return _Group(rows, cache, mask)
 
     @staticmethod

@@ -59,6 +59,9 @@ class Generation:
     text: str
     finish_reason: FinishReason
     token_ids: list[int] = dataclasses.field(default_factory=list)
+    #: log-prob of each of ``token_ids`` under the sampling distribution at the call's temperature
+    #: (before top-p); empty where the engine does not report them (only CachedGenerator does)
+    logprobs: list[float] = dataclasses.field(default_factory=list)
 
 
 @runtime_checkable
@@ -229,7 +232,7 @@ def _eos_ids(model: Any, tok: Any) -> list[int]:
 
 
 def _finish(ids: list[int], tok: Any, eos_ids: list[int], pad_id: int, stop: Sequence[str] | None,
-            max_new_tokens: int) -> Generation:
+            max_new_tokens: int, logprobs: list[float] | None = None) -> Generation:
     cut = next((k for k, t in enumerate(ids) if t in eos_ids), None)
     if cut is not None:
         ids = ids[: cut + 1]
@@ -240,7 +243,8 @@ def _finish(ids: list[int], tok: Any, eos_ids: list[int], pad_id: int, stop: Seq
         body = ids
     text, hit = cut_at_stop(tok.decode(body, skip_special_tokens=True), stop)
     finished = cut is not None or hit or len(ids) < max_new_tokens
-    return Generation(text=text, finish_reason="stop" if finished else "length", token_ids=ids)
+    return Generation(text=text, finish_reason="stop" if finished else "length", token_ids=ids,
+                      logprobs=list(logprobs[: len(ids)]) if logprobs else [])
 
 
 # --------------------------------------------------------------------------- OpenAI-compatible
