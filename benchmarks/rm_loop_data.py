@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import time
 from collections import defaultdict
 from pathlib import Path
@@ -129,10 +130,12 @@ def main() -> None:
         write_jsonl(part, data[:n])
         rm_out = out / f"rm_{n}"
         cfg = load_config(RMConfig, run / "rm/config.yaml", [f"run.out_dir={rm_out}", f"data.train=[{part}]",
-                                                              "data.eval_fraction=0", "run.progress=false"])
+                                                              "data.eval_fraction=0", "run.progress=false",
+                                                              "train.save_every=0"])
         t = time.perf_counter()
         rm_run(cfg)
         acc, pairs = score(str(rm_out / "final"))
+        shutil.rmtree(rm_out)  # 0.5 GB each
         rows[f"reward model on {n} prompts x K={args.k} ({sum(len(r.responses) for r in data[:n])} responses)"] = \
             (acc, pairs)
         print(f"{n} prompts: trained in {time.perf_counter() - t:.0f} s, held-out agreement {acc:.3f}")

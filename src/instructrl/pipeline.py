@@ -176,7 +176,7 @@ def _eval() -> EvalConfig:
 class PipelineConfig:
     """The whole loop: curate -> demonstrations -> SFT -> samples -> rankings -> RM -> PPO, PPO-ptx ->
     evaluation -> report, with simulated labelers. Its defaults are the default preset
-    (configs/run/default.yaml: the default model, about 15-20 minutes on a 2-core CPU)."""
+    (configs/run/default.yaml: the default model, about 19 minutes on a 2-core CPU)."""
 
     run: RunConfig = option(factory=lambda: RunConfig(out_dir="runs/default"),
                             doc="Output directory (one folder per step), seed, device, precision and progress of "
@@ -197,6 +197,11 @@ class PipelineConfig:
     sft: SFTConfig = option(factory=_sft, doc="Supervised fine-tuning (instructrl sft --help).")
     rm_sampling: SamplingConfig = option(factory=lambda: SamplingConfig(n=4, max_new_tokens=64),
                                          doc="K responses of the SFT model per RM prompt (n is K, 2 or more).")
+    rm_base: str | None = option(
+        None, "Model the reward model starts from: null is the SFT model (InstructGPT's choice), else a model "
+              "directory or hub id — a larger model than the policy, as InstructGPT's 6B reward model served every "
+              "policy size. It reads text with its own tokenizer; the value function then starts from the SFT "
+              "model (unless ppo.value.init is set), since it reads the policy's tokens.")
     rm: RMConfig = option(factory=_rm, doc="Reward model (instructrl rm --help).")
     ppo: PPOConfig = option(factory=_ppo, doc="PPO, for both the ppo and ppo_ptx steps (instructrl ppo --help).")
     ptx: PipelinePtxConfig = section(PipelinePtxConfig, "The pretraining term of PPO-ptx.")
@@ -223,7 +228,8 @@ WIRED: dict[str, dict[str, str]] = {
               "prompts": "the curate step", "labeler": "the training panel labels; the held-out panel evaluates",
               "panel_file": "built from label.panel"},
     "sft": {"run": "from run", "model.name_or_path": "from model", "data.train": "the demonstrations step"},
-    "rm": {"run": "from run", "model.name_or_path": "the SFT model", "data.train": "the rankings step",
+    "rm": {"run": "from run", "model.name_or_path": "rm_base, else the SFT model",
+           "data.train": "the rankings step",
            "data.demonstrations": "the demonstrations step"},
     "ppo": {"run": "from run", "policy.name_or_path": "the SFT model", "data.prompts": "the curate step",
             "reward.kind": "the rm step", "reward.model": "the rm step", "reward.function": "the rm step", "reward.target_tokens": "the rm step",
@@ -322,7 +328,8 @@ class Pipeline:
                                    "data.train": str(self.sft_data)})
 
     def rm_cfg(self) -> RMConfig:
-        return _set(self.cfg.rm, {"run": self.stage_run("rm"), "model.name_or_path": self.sft_model,
+        return _set(self.cfg.rm, {"run": self.stage_run("rm"),
+                                  "model.name_or_path": self.cfg.rm_base or self.sft_model,
                                   "data.train": [str(self.out / "rankings" / "rankings.jsonl")],
                                   "data.demonstrations": [str(self.sft_data)]})
 
@@ -330,10 +337,12 @@ class Pipeline:
         return [str(self.ptx_corpus) if s == "builtin:demo" else s for s in self.cfg.ptx.data]
 
     def ppo_cfg(self, step: str, coef: float) -> PPOConfig:
-        return _set(self.cfg.ppo, {"run": self.stage_run(step), "policy.name_or_path": self.sft_model,
-                                   "data.prompts": [str(self.split_dir / "ppo.jsonl")], "reward.kind": "model",
-                                   "reward.model": self.rm_model,
-                                   "ptx.data": self.ptx_files(), "ptx.coef": coef})
+        changes = {"run": self.stage_run(step), "policy.name_or_path": self.sft_model,
+                   "data.prompts": [str(self.split_dir / "ppo.jsonl")], "reward.kind": "model",
+                   "reward.model": self.rm_model, "ptx.data": self.ptx_files(), "ptx.coef": coef}
+        if self.cfg.rm_base and self.cfg.ppo.value.init is None:
+            changes["value.init"] = self.sft_model  # a reward model of another family reads other tokens
+        return _set(self.cfg.ppo, changes)
 
     def eval_cfg(self) -> EvalConfig:
         policies = [PolicySpec("base", self.base), PolicySpec("base_prompted", self.base, few_shot=True),

@@ -63,3 +63,17 @@ def test_fingerprints_chain_and_ignore_how_a_step_is_shown():
     assert a == fingerprint({"sft": quiet.sft}, "")  # progress bars do not change the output
     assert a != fingerprint({"sft": load_config(PipelineConfig, None, ["sft.optim.lr=1e-4"]).sft}, "")
     assert a != fingerprint({"sft": cfg.sft}, "another previous step")
+
+
+def test_a_reward_model_of_its_own_base_gives_the_value_function_the_policy():
+    from instructrl.pipeline import Pipeline
+
+    plain = Pipeline(load_config(PipelineConfig, None, ["run.out_dir=runs/x"]))
+    assert plain.rm_cfg().model.name_or_path == "runs/x/sft/final"
+    assert plain.ppo_cfg("ppo", 0.0).value.init is None  # starts from the reward model, as InstructGPT did
+    big = Pipeline(load_config(PipelineConfig, None, ["run.out_dir=runs/x", "rm_base=models/bigger"]))
+    assert big.rm_cfg().model.name_or_path == "models/bigger"
+    assert big.ppo_cfg("ppo", 0.0).value.init == "runs/x/sft/final"  # reads the policy's tokens
+    assert big.ppo_cfg("ppo", 0.0).reward.model == "runs/x/rm/final"
+    own = Pipeline(load_config(PipelineConfig, None, ["rm_base=models/bigger", "ppo.value.init=models/v"]))
+    assert own.ppo_cfg("ppo", 0.0).value.init == "models/v"

@@ -222,9 +222,7 @@ def run(cfg: EvalConfig) -> Path:
     rm_acc: dict[str, Any] = {}
     if cfg.reward_model:
         from instructrl.models.scalar import load_reward_model
-        from instructrl.utils.device import resolve_device, resolve_precision
-
-        from instructrl.utils.device import DTYPES
+        from instructrl.utils.device import DTYPES, resolve_device, resolve_precision
 
         device = resolve_device(cfg.run.device)
         rm, rm_tok = load_reward_model(cfg.reward_model, device=device, dtype=DTYPES[cfg.dtype])
