@@ -178,6 +178,19 @@ def test_sampler_copy_follows_the_policy_in_half_precision(tiny_model_dir):
     b = CachedGenerator(ref, tok, 2).generate(prompts, max_new_tokens=12, temperature=0.0)
     assert [g.token_ids for g in a] == [g.token_ids for g in b]
 
+    # with frozen lower layers only the trained weights are copied again, and the copy still equals the policy
+    from instructrl.models.loading import freeze_lower_layers
+
+    freeze_lower_layers(policy, 1)
+    s2 = SamplerCopy(policy, torch.bfloat16)
+    assert 0 < len(s2._pairs) < len(list(policy.parameters()))
+    opt = torch.optim.SGD([p for p in policy.parameters() if p.requires_grad], lr=0.5)
+    policy(input_ids=ids, labels=ids).loss.backward()
+    opt.step()
+    s2.refresh()
+    for (name, p), q in zip(policy.named_parameters(), s2.model.parameters()):
+        assert torch.equal(q, p.detach().to(torch.bfloat16)), name
+
     # 'auto': a copy for bf16 runs without LoRA, the policy itself otherwise; LoRA refuses an explicit copy
     cfg = load_config(PPOConfig, None, [])
     assert isinstance(sampler_weights(cfg, policy, torch.bfloat16), SamplerCopy)

@@ -221,7 +221,7 @@ def run(cfg: EvalConfig) -> Path:
     rm_scores: dict[str, list[float]] = {}
     rm_acc: dict[str, Any] = {}
     if cfg.reward_model:
-        from instructrl.models.scalar import load_reward_model
+        from instructrl.models.scalar import ended_flags, load_reward_model
         from instructrl.utils.device import DTYPES, resolve_device, resolve_precision
 
         device = resolve_device(cfg.run.device)
@@ -231,7 +231,7 @@ def run(cfg: EvalConfig) -> Path:
                                           max_len=cfg.max_prompt_tokens + cfg.max_new_tokens,
                                           batch_size=cfg.forward_batch_size, device=device,
                                           amp=resolve_precision(cfg.run.precision, device),
-                                          ended=[f != "length" for f in fr[n]])
+                                          ended=ended_flags(fr[n], len(resp[n])))
         del rm
         gc.collect()
         acc, n_pairs = ranking_accuracy([[rm_scores[n][i] for n in names] for i in range(len(prompts))],

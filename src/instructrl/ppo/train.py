@@ -296,7 +296,9 @@ class SamplerCopy:
             p.requires_grad_(False)
             p.data = p.data.to(dtype)
         self.model.eval()
-        self._pairs = list(zip(policy.parameters(), self.model.parameters()))
+        # frozen weights (ppo.trainable_layers) never change: only the trained ones are copied again
+        self._pairs = [(src, dst) for src, dst in zip(policy.parameters(), self.model.parameters())
+                       if src.requires_grad]
 
     @torch.no_grad()
     def refresh(self) -> None:

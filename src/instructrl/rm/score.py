@@ -107,7 +107,7 @@ def _is_preference_file(path: str) -> bool:
 
 
 def run(cfg: RMScoreConfig) -> Path:
-    from instructrl.models.scalar import load_reward_model
+    from instructrl.models.scalar import ended_flags, load_reward_model
     from instructrl.rm.importers import load_rankings
 
     if not cfg.input:
@@ -142,7 +142,7 @@ def run(cfg: RMScoreConfig) -> Path:
     rows = _read_prompt_responses(cfg.input)
     values = rm.score_texts(tok, [r["prompt"] for r in rows], [r["response"] for r in rows], max_len=cfg.max_seq_len,
                             batch_size=cfg.batch_size, device=device, amp=amp, progress=cfg.run.progress,
-                            ended=[r.get("finish_reason") != "length" for r in rows])
+                            ended=ended_flags([r.get("finish_reason") for r in rows], len(rows)))
     for r, v in zip(rows, values):
         r["score"] = v
     write_jsonl(dest, rows)

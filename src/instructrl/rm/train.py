@@ -78,7 +78,8 @@ def run(cfg: RMConfig) -> Path:
         rm.hf_model.gradient_checkpointing_enable()
     rm.to(device)
     shared = cfg.train.share_prompt and not cfg.model.gradient_checkpointing
-    head = {f"{n}" for n, _ in rm.named_parameters() if ".score." in f".{n}"}
+    head_params = {id(p) for p in rm.head.parameters()}
+    head = {n for n, p in rm.named_parameters() if id(p) in head_params}
     opt, sched = build_optimizer(rm, cfg.optim, total_steps,
                                  lr_for=lambda n: cfg.train.head_lr if n in head else None)
     step, epoch0, pos0, seen = 0, 0, 0, {"prompts": 0, "pairs": 0, "sequences": 0, "tokens": 0}

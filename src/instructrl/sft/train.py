@@ -178,13 +178,14 @@ def mean_rm_score(model: torch.nn.Module, tok, prompts: list, rm: torch.nn.Modul
                   batch_size: int, device: torch.device, amp: torch.dtype) -> float:
     """Mean normalized reward of the model's greedy responses to ``prompts`` (the paper's SFT selection)."""
     from instructrl.models.generation import HFGenerator
+    from instructrl.models.scalar import ended_flags
 
     model.eval()
     with autocast(device, amp):
         gens = HFGenerator(model, tok, batch_size=batch_size).generate(prompts, max_new_tokens=max_new_tokens,
                                                                        temperature=0.0)
     scores = rm.score_texts(rm_tok, prompts, [g.text for g in gens], device=device, amp=amp,
-                            ended=[g.finish_reason != "length" for g in gens])
+                            ended=ended_flags([g.finish_reason for g in gens], len(gens)))
     return sum(scores) / len(scores)
 
 
