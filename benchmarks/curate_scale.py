@@ -23,7 +23,6 @@ Figures:
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import os
 import random
@@ -229,7 +228,7 @@ def langid_comparison(log: Path) -> None:
     """langid.classify per prompt vs BatchLangId on the same 5,000 prompts of the log."""
     import langid
 
-    from instructrl.data.langid_batch import get_identifier
+    from instructrl.text.language import get_identifier
 
     sample = []
     with open(log, encoding="utf-8") as fh:

@@ -29,10 +29,10 @@ def load_prompts(n: int, prompt_set: str = "oasst") -> list:
     if prompt_set == "builtin":
         # the project's prompt set: many prompts carry verifiable constraints (word limits, bullet
         # counts, JSON, ...), so responses stop at very different lengths, as on IFEval
+        from instructrl.builtin import resolve
         from instructrl.records import Prompt, read_jsonl
-        from instructrl.pipeline import resolve_prompts
 
-        rows = read_jsonl(resolve_prompts("builtin:prompts"), Prompt)
+        rows = read_jsonl(resolve("builtin:prompts"), Prompt)
         prompts = [r.prompt for r in rows]
         return [prompts[i % len(prompts)] for i in range(n)]
     if SHARED.exists():
@@ -67,8 +67,8 @@ def main() -> None:
 
     import torch
 
-    from instructrl.models import load_model, load_tokenizer
-    from instructrl.models.fast_generation import CachedGenerator
+    from instructrl.models.loading import load_model, load_tokenizer
+    from instructrl.models.cached_generation import CachedGenerator
     from instructrl.models.generation import HFGenerator
     from instructrl.utils.device import DTYPES
 

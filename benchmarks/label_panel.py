@@ -75,8 +75,8 @@ def main() -> None:
     import langid
     from profanity_check import predict_prob
 
-    from instructrl.data.langid_batch import get_identifier
     from instructrl.label.rubric import Rubric
+    from instructrl.text.language import get_identifier
 
     by_id = {p.id: p for p in prompts}
     items = [(by_id[s.meta["prompt_id"]], s.response, s.finish_reason) for s in samples]

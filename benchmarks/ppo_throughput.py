@@ -116,7 +116,7 @@ def prepare(work: Path, n_prompts: int, seed: int) -> tuple[Path, Path, list[str
     """The policy (default model + normalized tokenizer), a reward model from it, and prompts."""
     import torch
 
-    from instructrl.models import load_model, load_tokenizer
+    from instructrl.models.loading import load_model, load_tokenizer
     from instructrl.models.scalar import init_reward_model, save_reward_info
 
     tok = load_tokenizer("default")
@@ -200,8 +200,8 @@ def measure(args, work: Path) -> None:
     results["instructrl"] = run_ours(args, policy_dir, rm_dir, prompts_file, work / "ours")
     print(f"  instructrl done in {time.perf_counter() - t:.0f} s", flush=True)
     if not args.skip_trl:
-        from instructrl.models import load_tokenizer
-        from instructrl.ppo.rollout import encode_prompts
+        from instructrl.models.loading import load_tokenizer
+        from instructrl.models.forward import encode_prompts
 
         py = ensure_trl_venv(Path(args.trl_venv))
         tok = load_tokenizer(str(policy_dir))

@@ -45,7 +45,7 @@ OASST = ROOT.parent / "shared" / "data" / "oasst" / "en_100_tree.jsonl"
 
 def cut_model(name: str, layers: int, dest: Path) -> str:
     """The model with only its first ``layers`` decoder layers (0 keeps it whole), saved to ``dest``."""
-    from instructrl.models import load_model, load_tokenizer
+    from instructrl.models.loading import load_model, load_tokenizer
     from instructrl.models.loading import resolve_model_path
 
     path = resolve_model_path(name)

@@ -25,6 +25,8 @@ import time
 from collections import defaultdict
 from pathlib import Path
 
+import yaml
+
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
@@ -49,18 +51,19 @@ def ranked_training_data(run: Path, out: Path, n: int, k: int) -> Path:
     """K samples of the SFT model for the first n training prompts, ranked by the training panel."""
     import torch
 
-    from instructrl.config import load_config
-    from instructrl.eval.sample import load_policy, make_generator, sample_prompts
+    from instructrl.eval.sample import load_policy, sample_prompts
+    from instructrl.models.engines import make_generator
     from instructrl.label.labeler import rng_for
     from instructrl.label.panel import Panel
-    from instructrl.pipeline import PipelineConfig
+    from instructrl.pipeline.config import SamplingConfig
     from instructrl.records import Prompt, read_jsonl, write_jsonl
     from instructrl.utils.device import autocast
 
     dest = out / f"rankings_{n}x{k}.jsonl"
     if dest.exists():
         return dest
-    sc = load_config(PipelineConfig, run / "config.yaml", []).rm_sampling
+    # only the sampling settings: a run's config.yaml from before run.threads replaced threads still reads
+    sc = SamplingConfig(**yaml.safe_load((run / "config.yaml").read_text())["rm_sampling"])
     pool = [p for role in ("rm", "ppo", "sft") for p in read_jsonl(run / f"curate/prompts/{role}.jsonl", Prompt)]
     prompts = pool[:n]
     model, tok, device = load_policy(str(run / "sft/final"), device="cpu", dtype=sc.dtype)

@@ -39,10 +39,10 @@ def main() -> None:
     import torch
 
     from instructrl.config import load_config
-    from instructrl.models import load_model, load_tokenizer
+    from instructrl.models.loading import load_model, load_tokenizer
     from instructrl.models.loading import resolve_model_path
     from instructrl.records import write_jsonl
-    from instructrl.sft import data as D
+    from instructrl.sft import data as sft_data
     from instructrl.sft.config import SFTConfig
     from instructrl.sft.train import evaluate, run
     from instructrl.utils.metrics import read_metrics
@@ -50,12 +50,12 @@ def main() -> None:
     torch.set_num_threads(args.threads or os.cpu_count() or 1)
     model_path = resolve_model_path(args.model)
     tok = load_tokenizer(model_path)
-    demos = D.load_demonstrations(args.data)
-    train_demos, held_demos = D.user_split(demos, 0.15, seed=0)
-    train_convs = D.to_conversations(train_demos, 2, 3, seed=0)
+    demos = sft_data.load_demonstrations(args.data)
+    train_demos, held_demos = sft_data.user_split(demos, 0.15, seed=0)
+    train_convs = sft_data.to_conversations(train_demos, 2, 3, seed=0)
     if args.limit:
         train_convs = train_convs[: args.limit]
-    held_ex, _ = D.tokenize(tok, D.to_conversations(held_demos, 2, 3, seed=0), args.max_len)
+    held_ex, _ = sft_data.tokenize(tok, sft_data.to_conversations(held_demos, 2, 3, seed=0), args.max_len)
     work = Path(tempfile.mkdtemp(prefix="sft-bench-"))
     # train conversations as plain demonstrations (few-shot already expanded), identical for both
     from instructrl.records import Demonstration

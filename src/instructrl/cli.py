@@ -8,22 +8,33 @@ from __future__ import annotations
 
 import importlib
 import logging
+import os
 import sys
 import textwrap
 
 from instructrl.config import ConfigError, describe, load_config
+from instructrl.records import RecordError
 
 # name -> (config class "module:Class", run function "module:function", one-line description)
 STAGES: dict[str, tuple[str, str, str]] = {
-    "curate": ("instructrl.data.config:CurateConfig", "instructrl.data.curate:run", "prompt logs -> train/valid/test by user: dedup, per-user cap, PII, langid, report"),
+    "curate": ("instructrl.data.config:CurateConfig", "instructrl.data.curate.run:run",
+               "prompt logs -> train/valid/test by user: dedup, per-user cap, PII, langid, report"),
+    "selfinstruct": ("instructrl.data.selfinstruct.config:SelfInstructConfig", "instructrl.data.selfinstruct.run:run",
+                     "Self-Instruct: grow a task pool from seed tasks with the model itself"),
+    "label": ("instructrl.label.config:LabelConfig", "instructrl.label.run:run",
+              "rank samples or pick demonstrations with simulated labelers (calibrated panels) or an LLM judge"),
     "sft": ("instructrl.sft.config:SFTConfig", "instructrl.sft.train:run",
             "supervised fine-tuning on demonstrations (prompt tokens masked)"),
-    "label": ("instructrl.label.config:LabelConfig", "instructrl.label.run:run", "rank samples or pick demonstrations with simulated labelers (calibrated panels) or an LLM judge"),
-    "rm": ("instructrl.rm.config:RMConfig", "instructrl.rm.train:run", "reward model from rankings (K-way loss, all C(K,2) pairs of a prompt in one batch element)"),
-    "rm score": ("instructrl.rm.config:RMScoreConfig", "instructrl.rm.score:run", "score prompt/response JSONL (or preference data) with a reward model"),
-    "ppo": ("instructrl.ppo.config:PPOConfig", "instructrl.ppo.train:run", "PPO / PPO-ptx of the SFT policy against a reward model (KL penalty to the SFT policy)"),
-    "selfinstruct": ("instructrl.data.selfinstruct.config:SelfInstructConfig", "instructrl.data.selfinstruct.run:run", "Self-Instruct: grow a task pool from seed tasks with the model itself"),
-    "run": ("instructrl.pipeline:PipelineConfig", "instructrl.pipeline:run", "the whole loop: curate, simulated labels, SFT, RM, PPO and PPO-ptx, evaluation and report"),
+    "rm": ("instructrl.rm.config:RMConfig", "instructrl.rm.train:run",
+           "reward model from rankings (K-way loss, all C(K,2) pairs of a prompt in one batch element)"),
+    "rm score": ("instructrl.rm.config:RMScoreConfig", "instructrl.rm.score:run",
+                 "score prompt/response JSONL (or preference data) with a reward model"),
+    "ppo": ("instructrl.ppo.config:PPOConfig", "instructrl.ppo.train:run",
+            "PPO / PPO-ptx of the SFT policy against a reward model (KL penalty to the SFT policy)"),
+    "eval": ("instructrl.eval.config:EvalConfig", "instructrl.eval.run:run",
+             "policies on held-out test prompts: win rate against a baseline by the held-out panel, Likert, flags, KL"),
+    "run": ("instructrl.pipeline.config:PipelineConfig", "instructrl.pipeline.run:run",
+            "the whole loop: curate, simulated labels, SFT, RM, PPO and PPO-ptx, evaluation and report"),
 }
 
 
@@ -100,13 +111,46 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
     try:
         cfg = load_config(_load(cfg_spec), config_path, overrides)
-    except ConfigError as e:
-        print(f"instructrl {name}: config error: {e}", file=sys.stderr)
+        out = _load(run_spec)(cfg)
+    except Exception as e:
+        # bad input ends in one line that names file, line and field, and exit code 2; anything
+        # else is a bug and keeps its traceback (INSTRUCTRL_DEBUG=1 keeps it for bad input too)
+        if not isinstance(e, _input_errors()) or os.environ.get("INSTRUCTRL_DEBUG", "0") not in ("", "0"):
+            raise
+        print(_error_lines(name, e), file=sys.stderr)
         return 2
-    out = _load(run_spec)(cfg)
     if out is not None:
         print(out)
     return 0
+
+
+#: Errors a stage module raises on bad input, as "module:Class". They are looked up only among the
+#: modules already imported: a stage that raised one has imported its module, and the CLI need not
+#: import every stage to catch it.
+_STAGE_INPUT_ERRORS = ("instructrl.data.curate.write:CurationError",)
+
+
+def _input_errors() -> tuple[type[Exception], ...]:
+    """The exception classes that mean bad input (a record, a config), not a bug."""
+    specs = (spec.split(":") for spec in _STAGE_INPUT_ERRORS)
+    found = [getattr(sys.modules.get(module), cls, None) for module, cls in specs]
+    return (RecordError, ConfigError, *(c for c in found if isinstance(c, type) and issubclass(c, Exception)))
+
+
+def _error_lines(stage: str, error: Exception) -> str:
+    """``instructrl <stage>: error: <message>`` and a one-line hint on what to do."""
+    kind = "config error" if isinstance(error, ConfigError) else "error"
+    message = " ".join(str(error).split("\n"))  # one line, whatever the message holds
+    if isinstance(error, ConfigError):
+        hint = f"`instructrl {stage} --help` lists every config field with its documentation"
+    elif isinstance(error, RecordError) and error.where.rpartition(":")[2].isdigit():
+        hint = "each line of a JSONL input is one JSON object in UTF-8; fix or remove the line named above"
+    elif isinstance(error, RecordError):
+        hint = "check that the path names the right file and that it holds records, then run again"
+    else:
+        hint = "fix the input named above and run again"
+    return (f"instructrl {stage}: {kind}: {message}\n"
+            f"instructrl {stage}: hint: {hint} (INSTRUCTRL_DEBUG=1 shows the traceback)")
 
 
 if __name__ == "__main__":

@@ -10,6 +10,7 @@ plain text or a list of messages (a multi-turn conversation that ends with a use
 
 from __future__ import annotations
 
+import codecs
 import dataclasses
 import gzip
 import io
@@ -274,10 +275,22 @@ def _check_type(tp: Any, value: Any) -> bool:
     return True
 
 
+_JSON_WORDS = {str: "a string", int: "an integer", float: "a number", bool: "true or false", list: "a list",
+               dict: "an object", type(None): "null"}
+
+
+def _json_words(tp: Any) -> str:
+    """A field's type in the words of JSON, as the file's author sees it: ``str | None`` -> 'a string or null'."""
+    args = get_args(tp) if get_origin(tp) is Union or isinstance(tp, type(int | None)) else (tp,)
+    words = [_JSON_WORDS.get(get_origin(a) or a, str(a)) for a in args]
+    return " or ".join(dict.fromkeys(words))
+
+
 def from_dict(cls: type[R], data: Any, where: str = "<record>") -> R:
     """Build and validate a record; errors name ``where`` and the field."""
     if not isinstance(data, dict):
-        raise RecordError(where, None, f"expected a JSON object, got {type(data).__name__}")
+        got = _JSON_WORDS.get(type(data), type(data).__name__)
+        raise RecordError(where, None, f"expected a JSON object, got {got}")
     hints = typing.get_type_hints(cls)
     fields = {f.name: f for f in dataclasses.fields(cls)}
     unknown = [k for k in data if k not in fields]
@@ -289,7 +302,7 @@ def from_dict(cls: type[R], data: Any, where: str = "<record>") -> R:
                 raise RecordError(where, name, "missing")
             continue
         if not _check_type(hints[name], data[name]):
-            raise RecordError(where, name, f"expected {hints[name]}, got {type(data[name]).__name__} {data[name]!r:.60}")
+            raise RecordError(where, name, f"expected {_json_words(hints[name])}, got {json.dumps(data[name])[:60]}")
     rec = cls(**data)
     try:
         rec.validate()  # type: ignore[attr-defined]
@@ -312,25 +325,49 @@ def to_dict(rec: Any) -> dict:
 # --------------------------------------------------------------------------- JSONL I/O
 
 
-def _open_text(path: Path) -> io.TextIOBase:
-    if path.suffix == ".gz":
-        return io.TextIOWrapper(gzip.open(path, "rb"), encoding="utf-8")
-    return open(path, encoding="utf-8")
+def _raw_lines(path: Path) -> Iterator[tuple[int, bytes]]:
+    """``(line_number, bytes)`` of a plain or gzipped file; a file that cannot be read (a directory,
+    no permission, a corrupt or cut-off .gz) raises RecordError. Lines are read as bytes so that a
+    byte that is not UTF-8 is reported with its line, not for the whole 8 KiB chunk around it."""
+    try:
+        with gzip.open(path, "rb") if path.suffix == ".gz" else open(path, "rb") as fh:
+            yield from enumerate(fh, 1)
+    except (OSError, EOFError) as e:
+        raise RecordError(str(path), None, f"cannot read: {e}") from None
 
 
 def iter_json_lines(path: str | os.PathLike) -> Iterator[tuple[int, Any]]:
-    """Yield ``(line_number, object)`` for each non-blank line; bad JSON raises RecordError."""
+    """Yield ``(line_number, object)`` for each non-blank line; bad JSON or bytes that are not UTF-8
+    raise RecordError. A UTF-8 byte-order mark opening the file (Windows editors write one) is skipped."""
     path = Path(path)
     if not path.exists():
         raise RecordError(str(path), None, "file not found")
-    with _open_text(path) as fh:
-        for lineno, line in enumerate(fh, 1):
-            if not line.strip():
-                continue
-            try:
-                yield lineno, json.loads(line)
-            except json.JSONDecodeError as e:
-                raise RecordError(f"{path}:{lineno}", None, f"not valid JSON ({e.msg} at column {e.colno})") from None
+    for lineno, raw in _raw_lines(path):
+        where = f"{path}:{lineno}"
+        if lineno == 1 and raw.startswith(codecs.BOM_UTF8):
+            raw = raw[len(codecs.BOM_UTF8):]
+        try:
+            line = raw.decode("utf-8")
+        except UnicodeDecodeError as e:
+            raise RecordError(where, None, f"not valid UTF-8 (byte 0x{raw[e.start]:02x} at byte {e.start + 1} of the "
+                              "line); save the file as UTF-8") from None
+        if not line.strip():
+            continue
+        try:
+            obj = json.loads(line)
+        except json.JSONDecodeError as e:
+            cut = "" if raw.endswith(b"\n") else "; the file ends inside this line (was its writer stopped?)"
+            raise RecordError(where, None, f"not valid JSON ({e.msg}: column {e.colno}){cut}") from None
+        yield lineno, obj
+
+
+def require_records(records: list[R], path: str | os.PathLike, what: str = "records") -> list[R]:
+    """``records`` as they are, or a RecordError naming ``path`` when it held none: for input a stage
+    cannot run without (an empty output of an earlier stage may be fine, so reading alone allows it)."""
+    if not records:
+        raise RecordError(str(path), None, f"no {what} in the file (it is empty or only blank lines); "
+                          "expected one JSON object per line")
+    return records
 
 
 def read_jsonl(path: str | os.PathLike, cls: type[R]) -> list[R]:

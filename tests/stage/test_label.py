@@ -13,8 +13,9 @@ from instructrl.cli import main
 from instructrl.config import load_config
 from instructrl.label.config import LabelConfig
 from instructrl.label.panel import Panel
-from instructrl.label.rubric import CONSTRAINT_KINDS, FLAGS, Rubric, validate_constraint
-from instructrl.records import Demonstration, Prompt, Ranking, RecordError, read_jsonl, write_jsonl
+from instructrl.label.rubric import FLAGS, Rubric
+from instructrl.records import Demonstration, Prompt, Ranking, read_jsonl, write_jsonl
+from instructrl.text.constraints import CONSTRAINT_KINDS, validate_constraint
 from tests.openai_stub import OpenAIStub
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -101,12 +102,14 @@ def test_large_groups_are_split_and_small_ones_skipped(tmp_path):
     assert json.loads((out / "metrics.json").read_text())["label/skipped_prompts"] == 1
 
 
-def test_bad_constraint_names_file_line_and_field(tmp_path):
+def test_bad_constraint_names_file_line_and_field(tmp_path, capsys):
     write_jsonl(tmp_path / "p.jsonl", [{"prompt": "Hi", "id": "a"},
                                        {"prompt": "Hi", "id": "b", "constraints": [{"kind": "max_lines", "value": 2}]}])
     write_jsonl(tmp_path / "s.jsonl", [{"prompt": "Hi", "response": "Hello", "meta": {"prompt_id": "b"}}])
-    with pytest.raises(RecordError, match=r"p\.jsonl:2: field 'constraints': .*unknown constraint kind 'max_lines'"):
-        run_label(tmp_path, "e", f"samples={tmp_path / 's.jsonl'}", f"prompts={tmp_path / 'p.jsonl'}")
+    args = ["label", "--config", str(TINY), f"run.out_dir={tmp_path / 'e'}", f"samples={tmp_path / 's.jsonl'}",
+            f"prompts={tmp_path / 'p.jsonl'}"]
+    assert main(args) == 2
+    assert re.search(r"p\.jsonl:2: field 'constraints': .*unknown constraint kind 'max_lines'", capsys.readouterr().err)
     assert main(["label", "--config", str(TINY), "labeler=person"]) == 2  # config error, exit code 2
 
 

@@ -3,15 +3,19 @@ checked, a re-run skips every step, a changed setting redoes only what depends o
 interrupted evaluation resumes without sampling again what it already has."""
 
 import json
+import math
 from collections import Counter
 from pathlib import Path
 
 import pytest
 
 from instructrl.config import load_config
+from instructrl.eval.winrate import preference_accuracy, ranking_accuracy
 from instructrl.label.rubric import FLAGS
-from instructrl.pipeline import PipelineConfig, run
-from instructrl.records import Demonstration, Prompt, Ranking, read_jsonl
+from instructrl.models.generation import ended_flags, is_cut
+from instructrl.pipeline.config import PipelineConfig
+from instructrl.pipeline.run import run
+from instructrl.records import Demonstration, Prompt, Ranking, Sample, read_jsonl
 
 ROOT = Path(__file__).resolve().parents[2]
 TINY = ROOT / "configs" / "run" / "tiny.yaml"
@@ -28,7 +32,8 @@ def tiny(out: Path, *overrides: str) -> PipelineConfig:
 def done(tmp_path_factory, sigkill_when) -> Path:
     """A tiny run killed while SFT trains, then resumed to the end."""
     out = tmp_path_factory.mktemp("pipeline") / "run"
-    sigkill_when(["run", "--config", str(TINY), f"run.out_dir={out}", "run.progress=false"], out / "sft" / "pipeline.json")
+    sigkill_when(["run", "--config", str(TINY), f"run.out_dir={out}", "run.progress=false"],
+                 out / "sft" / "pipeline.json")
     assert json.loads((out / "curate" / "pipeline.json").read_text())["status"] == "done"
     assert not (out / "sft" / "final").exists()
     run(tiny(out))
@@ -61,6 +66,11 @@ def test_splits_keep_test_users_out_of_training(done):
     assert demos and not {d.user_id for d in demos} & test_users
     info = json.loads((done / "demonstrations" / "pipeline.json").read_text())["info"]
     assert info["panel"] == 12 and info["from_reference"] + info["best_of_n"] == 12 and info["left_out_test"] > 0
+    assert len(demos) == info["labeler_written"] + info["panel"]
+    for step in ("demo_samples", "samples"):  # the markers count what the files hold
+        samples = read_jsonl(done / step / "samples.jsonl", Sample)
+        info = json.loads((done / step / "pipeline.json").read_text())["info"]
+        assert info["samples"] == len(samples) > 0 and info["cut"] == sum(is_cut(s.finish_reason) for s in samples)
 
 
 def test_rankings_and_rm(done):
@@ -87,15 +97,70 @@ def test_results_agree_with_the_comparisons(done):
         assert (r["wins"], r["ties"], r["losses"]) == (c["win"], c["tie"], c["loss"]) and sum(c.values()) == 10
         assert r["win_rate"] == pytest.approx((c["win"] + 0.5 * c["tie"]) / 10)
         assert r["win_low"] <= r["win_rate"] <= r["win_high"]
-        assert r["kl"] is not None
     for r in rows.values():
         assert set(r["flags"]) == set(FLAGS) and all(0 <= v <= 1 for v in r["flags"].values())
         assert 1 <= r["likert"] <= 7 and r["tokens"] <= 12
-    assert 0 <= res["rm_accuracy"]["heldout_rankings"]["accuracy"] <= 1
     samples = [json.loads(x) for x in (done / "eval" / "samples" / "base_prompted.jsonl").read_text().splitlines()]
     assert len(samples) == 10 and all(len(s["meta"]["few_shot"]) == 1 for s in samples)
     md = (done / "report" / "report.md").read_text()
     assert "| PPO-ptx |" in md and "## Run time" in md and "## Examples" in md
+
+
+def eval_inputs(done: Path) -> tuple[list[Prompt], dict[str, list[Sample]]]:
+    prompts = read_jsonl(done / "curate" / "prompts" / "test.jsonl", Prompt)
+    samples = {n: read_jsonl(done / "eval" / "samples" / f"{n}.jsonl", Sample) for n in POLICIES}
+    assert all([s.meta["prompt_id"] for s in ss] == [p.id for p in prompts] for ss in samples.values())
+    return prompts, samples
+
+
+def test_kl_is_to_the_sft_model(done):
+    """Each policy's KL is the mean of its sampler's log-probs minus the SFT model's, recomputed here."""
+    from instructrl.eval.sample import load_policy, sequence_logprobs
+
+    cfg, res = tiny(done), json.loads((done / "eval" / "results.json").read_text())
+    rows = {r["name"]: r for r in res["policies"]}
+    prompts, samples = eval_inputs(done)
+    sft, tok, device = load_policy(str(done / "sft" / "final"), device="cpu")
+    for name in ("base", "base_prompted", "ppo", "ppo_ptx"):
+        ref = sequence_logprobs(sft, tok, [p.prompt for p in prompts], [s.meta["token_ids"] for s in samples[name]],
+                                temperature=res["temperature"], max_prompt_tokens=cfg.eval.max_prompt_tokens,
+                                device=device)
+        kl = sum(s.logprob - r for s, r in zip(samples[name], ref)) / len(prompts)
+        assert math.isfinite(rows[name]["kl"]) and rows[name]["kl"] == pytest.approx(kl, abs=1e-3), name
+    # trained away from SFT: a PPO policy that were the SFT model would measure 0 here
+    assert abs(rows["ppo"]["kl"]) > 1e-3 and abs(rows["ppo_ptx"]["kl"]) > 1e-3
+    assert rows["ppo"]["kl"] != rows["ppo_ptx"]["kl"]
+
+
+def test_rm_accuracy_is_the_run_reward_model_against_the_heldout_panel(done):
+    """The reward model of the rm step, scored here on the eval samples, gives the recorded mean
+    scores and accuracies on the held-out panel's rankings and on its verdicts against SFT."""
+    from instructrl.label.panel import Panel
+    from instructrl.models.scalar import load_reward_model
+
+    cfg, res = tiny(done), json.loads((done / "eval" / "results.json").read_text())
+    rows = {r["name"]: r for r in res["policies"]}
+    prompts, samples = eval_inputs(done)
+    rm, tok = load_reward_model(done / "rm" / "final")
+    scores = {n: rm.score_texts(tok, [p.prompt for p in prompts], [s.response for s in ss],
+                                max_len=cfg.eval.max_prompt_tokens + res["max_new_tokens"],
+                                ended=ended_flags([s.finish_reason for s in ss], len(ss)))
+              for n, ss in samples.items()}
+    for n in POLICIES:
+        assert rows[n]["rm_score"] == pytest.approx(sum(scores[n]) / len(prompts), abs=1e-4), n
+    heldout = Panel.load(f"{done / 'rankings' / 'panels.json'}#heldout")
+    groups = [(p, [samples[n][i].response for n in POLICIES], [samples[n][i].finish_reason for n in POLICIES])
+              for i, p in enumerate(prompts)]
+    ranks = [r.ranks for r in heldout.rank_many(groups, seed=cfg.run.seed)]
+    accuracy, pairs = ranking_accuracy([[scores[n][i] for n in POLICIES] for i in range(len(prompts))], ranks)
+    assert res["rm_accuracy"]["heldout_rankings"] == {"accuracy": pytest.approx(accuracy, nan_ok=True), "pairs": pairs}
+    assert pairs > 0 and 0 <= accuracy <= 1
+    index = {p.id: i for i, p in enumerate(prompts)}
+    compared = [json.loads(line) for line in (done / "eval" / "comparisons.jsonl").read_text().splitlines()]
+    accuracy, pairs = preference_accuracy([scores[c["policy"]][index[c["prompt_id"]]] for c in compared],
+                                          [scores["sft"][index[c["prompt_id"]]] for c in compared],
+                                          [c["outcome"] for c in compared])
+    assert res["rm_accuracy"]["vs_baseline"] == {"accuracy": pytest.approx(accuracy, nan_ok=True), "pairs": pairs}
 
 
 def test_rerun_skips_and_a_change_redoes_only_what_depends_on_it(done):

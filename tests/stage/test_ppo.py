@@ -3,7 +3,9 @@ KL stays bounded, PPO-ptx keeps the pretraining loss lower, ratio = 1 before the
 exact resume after SIGKILL, LoRA (reference = adapters off), a reward model as the reward and the
 value's starting point, the NaN guard and the KL warning, the CLI."""
 
+import json
 import logging
+import math
 import os
 import random
 import signal
@@ -84,6 +86,16 @@ def series(out: Path, key: str) -> list[float]:
     return [r[key] for r in read_metrics(out) if key in r]
 
 
+def is_finite_number(value) -> bool:
+    """A logged metric that is a real number; MetricsLogger writes NaN and inf as the strings "nan", "inf"."""
+    return isinstance(value, float) and math.isfinite(value)
+
+
+def test_is_finite_number_rejects_what_the_logger_writes_for_nan_and_inf():
+    assert is_finite_number(0.25) and is_finite_number(-3.0)
+    assert not any(is_finite_number(v) for v in ("nan", "inf", "-inf", float("nan"), float("inf"), None, True))
+
+
 def test_reward_rises_while_kl_stays_bounded(ppo_world, tmp_path):
     out = tmp_path / "ppo"
     final = run(ppo_cfg(ppo_world, out, "ppo.steps=30"))
@@ -96,10 +108,13 @@ def test_reward_rises_while_kl_stays_bounded(ppo_world, tmp_path):
     assert max(kl) < 20.0, kl
     # ratio = 1: the first minibatch of every iteration (no update yet) recomputes the rollout's log-probs
     assert max(series(out, "ppo/first_ratio_error")) < 1e-4
-    row = read_metrics(out)[-1]
+    rows = read_metrics(out)
     for key in ("ppo/clipfrac", "ppo/value_loss", "ppo/entropy", "ppo/response_len", "ppo/samples_per_s",
                 "ppo/time_generate", "ppo/time_train", "ppo/kl_coef", "ppo/approx_kl"):
-        assert key in row and row[key] == row[key], key
+        assert key in rows[-1], key
+    not_finite = [(r["step"], k, v) for r in rows for k, v in r.items()
+                  if k.startswith("ppo/") and not is_finite_number(v)]
+    assert not not_finite, not_finite
 
 
 def test_ptx_keeps_pretraining_loss_lower(ppo_world, tmp_path):
@@ -159,9 +174,25 @@ def test_lora_reference_is_the_policy_without_adapters(ppo_world, tmp_path):
     assert not (final / "adapter_config.json").exists()  # final/ is merged, a plain model directory
 
 
-def test_reward_model_as_reward_and_value_init(ppo_world, tmp_path):
-    from instructrl.models import load_tokenizer
+def reward_model_score(hf_rm, tok, bias: float, prompt: str, response: str, finish_reason: str) -> float:
+    """A reward model's score of one pair, computed without instructrl: the head on the backbone's last
+    hidden state of chat-templated prompt + response (+ EOS unless the sampler cut it off), plus the
+    normalization bias of reward.json."""
+    text = tok.apply_chat_template([{"role": "user", "content": prompt}], tokenize=False, add_generation_prompt=True)
+    ids = tok(text, add_special_tokens=False)["input_ids"] + tok(response, add_special_tokens=False)["input_ids"]
+    if finish_reason != "length":
+        ids.append(tok.eos_token_id)
+    with torch.no_grad():
+        hidden = hf_rm.base_model(input_ids=torch.tensor([ids])).last_hidden_state[0, -1]
+        return float(hf_rm.score(hidden)) + bias
+
+
+def test_reward_model_as_reward_and_value_init(ppo_world, tmp_path, monkeypatch):
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    from instructrl.models.loading import load_tokenizer
     from instructrl.models.scalar import init_reward_model, save_reward_info
+    from instructrl.ppo.reward import RewardModelReward
 
     tok = load_tokenizer(str(ppo_world["sft"]))
     torch.manual_seed(1)
@@ -170,11 +201,31 @@ def test_reward_model_as_reward_and_value_init(ppo_world, tmp_path):
     rm.model.save_pretrained(rm_dir)
     tok.save_pretrained(rm_dir)
     save_reward_info(rm_dir, bias=0.5)
+    # record what each rollout's reward was asked to score, to score it again below
+    scored: list[tuple[list, list, list]] = []
+    reward_call = RewardModelReward.__call__
+
+    def recording_call(self, prompts, responses, response_ids, finish_reasons):
+        scored.append((list(prompts), list(responses), list(finish_reasons)))
+        return reward_call(self, prompts, responses, response_ids, finish_reasons)
+
+    monkeypatch.setattr(RewardModelReward, "__call__", recording_call)
     out = tmp_path / "ppo_rm"
     run(ppo_cfg(ppo_world, out, "ppo.steps=2", "train.save_every=1", "value.lr=1e-12", "reward.kind=model",
                 f"reward.model={rm_dir}"))
     rows = [r for r in read_metrics(out) if "ppo/score" in r]
-    assert len(rows) == 2 and all(r["ppo/score"] == r["ppo/score"] for r in rows)
+    assert len(rows) == 2 and len(scored) == 2, (rows, len(scored))
+    # ppo/score is the mean reward-model score of the iteration's samples, bias included
+    hf_rm = AutoModelForSequenceClassification.from_pretrained(rm_dir).eval()
+    rm_tok = AutoTokenizer.from_pretrained(rm_dir)
+    bias = json.loads((rm_dir / "reward.json").read_text())["bias"]
+    assert bias == 0.5
+    for row, (prompts, responses, reasons) in zip(rows, scored):
+        assert len(responses) == 16 and any(r != "length" for r in reasons)
+        expected = [reward_model_score(hf_rm, rm_tok, bias, p, r, fr) for p, r, fr in zip(prompts, responses, reasons)]
+        assert max(expected) - min(expected) > 1e-3, expected  # the samples score differently: a real check
+        assert row["ppo/score"] == pytest.approx(sum(expected) / len(expected), abs=1e-4), (row, expected)
+        assert row["ppo/score_std"] == pytest.approx(torch.tensor(expected).std(unbiased=False).item(), abs=1e-4)
     # the value function starts as the reward model, head included (one update at lr 1e-12 later)
     rm_weights = load_file(str(rm_dir / "model.safetensors"))
     value_weights = load_file(str(out / "step-000001" / "value" / "model.safetensors"))

@@ -5,8 +5,8 @@ batch size, stop strings, seeded sampling, nucleus sampling at a tiny top_p = gr
 import pytest
 import torch
 
-from instructrl.models import load_model, load_tokenizer
-from instructrl.models.fast_generation import CachedGenerator
+from instructrl.models.loading import load_model, load_tokenizer
+from instructrl.models.cached_generation import CachedGenerator
 from instructrl.models.generation import HFGenerator
 from tests.stage.test_ppo import WORDS, one_thread, ppo_world  # noqa: F401  (shared fixtures)
 

@@ -145,27 +145,33 @@ def hashed_reply(prompt: str):
     return f" none\nOutput: Answer {h % 97}."
 
 
-class KillAfter:
-    """Wraps a generator; raises after ``n`` generate() calls (a kill in the middle of a step)."""
+class KillInStep:
+    """Wraps a generator; raises at the first generate() call of step ``step`` (a kill in the middle of a
+    run: the steps before it are logged, that one is not)."""
 
-    def __init__(self, inner, n):
-        self.inner, self.n = inner, n
+    def __init__(self, inner, step, current):
+        self.inner, self.step, self.current = inner, step, current
 
     def generate(self, prompts, **kw):
-        if self.n == 0:
+        if self.current["step"] == self.step:
             raise KeyboardInterrupt("killed")
-        self.n -= 1
         return self.inner.generate(prompts, **kw)
 
 
 def test_resume_after_kill_matches_uninterrupted_run(tmp_path, monkeypatch):
-    args = ["generate.target=9", "generate.prompts_per_step=2", "generate.max_steps=5"]
+    args = ["generate.target=9", "generate.prompts_per_step=2", "generate.max_steps=12"]
     with OpenAIStub(by_prompt(hashed_reply)) as server:
         full = si_run.run(config(tmp_path / "a", server.base_url, *args))
         expected_log = (full / "log.jsonl").read_text().splitlines()
         assert len(expected_log) >= 3
-        make = si_run.make_generator
-        monkeypatch.setattr(si_run, "make_generator", lambda cfg: KillAfter(make(cfg), 4))  # dies in step 1
+        make, step_init, current = si_run.make_generator, si_run.Step.__init__, {"step": None}
+
+        def init(self, cfg, state, generator):
+            current["step"] = state.step
+            step_init(self, cfg, state, generator)
+
+        monkeypatch.setattr(si_run.Step, "__init__", init)
+        monkeypatch.setattr(si_run, "make_generator", lambda cfg: KillInStep(make(cfg), 1, current))
         cfg = config(tmp_path / "b", server.base_url, *args)
         with pytest.raises(KeyboardInterrupt):
             si_run.run(cfg)
@@ -191,7 +197,8 @@ def test_resume_refuses_a_changed_config_but_extends_the_target(tmp_path):
         with pytest.raises(ConfigError, match=r"filters.max_rouge_l: 0.7 -> 0.5"):
             si_run.run(config(tmp_path, server.base_url, "generate.target=3", "generate.prompts_per_step=1",
                               "filters.max_rouge_l=0.5"))
-        more = si_run.run(config(tmp_path, server.base_url, "generate.target=6", "generate.prompts_per_step=1"))
+        more = si_run.run(config(tmp_path, server.base_url, "generate.target=6", "generate.prompts_per_step=1",
+                       "generate.max_steps=30"))
         assert len((more / "log.jsonl").read_text().splitlines()) > n_steps
         assert len((more / "tasks.jsonl").read_text().splitlines()) >= 6
         fresh = si_run.run(config(tmp_path, server.base_url, "generate.target=1", "generate.prompts_per_step=1",

@@ -1,6 +1,7 @@
 """The SFT stage on the tiny model: learning, exact resume after SIGKILL, LoRA, packing, CLI."""
 
 import json
+import math
 import os
 import subprocess
 import sys
@@ -10,8 +11,10 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+from instructrl.builtin import load_demonstrations
 from instructrl.config import load_config
 from instructrl.records import Demonstration, write_jsonl
+from instructrl.sft import data as sft_data
 from instructrl.sft.config import SFTConfig
 from instructrl.sft.train import run
 from instructrl.utils.metrics import read_metrics
@@ -44,6 +47,11 @@ def cfg_for(tiny_model_dir, demos, out, *extra):
     return load_config(SFTConfig, ROOT / "configs/tiny/sft.yaml",
                        [f"model.name_or_path={tiny_model_dir}", f"data.train={demos}", f"run.out_dir={out}",
                         "data.valid_fraction=0.2", *extra])
+
+
+def is_finite_number(value) -> bool:
+    """A logged metric that is a real number; MetricsLogger writes NaN and inf as the strings "nan", "inf"."""
+    return isinstance(value, float) and math.isfinite(value)
 
 
 def test_sft_learns_and_writes_outputs(tiny_model_dir, demos, tmp_path):
@@ -93,24 +101,55 @@ def test_changed_config_refuses_to_resume(tiny_model_dir, demos, tmp_path):
         run(cfg_for(tiny_model_dir, demos, tmp_path / "x", "train.max_steps=4", "optim.lr=0.1"))
 
 
+LORA_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")  # LoraConfig default
+
+
 def test_lora_and_packing(tiny_model_dir, demos, tmp_path):
-    final = run(cfg_for(tiny_model_dir, demos, tmp_path / "lora", "lora.enabled=true", "lora.r=4",
-                        "data.packing=true", "train.max_steps=6", "optim.lr=1e-2"))
+    rank = 4
+    final = run(cfg_for(tiny_model_dir, demos, tmp_path / "lora", "lora.enabled=true", f"lora.r={rank}",
+                        "data.packing=true", "train.epochs=2", "train.max_steps=null", "optim.lr=1e-2"))
     # final/ is a merged, plain model directory that loads without peft
-    from instructrl.models import load_model
+    from instructrl.models.loading import load_model, load_tokenizer
 
     assert not (final / "adapter_config.json").exists()
-    model = load_model(str(final))
-    assert sum(p.numel() for p in model.parameters()) > 0
-    rows = read_metrics(tmp_path / "lora")
-    assert all(torch.isfinite(torch.tensor(r["sft/loss"])) for r in rows if "sft/loss" in r)
+    load_model(str(final))
+    base = load_file(str(tiny_model_dir / "model.safetensors"))
+    merged = load_file(str(final / "model.safetensors"))
+    assert merged.keys() == base.keys()  # no adapter or base_layer tensors left
+    targeted = [k for k in base if k.endswith(tuple(f"{m}.weight" for m in LORA_TARGETS))]
+    assert len(targeted) == 2 * len(LORA_TARGETS)  # two decoder layers
+    for k in targeted:
+        # the adapters trained and were merged: W' - W = (alpha/r) B A, nonzero and of rank <= r
+        singular = torch.linalg.svdvals(merged[k] - base[k])
+        assert singular[0] > 1e-3, (k, singular[0])
+        assert singular[rank] < 1e-4 * singular[0], (k, singular[: rank + 2])
+    for k in set(base) - set(targeted):  # embeddings and norms: frozen under LoRA
+        assert torch.equal(merged[k], base[k]), k
+    rows = [r for r in read_metrics(tmp_path / "lora") if "sft/loss" in r]
+    assert all(is_finite_number(r["sft/loss"]) for r in rows), rows
+
+    # packing: an epoch takes fewer batches of 8 rows than the 8-example batches it would take unpacked.
+    # First-fit packing opens a row only when no open row has room, so every row but the last holds at
+    # least floor(256 / longest) examples; and the rows hold every token, so there are at least total / 256.
+    tok = load_tokenizer(str(tiny_model_dir))
+    train_demos, _ = sft_data.user_split(load_demonstrations(str(demos)), 0.2, seed=0)
+    examples, _ = sft_data.tokenize(tok, sft_data.to_conversations(train_demos, 2, 3, seed=0), 256)
+    lengths = [len(e.input_ids) for e in examples]
+    fewest_rows = math.ceil(sum(lengths) / 256)
+    most_rows = math.ceil(len(lengths) / (256 // max(lengths)))
+    per_epoch = [sum(r["sft/epoch"] == epoch for r in rows) for epoch in (0, 1)]
+    unpacked = math.ceil(len(lengths) / 8)
+    assert per_epoch[0] == per_epoch[1], per_epoch
+    assert math.ceil(fewest_rows / 8) <= per_epoch[0] <= math.ceil(most_rows / 8) < unpacked, \
+        (per_epoch, fewest_rows, most_rows, unpacked)
 
 
 def test_cli_help_lists_stages_and_fields():
     env = {**os.environ, "PYTHONPATH": str(ROOT / "src")}
     out = subprocess.run([sys.executable, "-m", "instructrl.cli", "--help"], capture_output=True, text=True, env=env)
     assert out.returncode == 0 and "sft" in out.stdout
-    out = subprocess.run([sys.executable, "-m", "instructrl.cli", "sft", "--help"], capture_output=True, text=True, env=env)
+    out = subprocess.run([sys.executable, "-m", "instructrl.cli", "sft", "--help"], capture_output=True, text=True,
+                         env=env)
     assert out.returncode == 0
     for key in ("optim.lr", "train.epochs", "data.packing", "lora.r", "run.out_dir", "model.dropout"):
         assert key in out.stdout
@@ -122,7 +161,7 @@ def test_cli_help_lists_stages_and_fields():
 
 def test_select_by_reward_model_score(tiny_model_dir, demos, tmp_path):
     """final/ is the epoch whose greedy validation responses the reward model scores highest."""
-    from instructrl.models import load_model, load_tokenizer
+    from instructrl.models.loading import load_model, load_tokenizer
     from instructrl.models.generation import HFGenerator
     from instructrl.models.scalar import init_reward_model, load_reward_model, save_reward_info
 
@@ -144,10 +183,8 @@ def test_select_by_reward_model_score(tiny_model_dir, demos, tmp_path):
     assert state["rm_score"] == pytest.approx(max(r["sft/rm_score"] for r in rows[1:]))
 
     # recompute the selected model's score independently
-    from instructrl.sft import data as D
-
-    _, valid = D.user_split(D.load_demonstrations(str(demos)), 0.2, seed=0)
-    prompts = [c[:-1] for c in D.to_conversations(valid, 2, 3, seed=0)][:6]
+    _, valid = sft_data.user_split(load_demonstrations(str(demos)), 0.2, seed=0)
+    prompts = [c[:-1] for c in sft_data.to_conversations(valid, 2, 3, seed=0)][:6]
     model = load_model(str(final)).eval()
     gens = HFGenerator(model, load_tokenizer(str(final)), batch_size=8).generate(prompts, max_new_tokens=8,
                                                                                  temperature=0.0)

@@ -1,9 +1,12 @@
 import dataclasses
+import importlib
+from pathlib import Path
 from typing import Literal
 
 import pytest
 import yaml
 
+from instructrl.cli import STAGES
 from instructrl.config import ConfigError, RunConfig, describe, load_config, option, save_config, section
 
 
@@ -58,7 +61,8 @@ def test_wrong_type_and_literal(tmp_path):
 
 
 def test_overrides_coerce_and_validate(tmp_path):
-    cfg = load_config(Cfg, None, ["inner.lr=1e-4", "flag=true", "inner.names=[a, b]", "inner.limit=7", "run.out_dir=123"])
+    cfg = load_config(Cfg, None, ["inner.lr=1e-4", "flag=true", "inner.names=[a, b]", "inner.limit=7",
+                                  "run.out_dir=123"])
     assert cfg.inner.lr == pytest.approx(1e-4) and cfg.flag is True
     assert cfg.inner.names == ["a", "b"] and cfg.inner.limit == 7
     assert cfg.run.out_dir == "123"  # a string field keeps the text as typed
@@ -78,22 +82,51 @@ def test_save_roundtrip_and_describe(tmp_path):
     assert rows["inner.lr"][3] == "learning rate" and rows["run.seed"][2] == 0
 
 
+# configs/<folder>/<file>.yaml -> the CLI stage whose config class it holds. A file is named after
+# its stage (``rm_score.yaml`` -> ``rm score``) unless listed here; a whole folder can name one stage.
+CONFIG_STAGE_BY_FOLDER = {"run": "run"}  # presets of the whole loop: `instructrl run --config ...`
+CONFIG_STAGE_BY_STEM = {"rm_hh": "rm"}  # the reward model on Anthropic HH preferences
+CONFIG_FOLDERS_SKIPPED = {"accelerate"}  # `accelerate launch` files, not instructrl configs
+
+
+def stage_of_config(root, path) -> str:
+    """The CLI stage name of a YAML file under ``root`` (configs/), by folder, then by file name."""
+    rel = path.relative_to(root)
+    folder = rel.parts[0] if len(rel.parts) > 1 else ""
+    if folder in CONFIG_STAGE_BY_FOLDER:
+        return CONFIG_STAGE_BY_FOLDER[folder]
+    return CONFIG_STAGE_BY_STEM.get(path.stem, path.stem.replace("_", " "))
+
+
+def test_stage_of_config_maps_folder_and_file_name(tmp_path):
+    assert stage_of_config(tmp_path, tmp_path / "tiny" / "sft.yaml") == "sft"
+    assert stage_of_config(tmp_path, tmp_path / "default" / "rm_score.yaml") == "rm score"
+    assert stage_of_config(tmp_path, tmp_path / "default" / "rm_hh.yaml") == "rm"
+    assert stage_of_config(tmp_path, tmp_path / "run" / "gpu.yaml") == "run"
+
+
 def test_every_shipped_yaml_loads():
-    """Every YAML under configs/ loads strictly into its stage's config class."""
-    from pathlib import Path
-
-    from instructrl.cli import STAGES, _load
-
+    """Every YAML under configs/ loads strictly into the config class the CLI gives its stage; a file
+    that maps to no stage fails the test (it would otherwise never be checked)."""
     root = Path(__file__).resolve().parents[2] / "configs"
-    files = sorted(root.rglob("*.yaml"))
-    assert files, "no configs found"
-    stage_names = {name.replace(" ", "_"): spec for name, (spec, _, _) in STAGES.items()}
-    checked = 0
+    files = sorted(f for f in [*root.rglob("*.yaml"), *root.rglob("*.yml")]
+                   if f.relative_to(root).parts[0] not in CONFIG_FOLDERS_SKIPPED)
+    assert len(files) >= 16, files  # tiny/ and default/ for six stages, rm_hh, three run presets
+    problems, checked = [], []
     for f in files:
-        stage = f.stem.split(".")[0]
-        key = next((k for k in sorted(stage_names, key=len, reverse=True) if stage == k or stage.startswith(k + "_")), None)
-        if key is None:
+        name = str(f.relative_to(root))
+        stage = stage_of_config(root, f)
+        if stage not in STAGES:
+            problems.append(f"{name}: no CLI stage '{stage}' (add it to CONFIG_STAGE_BY_STEM or _BY_FOLDER)")
             continue
-        load_config(_load(stage_names[key]), f)
-        checked += 1
-    assert checked >= 2
+        module, cls_name = STAGES[stage][0].split(":")
+        try:
+            cls = getattr(importlib.import_module(module), cls_name)
+            load_config(cls, f)
+        except Exception as e:  # every file's error is reported, not only the first
+            problems.append(f"{name} as {cls_name} ({stage}): {type(e).__name__}: {e}")
+            continue
+        checked.append(name)
+    assert not problems, "\n".join(problems)
+    assert len(checked) == len(files)
+    assert {"run/default.yaml", "run/tiny.yaml", "run/gpu.yaml", "default/rm_hh.yaml"} <= set(checked)

@@ -9,7 +9,7 @@ import pytest
 langid = pytest.importorskip("langid")
 pytest.importorskip("scipy")
 
-from instructrl.data.langid_batch import BatchLangId, get_identifier  # noqa: E402
+from instructrl.text.language import BatchLangId, get_identifier  # noqa: E402
 
 HAND_MADE = [
     "Bonjour, comment allez-vous aujourd'hui ?",
@@ -66,7 +66,7 @@ def test_restricted_language_set():
 
 
 def test_disk_cache_round_trip(tmp_path, monkeypatch):
-    from instructrl.data.langid_batch import _cache_path
+    from instructrl.text.language import _cache_path
 
     monkeypatch.setenv("INSTRUCTRL_CACHE", str(tmp_path))
     langs = ["en", "fr", "de", "it"]

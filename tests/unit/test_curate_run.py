@@ -13,7 +13,8 @@ pytest.importorskip("scipy")
 
 from instructrl.config import load_config  # noqa: E402
 from instructrl.data.config import CurateConfig  # noqa: E402
-from instructrl.data.curate import check_splits, run  # noqa: E402
+from instructrl.data.curate.run import run  # noqa: E402
+from instructrl.data.curate.write import check_splits  # noqa: E402
 from instructrl.records import Prompt, RecordError, from_dict, read_jsonl, to_dict  # noqa: E402
 
 ROMAN = ("Write a detailed essay about the history of the Roman Empire, covering its rise, "
@@ -161,7 +162,7 @@ def test_split_by_org_keeps_an_org_together(tmp_path):
 
 
 def test_check_splits_catches_a_user_in_two_splits(tmp_path):
-    from instructrl.data.curate import CurationError
+    from instructrl.data.curate.write import CurationError
 
     for name, user in (("train", "u1"), ("valid", "u2"), ("test", "u1")):
         (tmp_path / f"{name}.jsonl").write_text(json.dumps({"prompt": "x", "user_id": user, "split": name}) + "\n")
@@ -245,3 +246,21 @@ def test_token_sample_counts_a_stable_subset(tmp_path):
     assert rep["prompt_tokens"]["all"]["count"] == expected and 60 < expected < 140
     assert rep["summary"]["kept"] == 400
     assert rep["prompt_tokens"]["all"]["min"] == rep["prompt_tokens"]["all"]["max"] == 9  # whitespace words
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+def test_bom_is_accepted_and_invalid_utf8_is_named_by_line(tmp_path, workers):
+    good = [json.dumps(r).encode() for r in ROWS[:4]]
+    bom = tmp_path / "bom.jsonl"
+    bom.write_bytes(b"\xef\xbb\xbf" + b"\n".join(good) + b"\n")
+    out = run(make_cfg(tmp_path / "a", [{"path": str(bom)}], f"workers={workers}"))
+    rep = json.loads((out / "report.json").read_text())
+    assert rep["summary"]["read"] == 4 and rep["inputs"][0]["bad"] == {}
+    bad = tmp_path / "latin1.jsonl"
+    bad.write_bytes(b"\n".join(good[:2] + ['{"id": "z", "user_id": "zoe", "prompt": "caf\xe9"}'.encode("latin-1")]
+                               + good[2:]) + b"\n")
+    with pytest.raises(RecordError, match=r"latin1\.jsonl:3: not valid UTF-8 .*save the file as UTF-8"):
+        run(make_cfg(tmp_path / "b", [{"path": str(bad)}], "on_error=stop", f"workers={workers}"))
+    out = run(make_cfg(tmp_path / "c", [{"path": str(bad)}], f"workers={workers}"))
+    rep = json.loads((out / "report.json").read_text())
+    assert rep["summary"]["read"] == 5 and rep["inputs"][0]["bad"] == {"broken record": 1}

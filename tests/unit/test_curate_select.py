@@ -6,8 +6,9 @@ import numpy as np
 import pytest
 
 from instructrl.data import select
-from instructrl.data.category import tag
-from instructrl.data.curate import normalize, split_groups
+from instructrl.data.curate.clean import normalize
+from instructrl.data.select import split_groups
+from instructrl.text.category import tag
 
 
 def test_normalize_and_hash_are_stable():
@@ -131,7 +132,7 @@ def test_category_clause_starts(prompt, expected):
 def test_top_level_fields_agree_with_json():
     import json
 
-    from instructrl.data.curate import _top_level
+    from instructrl.data.curate.write import _top_level
 
     records = [
         {"prompt": 'say "user_id": "mallory" please', "user_id": "alice", "split": "train"},
@@ -154,7 +155,8 @@ def test_decide_agrees_with_a_plain_python_reference():
 
     from instructrl.config import load_config
     from instructrl.data.config import CurateConfig
-    from instructrl.data.curate import EXACT_DUP, KEPT, PREFIX_DUP, USER_CAP, Columns, decide
+    from instructrl.data.curate.columns import Columns
+    from instructrl.data.select import EXACT_DUP, KEPT, PREFIX_DUP, USER_CAP, decide
 
     rng = random.Random(3)
     words = ["alpha", "beta", "gamma", "delta"]

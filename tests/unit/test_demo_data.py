@@ -3,7 +3,8 @@
 from collections import Counter
 
 from instructrl.records import CATEGORIES
-from instructrl.sft.data import load_demonstrations, to_conversations
+from instructrl.builtin import load_demonstrations
+from instructrl.sft.data import to_conversations
 
 
 def test_builtin_demo_set():

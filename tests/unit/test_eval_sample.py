@@ -4,8 +4,9 @@ import pytest
 import torch
 
 from instructrl.eval.config import EvalConfig
-from instructrl.eval.evaluate import few_shot_prefix, with_prefix
-from instructrl.eval.sample import load_policy, make_generator, sample_prompts, sequence_logprobs
+from instructrl.eval.run import few_shot_prefix, with_prefix
+from instructrl.eval.sample import load_policy, sample_prompts, sequence_logprobs
+from instructrl.models.engines import make_generator
 from instructrl.records import Demonstration, Prompt, write_jsonl
 
 

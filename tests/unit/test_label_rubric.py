@@ -4,23 +4,18 @@ from __future__ import annotations
 
 import pytest
 
-from instructrl.label.rubric import (
+from instructrl.label.rubric import FLAGS, Rubric, length_score
+from instructrl.records import Prompt
+from instructrl.text.constraints import (
     CONSTRAINT_KINDS,
-    FLAGS,
-    Rubric,
     check_constraint,
-    content_words,
-    echo_fraction,
-    f1_overlap,
-    length_score,
-    lexicon_toxicity,
-    looks_truncated,
     parse_json_object,
-    repetition,
     sentences,
     validate_constraint,
 )
-from instructrl.records import Prompt
+from instructrl.text.degeneration import looks_truncated, repetition
+from instructrl.text.overlap import content_words, echo_fraction, f1_overlap
+from instructrl.text.toxicity import lexicon_toxicity
 
 # (kind, value, satisfying response, violating response)
 CASES = [
@@ -254,12 +249,12 @@ def test_assessments_are_cached(rubric):
 
 
 def test_without_langid_language_checks_are_skipped(monkeypatch):
-    import instructrl.data.langid_batch as lb
+    import instructrl.text.language as language
 
     def missing(*args, **kwargs):
         raise ImportError("no langid")
 
-    monkeypatch.setattr(lb, "get_identifier", missing)
+    monkeypatch.setattr(language, "get_identifier", missing)
     rubric = Rubric(toxicity="lexicon")
     p = Prompt(prompt="Describe the sea in French, in one sentence please, for a small child who is learning.",
                constraints=[{"kind": "language", "value": "fr"}])

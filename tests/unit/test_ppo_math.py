@@ -8,7 +8,8 @@ import torch
 
 from instructrl.ppo.advantages import RunningMoments, gae, last_index, normalize_scores, sequence_kl, shape_rewards
 from instructrl.ppo.kl_control import AdaptiveKLController, FixedKLController, build_kl_controller
-from instructrl.ppo.loss import entropy_from_logits, policy_loss, token_logprobs, value_loss
+from instructrl.models.forward import entropy_from_logits, token_logprobs
+from instructrl.ppo.loss import policy_loss, value_loss
 from instructrl.ppo.ptx import collate_blocks, make_blocks, ptx_nll_from_logits, split_blocks
 from instructrl.utils.masked import masked_whiten
 
@@ -112,12 +113,12 @@ def test_token_logprobs_and_entropy():
 def test_adaptive_kl_controller_hand_computed():
     c = AdaptiveKLController(0.1, target=6.0, horizon=10000)
     c.update(9.0, n_steps=256)  # error 0.5 clipped to 0.2: beta *= 1 + 0.2 * 256 / 10000
-    assert c.value == pytest.approx(0.1 * 1.00512)
+    assert c.coef == pytest.approx(0.1 * 1.00512)
     c = AdaptiveKLController(0.1, target=6.0, horizon=10000)
     c.update(6.6, n_steps=256)  # error 0.1
-    assert c.value == pytest.approx(0.1 * 1.00256)
+    assert c.coef == pytest.approx(0.1 * 1.00256)
     c.update(0.0, n_steps=100)  # error -1 clipped to -0.2
-    assert c.value == pytest.approx(0.1 * 1.00256 * (1 - 0.2 * 100 / 10000))
+    assert c.coef == pytest.approx(0.1 * 1.00256 * (1 - 0.2 * 100 / 10000))
     f = FixedKLController(0.02)
     assert f.update(100.0, 64) == 0.02
     assert isinstance(build_kl_controller("adaptive", 0.1, 6.0, 100), AdaptiveKLController)

@@ -6,12 +6,12 @@ import json
 import pytest
 import torch
 
-from instructrl.models import load_model, load_tokenizer
+from instructrl.models.loading import load_model, load_tokenizer
 from instructrl.models.generation import HFGenerator
 from instructrl.models.scalar import ScalarRewardModel, init_reward_model
 from instructrl.ppo.reward import TokenFractionReward, load_callable, single_token_id
-from instructrl.ppo.rollout import (collate, collect, encode_prompts, load_prompts, make_reference, policy_logprobs,
-                                    prompt_batch, value_predictions)
+from instructrl.models.forward import collate, encode_prompts, response_logprobs
+from instructrl.ppo.rollout import collect, load_prompts, make_reference, prompt_batch, value_predictions
 from instructrl.records import RecordError
 
 
@@ -51,7 +51,7 @@ def test_logprobs_and_values_match_full_forward(tiny):
     responses = [torch.randint(5, 400, (n,), generator=g).tolist() for n in (4, 9, 1)]
     b = collate(prompts, responses, tok.pad_token_id)
     with torch.no_grad():
-        lp, ent = policy_logprobs(model, b, temperature=0.7, with_entropy=True)
+        lp, ent = response_logprobs(model, b, temperature=0.7, with_entropy=True)
         for i, (p, r) in enumerate(zip(prompts, responses)):
             logits = model(torch.tensor([p + r])).logits[0] / 0.7  # unpadded, one sequence at a time
             full = torch.log_softmax(logits, -1)
@@ -80,8 +80,8 @@ def test_rollout_logprobs_equal_recomputed_ones(tiny):
     value = init_reward_model(path, tokenizer=tok).eval()
     ref = make_reference(model, model, 1.0, frozen_device=torch.device("cpu"), offload=False, chunk=4)
     ro = collect(prompts, ids, generator=HFGenerator(model, tok, 4), policy=model, reference=ref, value_model=value,
-                 reward=lambda p, r, i: [float(len(x)) for x in i], pad_id=tok.pad_token_id,
-                 device=torch.device("cpu"), amp_ctx=torch.no_grad, max_new_tokens=10, temperature=1.0, top_p=1.0,
+                 reward=lambda p, r, i, f: [float(len(x)) for x in i], pad_id=tok.pad_token_id,
+                 device=torch.device("cpu"), autocast_ctx=torch.no_grad, max_new_tokens=10, temperature=1.0, top_p=1.0,
                  seed=1, forward_batch_size=4)
     assert ro.scores.tolist() == [float(m) for m in ro.batch.mask.sum(-1).tolist()]
     assert ro.batch.start.tolist() == [len(x) for x in ids]
@@ -90,7 +90,7 @@ def test_rollout_logprobs_equal_recomputed_ones(tiny):
     for mb in (torch.tensor([5, 0, 3]), torch.tensor([1, 2, 4])):
         sub = ro.batch.select(mb)
         with torch.no_grad():
-            lp, _ = policy_logprobs(model, sub)
+            lp, _ = response_logprobs(model, sub)
         r = sub.tokens.shape[1]
         ratio = torch.exp(lp - ro.logprobs[mb, :r])[sub.mask]
         torch.testing.assert_close(ratio, torch.ones_like(ratio), atol=1e-5, rtol=0)
@@ -131,7 +131,9 @@ def test_token_fraction_reward_and_callables(tiny):
     assert single_token_id(tok, " the") == tok(" the", add_special_tokens=False)["input_ids"][0]
     with pytest.raises(ValueError, match="exactly one token"):
         single_token_id(tok, " photosynthesis")
-    assert load_callable("math:fsum")([1.0, 2.0]) == 3.0
+    # a named callable takes (prompts, responses, response_ids); the finish reasons are not passed on
+    fn = load_callable("builtins:max")
+    assert fn([1, 5], [3], [2], ["stop"]) == [3]
     with pytest.raises(ValueError, match="cannot be loaded"):
         load_callable("math:no_such_function")
 
@@ -142,9 +144,9 @@ def test_sampler_copy_follows_the_policy_in_half_precision(tiny_model_dir):
     import copy as _copy
 
     from instructrl.config import load_config
-    from instructrl.models.fast_generation import CachedGenerator
+    from instructrl.models.cached_generation import CachedGenerator
     from instructrl.ppo.config import PPOConfig
-    from instructrl.ppo.train import SamplerCopy, sampler_weights
+    from instructrl.ppo.roles import SamplerCopy, sampler_weights
 
     tok = load_tokenizer(str(tiny_model_dir))
     policy = load_model(str(tiny_model_dir), tokenizer=tok)

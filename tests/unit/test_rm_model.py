@@ -125,6 +125,7 @@ def test_prompt_computed_once_gives_the_same_scores_and_gradients(rm, tok):
     b = collate(exs, tok.pad_token_id)
     rm.train()
     grads = []
+    full = None  # the scores without the shared prefix, set by the first pass
     for shared in (False, True):
         rm.zero_grad()
         scores = score_batch(rm, b, torch.device("cpu"), shared=shared)
@@ -139,7 +140,7 @@ def test_prompt_computed_once_gives_the_same_scores_and_gradients(rm, tok):
 
 
 def test_a_cut_off_response_is_read_without_eos(rm, tok):
-    from instructrl.models.scalar import ended_flags
+    from instructrl.models.generation import ended_flags
     from instructrl.ppo.reward import RewardModelReward
 
     ended_ids, _ = encode_for_reward(tok, "Write a poem", "The sea is blue and", 64)
@@ -153,11 +154,10 @@ def test_a_cut_off_response_is_read_without_eos(rm, tok):
         want = [float(rm(*pad_batch([s], tok.pad_token_id))) for s in (ended_ids, cut_ids)]
     got = rm.score_texts(tok, prompts, texts, max_len=64, ended=[True, False])
     assert got == pytest.approx(want, abs=1e-5) and abs(want[0] - want[1]) > 1e-4
-    # PPO's reward reads the sampled ids: no EOS at the end means the sampler cut the response
+    # PPO's reward reads the sampler's finish reasons: "length" means the sampler cut the response
     body = tok("The sea is blue and", add_special_tokens=False)["input_ids"]
-    reward = RewardModelReward(rm, tok, device=torch.device("cpu"), amp=torch.float32, batch_size=2, max_len=64,
-                               eos_ids=[tok.eos_token_id])
-    assert reward(prompts, texts, [body + [tok.eos_token_id], body]) == pytest.approx(want, abs=1e-5)
+    reward = RewardModelReward(rm, tok, device=torch.device("cpu"), amp_dtype=torch.float32, batch_size=2, max_len=64)
+    assert reward(prompts, texts, [body + [tok.eos_token_id], body], ["stop", "length"]) == pytest.approx(want, abs=1e-5)
 
 
 def test_rankings_with_finish_reasons_encode_cut_responses_without_eos(tok):

@@ -7,47 +7,48 @@ import json
 import pytest
 
 from instructrl.config import load_config
-from instructrl.data.selfinstruct import prompts as P
+from instructrl.data.selfinstruct import prompts as templates
 from instructrl.data.selfinstruct.config import SelfInstructConfig
-from instructrl.data.selfinstruct.tasks import Instance, Task, load_tasks, packaged_seeds, to_demonstrations
+from instructrl.builtin import resolve
+from instructrl.data.selfinstruct.tasks import Instance, Task, load_tasks, to_demonstrations
 from instructrl.records import RecordError
 
 ROOT = __import__("pathlib").Path(__file__).resolve().parents[2]
 
 
 def test_instruction_prompt_numbers_and_ends_with_next_number():
-    p = P.instruction_prompt(["First task.", "Second\n task  with\nnewlines."])
-    assert p.startswith(P.INSTRUCTION_HEADER)
+    p = templates.instruction_prompt(["First task.", "Second\n task  with\nnewlines."])
+    assert p.startswith(templates.INSTRUCTION_HEADER)
     assert p.endswith("\n1. First task.\n2. Second task with newlines.\n3.")
-    assert P.instruction_stop(8, 8) == ["\n\n", "\n17."]
-    chat = P.instruction_chat_prompt(["A.", "B."], 3)
+    assert templates.instruction_stop(8, 8) == ["\n\n", "\n17."]
+    chat = templates.instruction_chat_prompt(["A.", "B."], 3)
     assert chat[0]["role"] == "user" and "1. A.\n2. B." in chat[0]["content"]
     assert "tasks 3 to 5" in chat[0]["content"]
 
 
 def test_classification_and_instance_prompts():
-    p = P.classification_prompt("Is the review\npositive?")
+    p = templates.classification_prompt("Is the review\npositive?")
     assert p.endswith("Task: Is the review positive?\nClassification task:")
     assert p.count("Classification task: Yes") == 6 and p.count("Classification task: No") == 6
-    cls = P.instance_prompt("Label the sentiment.", classification=True)
-    gen = P.instance_prompt("Write a poem.", classification=False)
-    assert cls.startswith(P.OUTPUT_FIRST_HEADER) and cls.endswith("Task: Label the sentiment.\nClass label:")
-    assert gen.startswith(P.INPUT_FIRST_HEADER) and gen.endswith("Task: Write a poem.\nExample 1\nInput:")
+    cls = templates.instance_prompt("Label the sentiment.", classification=True)
+    gen = templates.instance_prompt("Write a poem.", classification=False)
+    assert cls.startswith(templates.OUTPUT_FIRST_HEADER) and cls.endswith("Task: Label the sentiment.\nClass label:")
+    assert gen.startswith(templates.INPUT_FIRST_HEADER) and gen.endswith("Task: Write a poem.\nExample 1\nInput:")
 
 
 def test_single_step_prompt_and_chat_wrapping():
     tasks = [Task("Add the numbers.", [Instance("2, 3", "5")], False), Task("Say hi.", [Instance("", "Hi!")], False)]
-    p = P.single_step_prompt(tasks)
+    p = templates.single_step_prompt(tasks)
     assert "### Task 1\nInstruction: Add the numbers.\nInput: 2, 3\nOutput: 5\n\n" in p
     assert "### Task 2\nInstruction: Say hi.\nInput: none\nOutput: Hi!\n\n" in p
     assert p.endswith("### Task 3\nInstruction:")
-    chat = P.as_chat(p, prefix="### Task 3\nInstruction:")
-    assert chat == [{"role": "user", "content": p[: -len("### Task 3\nInstruction:")].rstrip() + P.CHAT_TAIL}]
+    chat = templates.as_chat(p, prefix="### Task 3\nInstruction:")
+    assert chat == [{"role": "user", "content": p[: -len("### Task 3\nInstruction:")].rstrip() + templates.CHAT_TAIL}]
 
 
 def test_packaged_seeds_are_valid_and_mixed():
     tasks = load_tasks()
-    assert packaged_seeds().name == "builtin_seeds.jsonl"
+    assert resolve("builtin:seeds").name == "builtin_seeds.jsonl"
     assert len(tasks) == 35 and sum(t.is_classification for t in tasks) == 9
     assert len({t.id for t in tasks}) == 35
     # classification seeds have at least two different labels to show output-first generation

@@ -5,8 +5,8 @@ import pytest
 import torch
 
 from instructrl.records import Demonstration
-from instructrl.sft import data as D
-from instructrl.sft.loss import masked_lm_loss, response_lm_loss
+from instructrl.sft import data as sft_data
+from instructrl.models.forward import masked_lm_loss, response_lm_loss
 from instructrl.utils.optim import lr_lambda
 
 
@@ -25,7 +25,7 @@ def test_masked_lm_loss_hand_computed():
 
 
 def test_response_only_projection_matches_full_logits(tiny_model_dir):
-    from instructrl.models import load_model
+    from instructrl.models.loading import load_model
 
     model = load_model(str(tiny_model_dir))
     torch.manual_seed(0)
@@ -43,16 +43,17 @@ def test_response_only_projection_matches_full_logits(tiny_model_dir):
 
 def test_packing_matches_separate_examples(tiny_model_dir):
     """A packed row gives every example exactly the loss it has alone: attention never crosses."""
-    from instructrl.models import load_model
+    from instructrl.models.loading import load_model
 
     model = load_model(str(tiny_model_dir)).eval()
     rng = random.Random(0)
-    exs = [D.Example([rng.randrange(5, 200) for _ in range(n)], [False] * (n // 2) + [True] * (n - n // 2))
+    exs = [sft_data.Example([rng.randrange(5, 200) for _ in range(n)], [False] * (n // 2) + [True] * (n - n // 2))
            for n in (7, 5, 9, 4)]
-    separate = sum(float(response_lm_loss(model, D.collate([e], 0).input_ids, None, D.collate([e], 0).mask)[0])
+    separate = sum(float(response_lm_loss(model, sft_data.collate([e], 0).input_ids, None, sft_data.collate([e], 0).mask)[0])
                    for e in exs)
-    packed = D.pack(exs, max_len=16, pad_id=0, rows=4)
+    packed = sft_data.pack(exs, max_len=16, pad_id=0, rows=4)
     assert sum(b.input_ids.shape[0] for b in packed) == 2  # 7+5+4 and 9 -> two rows of <= 16 tokens
+    assert sum(b.n_tokens for b in packed) == 7 + 5 + 9 + 4  # the pad tail of the shorter row is not counted
     total = sum(float(response_lm_loss(model, b.input_ids, None, b.mask, b.position_ids)[0]) for b in packed)
     assert total == pytest.approx(separate, rel=1e-5)
     # without position ids restarting, attention would cross examples and the loss would differ
@@ -63,7 +64,7 @@ def test_packing_matches_separate_examples(tiny_model_dir):
 
 
 def test_encode_chat_masks_only_assistant_turns(tiny_model_dir):
-    from instructrl.models import encode_chat, load_tokenizer
+    from instructrl.models.loading import encode_chat, load_tokenizer
 
     tok = load_tokenizer(str(tiny_model_dir))
     conv = [{"role": "user", "content": "one"}, {"role": "assistant", "content": "two"},
@@ -78,7 +79,7 @@ def test_encode_chat_masks_only_assistant_turns(tiny_model_dir):
 
 
 def test_fallback_template_for_tokenizers_without_one(tiny_model_dir):
-    from instructrl.models import FALLBACK_CHAT_TEMPLATE, encode_chat, load_tokenizer
+    from instructrl.models.loading import FALLBACK_CHAT_TEMPLATE, encode_chat, load_tokenizer
     from instructrl.models.loading import normalize_tokenizer
 
     tok = load_tokenizer(str(tiny_model_dir))
@@ -95,7 +96,7 @@ def test_fallback_template_for_tokenizers_without_one(tiny_model_dir):
 def test_few_shot_expansion():
     d = Demonstration(type="few-shot", instruction="Reverse the word.",
                       examples=[{"query": q, "response": q[::-1]} for q in ("cat", "dog", "sun", "map", "pen")])
-    pts = D.expand_few_shot(d, variants=2, k=3, rng=random.Random(0))
+    pts = sft_data.expand_few_shot(d, variants=2, k=3, rng=random.Random(0))
     assert len(pts) == 5 * 2
     for prompt, resp in pts:
         query = prompt.rsplit("Input: ", 1)[1].split("\n")[0]
@@ -110,24 +111,24 @@ def test_few_shot_expansion():
 
 def test_user_split_keeps_users_apart():
     demos = [Demonstration(prompt=f"p{i}", response="r", user_id=f"u{i % 10}") for i in range(100)]
-    train, valid = D.user_split(demos, 0.2, seed=3)
+    train, valid = sft_data.user_split(demos, 0.2, seed=3)
     assert len(train) + len(valid) == 100
     assert {d.user_id for d in train}.isdisjoint({d.user_id for d in valid})
     assert len({d.user_id for d in valid}) == 2
-    assert D.user_split(demos, 0.2, seed=3) == (train, valid)
+    assert sft_data.user_split(demos, 0.2, seed=3) == (train, valid)
 
 
 def test_epoch_batches_deterministic_and_complete():
-    exs = [D.Example(list(range(n + 2)), [False, True] + [True] * n) for n in range(40)]
-    a = D.epoch_batches(exs, batch_size=4, seed=1, epoch=0, pad_id=0)
-    b = D.epoch_batches(exs, batch_size=4, seed=1, epoch=0, pad_id=0)
-    c = D.epoch_batches(exs, batch_size=4, seed=1, epoch=1, pad_id=0)
+    exs = [sft_data.Example(list(range(n + 2)), [False, True] + [True] * n) for n in range(40)]
+    a = sft_data.epoch_batches(exs, batch_size=4, seed=1, epoch=0, pad_id=0)
+    b = sft_data.epoch_batches(exs, batch_size=4, seed=1, epoch=0, pad_id=0)
+    c = sft_data.epoch_batches(exs, batch_size=4, seed=1, epoch=1, pad_id=0)
     assert [x.input_ids.tolist() for x in a] == [x.input_ids.tolist() for x in b]
     assert [x.input_ids.tolist() for x in a] != [x.input_ids.tolist() for x in c]
     assert sum(int(x.attention_mask.sum()) for x in a) == sum(n + 2 for n in range(40))
     # length grouping: much less padding than random batches
     padded = sum(x.input_ids.numel() for x in a)
-    rand = sum(x.input_ids.numel() for x in D.epoch_batches(exs, batch_size=4, seed=1, epoch=0, pad_id=0,
+    rand = sum(x.input_ids.numel() for x in sft_data.epoch_batches(exs, batch_size=4, seed=1, epoch=0, pad_id=0,
                                                              length_grouping=False))
     assert padded < 0.8 * rand
 

@@ -145,7 +145,7 @@ class LangConfig:
 class CategoryConfig:
     """Use-case category tagging (InstructGPT's categories) by keyword rules."""
 
-    tag: bool = option(True, "Tag prompts without a category using the keyword rules in instructrl.data.category.")
+    tag: bool = option(True, "Tag prompts without a category using the keyword rules in instructrl.text.category.")
 
 
 @dataclasses.dataclass

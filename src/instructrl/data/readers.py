@@ -63,33 +63,50 @@ def iter_raw(inp: InputConfig, raw: bool = False) -> Iterator[tuple[str, int, An
 
 def _open_text(path: Path) -> io.TextIOBase:
     if path.suffix == ".gz":
-        return io.TextIOWrapper(gzip.open(path, "rb"), encoding="utf-8", newline="")
-    return open(path, encoding="utf-8", newline="")
+        return io.TextIOWrapper(gzip.open(path, "rb"), encoding="utf-8-sig", newline="")
+    return open(path, encoding="utf-8-sig", newline="")
+
+
+def _open_bytes(path: Path) -> io.BufferedIOBase:
+    return gzip.open(path, "rb") if path.suffix == ".gz" else open(path, "rb")
+
+
+_BOM = b"\xef\xbb\xbf"  # a UTF-8 byte-order mark, as Windows editors write it
+
+
+def _lines(path: Path) -> Iterator[tuple[int, bytes]]:
+    """``(line number, bytes)`` of each non-blank line; a BOM before the first line is dropped."""
+    try:
+        with _open_bytes(path) as fh:
+            for lineno, line in enumerate(fh, 1):
+                if lineno == 1 and line.startswith(_BOM):
+                    line = line[len(_BOM):]
+                if line.strip():
+                    yield lineno, line
+    except (OSError, EOFError) as e:
+        raise RecordError(str(path), None, f"cannot read: {e}") from None
+
+
+def utf8_error(where: str, e: UnicodeDecodeError) -> RecordError:
+    return RecordError(where, None, f"not valid UTF-8 (byte 0x{e.object[e.start]:02x} at byte {e.start} "
+                                                 "of the line); save the file as UTF-8")
 
 
 def _iter_jsonl(path: Path) -> Iterator[tuple[str, int, Any]]:
     loads = json.loads
-    try:
-        with _open_text(path) as fh:
-            for lineno, line in enumerate(fh, 1):
-                if not line.strip():
-                    continue
-                try:
-                    yield f"{path}:{lineno}", lineno, loads(line)
-                except json.JSONDecodeError as e:
-                    yield f"{path}:{lineno}", lineno, RecordError(f"{path}:{lineno}", None, f"not valid JSON ({e.msg} at column {e.colno})")
-    except (OSError, EOFError, UnicodeDecodeError) as e:
-        raise RecordError(str(path), None, f"cannot read: {e}") from None
+    for lineno, line in _lines(path):
+        try:
+            yield f"{path}:{lineno}", lineno, loads(line)
+        except json.JSONDecodeError as e:
+            yield f"{path}:{lineno}", lineno, RecordError(f"{path}:{lineno}", None, f"not valid JSON ({e.msg}, column {e.colno})")
+        except UnicodeDecodeError as e:
+            yield f"{path}:{lineno}", lineno, utf8_error(f"{path}:{lineno}", e)
 
 
-def _iter_lines(path: Path) -> Iterator[tuple[str, int, str]]:
-    try:
-        with _open_text(path) as fh:
-            for lineno, line in enumerate(fh, 1):
-                if line.strip():
-                    yield f"{path}:{lineno}", lineno, line
-    except (OSError, EOFError, UnicodeDecodeError) as e:
-        raise RecordError(str(path), None, f"cannot read: {e}") from None
+def _iter_lines(path: Path) -> Iterator[tuple[str, int, bytes]]:
+    """Unparsed lines (bytes: the worker that parses them also reports invalid UTF-8)."""
+    for lineno, line in _lines(path):
+        yield f"{path}:{lineno}", lineno, line
 
 
 def _iter_csv(path: Path) -> Iterator[tuple[str, int, Any]]:

@@ -9,10 +9,25 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Sequence
+from typing import Protocol
 
 import numpy as np
 
+from instructrl.data.config import CurateConfig
+
 SPLITS = ("train", "valid", "test")
+
+#: status of a record that passed the per-record filters
+KEPT, EXACT_DUP, PREFIX_DUP, USER_CAP = 0, 1, 2, 3
+STATUS_NAMES = {EXACT_DUP: "exact_duplicate", PREFIX_DUP: "shared_prefix", USER_CAP: "user_cap"}
+
+
+class KeyColumns(Protocol):
+    """The compact per-record keys that :func:`decide` reads (``curate.columns.Columns``)."""
+
+    def __len__(self) -> int: ...
+
+    def np(self, name: str) -> np.ndarray: ...
 
 _M1 = np.uint64(0xBF58476D1CE4E5B9)
 _M2 = np.uint64(0x94D049BB133111EB)
@@ -121,3 +136,72 @@ def disjoint_violations(keys_per_split: dict[str, np.ndarray]) -> dict[str, int]
         for b in names[i + 1 :]:
             out[f"{a}&{b}"] = int(len(np.intersect1d(uniq[a], uniq[b], assume_unique=True)))
     return out
+
+
+def split_groups(user: np.ndarray, org: np.ndarray, by: str) -> np.ndarray:
+    """The key each record is split by. ``user``: the user. ``org``: the connected component of
+    users and organizations (users who share an organization, and organizations that share a
+    user, stay together), so neither a user nor an organization can land in two splits."""
+    if by == "user":
+        return user
+    users, u_idx = np.unique(user, return_inverse=True)
+    has_org = org != 0
+    orgs, o_idx = np.unique(org[has_org], return_inverse=True)
+    parent = list(range(len(users) + len(orgs)))
+
+    def find(x: int) -> int:
+        while parent[x] != x:
+            parent[x] = parent[parent[x]]
+            x = parent[x]
+        return x
+
+    if has_org.any():
+        pairs = np.unique(np.stack([u_idx[has_org], o_idx + len(users)], axis=1), axis=0)
+    else:
+        pairs = np.zeros((0, 2), int)
+    for a, b in pairs.tolist():
+        ra, rb = find(a), find(b)
+        if ra != rb:
+            parent[max(ra, rb)] = min(ra, rb)
+    roots = np.array([find(i) for i in range(len(users))], dtype=np.int64)
+    # the component's key: the smallest user hash in it (stable, independent of input order)
+    comp_key = np.full(len(parent), np.iinfo(np.uint64).max, dtype=np.uint64)
+    np.minimum.at(comp_key, roots, users)
+    return comp_key[roots][u_idx]
+
+
+def decide(cfg: CurateConfig, cols: KeyColumns) -> tuple[np.ndarray, np.ndarray]:
+    """``(status, split)`` per pass-1 record: status KEPT/EXACT_DUP/PREFIX_DUP/USER_CAP, split 0-2 or -1."""
+    n = len(cols)
+    exact = cols.np("exact")
+    index = np.arange(n)
+    if cfg.dedup.keep == "earliest":
+        ts = cols.np("ts")
+        ts = np.where(np.isnan(ts), np.inf, ts)
+        order = np.lexsort((index, ts))
+        preference = np.empty(n, dtype=np.int64)
+        preference[order] = index
+    else:
+        preference = index
+    status = np.zeros(n, dtype=np.uint8)
+    alive = np.ones(n, dtype=bool)
+    if cfg.dedup.exact:
+        keep = first_per_key(exact, preference)
+        status[~keep] = EXACT_DUP
+        alive &= keep
+    if cfg.dedup.prefix_chars:
+        keep = first_per_key(cols.np("prefix"), preference, candidates=alive & (cols.np("has_prefix") == 1))
+        status[alive & ~keep] = PREFIX_DUP
+        alive &= keep
+    user = cols.np("user")
+    rank = mix64(exact, cfg.run.seed) if cfg.cap.keep == "random" else preference
+    keep = cap_per_group(user, rank, cfg.cap.max_per_user, alive)
+    status[alive & ~keep] = USER_CAP
+    alive = keep
+    split = np.full(n, -1, dtype=np.int8)
+    if alive.any():
+        groups = split_groups(user[alive], cols.np("org")[alive], cfg.split.by)
+        uniq, inverse, sizes = np.unique(groups, return_inverse=True, return_counts=True)
+        fr = (cfg.split.train, cfg.split.valid, cfg.split.test)
+        split[alive] = assign_splits(uniq, sizes, fr, cfg.run.seed, cfg.split.method)[inverse]
+    return status, split

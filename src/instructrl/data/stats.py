@@ -8,9 +8,8 @@ from typing import Any
 
 import numpy as np
 
+from instructrl.data.select import SPLITS, STATUS_NAMES
 from instructrl.records import CATEGORIES, SOURCES
-
-from instructrl.data.select import SPLITS
 
 
 def length_stats(values: np.ndarray) -> dict:
@@ -36,8 +35,6 @@ def _table(rows: dict[str, dict], cols: list[str]) -> dict[str, dict]:
 
 
 def build_report(cfg: Any, names: list[str], reader: Any, status: np.ndarray, split: np.ndarray, check: dict) -> dict:
-    from instructrl.data.curate import STATUS_NAMES
-
     cols = reader.cols
     kept = split >= 0
     sp = split[kept]

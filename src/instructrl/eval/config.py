@@ -1,4 +1,4 @@
-"""Config of the evaluation (``instructrl.eval.evaluate.run``). No torch import here."""
+"""Config of the evaluation (``instructrl.eval.run.run``). No torch import here."""
 
 from __future__ import annotations
 
@@ -33,7 +33,7 @@ class EvalConfig:
 
     run: RunConfig = section(RunConfig, "Output directory (samples/<policy>.jsonl, comparisons.jsonl, results.json, "
                                         "metrics.jsonl), seed, device, precision.")
-    prompts: str = option("", "Prompt JSONL of the test prompts (users unseen in training); constraints and "
+    prompts: str = option("", "Prompt JSONL (or a builtin: name) of the test prompts (users unseen in training); constraints and "
                               "reference answers in the records are used by the labelers.")
     policies: list[PolicySpec] = option([], "Policies to evaluate, in the order of tables and plots.")
     baseline: str = option("sft", "Name of the policy every other one is compared with (its win rate is 0.5).")
@@ -50,7 +50,7 @@ class EvalConfig:
     max_prompt_tokens: int = option(768, "Longer prompts (few-shot prefix included) keep their last tokens.")
     batch_size: int = option(16, "Sequences decoded together.")
     forward_batch_size: int = option(8, "Sequences per forward pass for log-probs and reward scores.")
-    engine: Literal["cached", "hf"] = option("cached", "Generation engine (see instructrl.models.fast_generation).")
+    engine: Literal["cached", "hf"] = option("cached", "Generation engine (see instructrl.models.cached_generation).")
     dtype: Literal["fp32", "bf16", "fp16"] = option("fp32", "Weight dtype of the policies while they sample, of the KL "
                                                                "reference and of the reward model.")
     few_shot_k: int = option(3, "Demonstrations in the few-shot prefix.")

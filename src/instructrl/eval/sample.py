@@ -4,7 +4,7 @@ log-probability of responses under a model.
 Used by the evaluation (one response per test prompt and policy) and by ``instructrl run`` (the
 base model's candidates for demonstrations, the SFT model's K responses per prompt to rank).
 Generation goes through the project's :class:`~instructrl.models.generation.Generator` engines;
-log-probs use the same definition as PPO (:func:`instructrl.ppo.rollout.policy_logprobs`: logits
+log-probs use the same definition as PPO (:func:`instructrl.models.forward.response_logprobs`: logits
 divided by the sampling temperature), so a KL measured here matches the one PPO penalizes.
 """
 
@@ -16,6 +16,7 @@ from typing import Any
 
 import torch
 
+from instructrl.models.forward import batched, collate, encode_prompts, response_logprobs
 from instructrl.records import Prompt, PromptText, Sample
 
 log = logging.getLogger(__name__)
@@ -32,20 +33,9 @@ def load_policy(name_or_path: str, *, device: str = "auto", dtype: str = "fp32")
     return model.eval(), tok, dev
 
 
-def make_generator(model: Any, tok: Any, *, engine: str = "cached", batch_size: int = 16,
-                   max_prompt_tokens: int | None = None, progress: bool = True) -> Any:
-    if engine == "hf":
-        from instructrl.models.generation import HFGenerator
-
-        return HFGenerator(model, tok, batch_size, max_prompt_tokens=max_prompt_tokens, progress=progress)
-    from instructrl.models.fast_generation import CachedGenerator
-
-    return CachedGenerator(model, tok, batch_size, max_prompt_tokens=max_prompt_tokens, progress=progress)
-
-
 def sample_prompts(generator: Any, prompts: Sequence[Prompt], *, n: int = 1, policy: str = "",
                    inputs: Sequence[PromptText] | None = None, max_new_tokens: int = 128, temperature: float = 1.0,
-                   top_p: float = 1.0, seed: int = 0, amp: Any = None, keep_token_ids: bool = False) -> list[Sample]:
+                   top_p: float = 1.0, seed: int = 0, autocast_ctx: Any = None, keep_token_ids: bool = False) -> list[Sample]:
     """``n`` responses per prompt as Sample records (``meta.prompt_id`` links each to its prompt;
     ``logprob`` is the response's log-prob at ``temperature`` where the generator reports it).
 
@@ -59,8 +49,7 @@ def sample_prompts(generator: Any, prompts: Sequence[Prompt], *, n: int = 1, pol
     if len(given) != len(prompts):
         raise ValueError(f"{len(given)} inputs for {len(prompts)} prompts")
     flat = [x for x in given for _ in range(n)]
-    ctx = amp if amp is not None else contextlib.nullcontext()
-    with ctx:
+    with autocast_ctx() if autocast_ctx is not None else contextlib.nullcontext():
         gens = generator.generate(flat, max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p, seed=seed)
     out = []
     for i, p in enumerate(prompts):
@@ -79,12 +68,11 @@ def sample_prompts(generator: Any, prompts: Sequence[Prompt], *, n: int = 1, pol
 @torch.no_grad()
 def sequence_logprobs(model: Any, tok: Any, inputs: Sequence[PromptText], response_ids: Sequence[Sequence[int]], *,
                       temperature: float = 1.0, max_prompt_tokens: int | None = None, batch_size: int = 8,
-                      device: torch.device | None = None, amp: Any = None) -> list[float]:
+                      device: torch.device | None = None, autocast_ctx: Any = None) -> list[float]:
     """Sum of the log-probs of each response's tokens given its input, under ``model`` at
     ``temperature`` (the prompt encoded as the generators encode it)."""
     import contextlib
 
-    from instructrl.ppo.rollout import batched, collate, encode_prompts, policy_logprobs
 
     keep = [i for i, r in enumerate(response_ids) if len(r) > 0]
     out = [0.0] * len(response_ids)
@@ -93,8 +81,8 @@ def sequence_logprobs(model: Any, tok: Any, inputs: Sequence[PromptText], respon
     device = device or next(model.parameters()).device
     prompt_ids = encode_prompts(tok, [inputs[i] for i in keep], max_prompt_tokens)
     batch = collate(prompt_ids, [list(response_ids[i]) for i in keep], tok.pad_token_id)
-    with amp if amp is not None else contextlib.nullcontext():
-        lp = batched(lambda b: policy_logprobs(model, b, temperature)[0], batch, batch_size, device)
+    with autocast_ctx() if autocast_ctx is not None else contextlib.nullcontext():
+        lp = batched(lambda b: response_logprobs(model, b, temperature)[0], batch, batch_size, device)
     sums = (lp * batch.mask).sum(-1).tolist()
     for i, s in zip(keep, sums):
         out[i] = float(s)

@@ -11,7 +11,8 @@
 
 from instructrl.label.labeler import OUTCOME_SCORE, Judgement, Labeler, rng_for
 from instructrl.label.panel import Calibration, Panel, build_rubric, make_panels, pairwise_agreement
-from instructrl.label.rubric import CONSTRAINT_KINDS, FLAGS, Assessment, Rubric, check_constraint
+from instructrl.label.rubric import FLAGS, Assessment, Rubric
+from instructrl.text.constraints import CONSTRAINT_KINDS, check_constraint
 
 __all__ = [
     "CONSTRAINT_KINDS", "FLAGS", "OUTCOME_SCORE", "Assessment", "Calibration", "Judgement", "Labeler", "Panel",

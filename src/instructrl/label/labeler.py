@@ -50,7 +50,6 @@ API (``prompt`` is a :class:`~instructrl.records.Prompt`, plain text or chat mes
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import math
 from collections.abc import Sequence
 from typing import Any, Literal
@@ -59,6 +58,7 @@ import numpy as np
 
 from instructrl.label.rubric import FLAGS, Assessment, Rubric, as_prompt, length_score
 from instructrl.records import Demonstration, Prompt, PromptText, Ranking
+from instructrl.utils.seed import derive
 
 FEATURES = ("constraints", "on_topic", "non_toxic", "fluent", "complete", "informative", "reference", "language",
             "well_formed", "grounded")
@@ -86,8 +86,7 @@ def make_rng(rng: np.random.Generator | int | None) -> np.random.Generator:
 def rng_for(seed: int, *keys: Any) -> np.random.Generator:
     """A Generator that depends only on ``seed`` and ``keys`` (order-independent seeding: labeling a
     prompt gives the same result whatever else is labeled before it)."""
-    h = hashlib.sha256(repr((int(seed),) + tuple(str(k) for k in keys)).encode()).digest()
-    return np.random.default_rng(int.from_bytes(h[:8], "little"))
+    return np.random.default_rng(derive(seed, *keys))
 
 
 def likert_of(score: float) -> int:

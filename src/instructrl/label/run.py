@@ -23,18 +23,18 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
+from instructrl.builtin import resolve
 from instructrl.config import save_config
 from instructrl.label.config import LabelConfig
 from instructrl.label.labeler import rng_for
 from instructrl.label.panel import Panel, build_rubric, make_panels
-from instructrl.label.rubric import FLAGS, validate_constraint
-from instructrl.records import Prompt, RecordError, Sample, atomic_write_text, iter_records, write_jsonl
+from instructrl.label.rubric import FLAGS
+from instructrl.records import Prompt, RecordError, Sample, atomic_write_text, iter_records, require_records, write_jsonl
+from instructrl.text.constraints import validate_constraint
 from instructrl.utils.metrics import MetricsLogger
 
 log = logging.getLogger("instructrl.label")
 
-_HERE = Path(__file__).resolve().parent
-BUILTIN = {"builtin:example": (_HERE / "example_samples.jsonl", _HERE / "example_prompts.jsonl")}
 
 
 def _prompt_key(prompt: Any) -> str:
@@ -44,11 +44,9 @@ def _prompt_key(prompt: Any) -> str:
 def load_inputs(cfg: LabelConfig) -> tuple[list[Prompt], dict[str, list[Sample]]]:
     """The prompts (in order) and each prompt's samples, keyed by prompt id (or the prompt's JSON)."""
     samples_path, prompts_path = cfg.samples, cfg.prompts
-    if samples_path in BUILTIN:
-        samples_path, builtin_prompts = (str(p) for p in BUILTIN[samples_path])
-        prompts_path = prompts_path or builtin_prompts
-    elif samples_path.startswith("builtin:"):
-        raise RecordError("samples", None, f"unknown built-in {samples_path!r}; built-ins: {', '.join(BUILTIN)}")
+    if samples_path == "builtin:example":
+        prompts_path = prompts_path or str(resolve("builtin:example_prompts"))
+    samples_path = str(resolve(samples_path))
     prompts: dict[str, Prompt] = {}
     by_text: dict[str, str] = {}
     if prompts_path:
@@ -70,6 +68,8 @@ def load_inputs(cfg: LabelConfig) -> tuple[list[Prompt], dict[str, list[Sample]]
                 prompts[key] = Prompt(prompt=s.prompt, id=str(pid) if pid else "")
                 by_text.setdefault(_prompt_key(s.prompt), key)
             groups.setdefault(key, []).append(s)
+        if cfg.task == "rank":  # demonstrations may come from reference answers alone
+            require_records(list(groups), samples_path, "samples")
     return list(prompts.values()), {k: groups.get(k, []) for k in prompts}
 
 

@@ -1,12 +1,4 @@
-"""Model loading (HF directory, hub id, GGUF, the default model), tokenizers and chat templates,
-tiny offline models for tests, and checkpoints. No training logic lives here."""
-
-from instructrl.models.loading import (  # noqa: F401
-    FALLBACK_CHAT_TEMPLATE,
-    encode_chat,
-    encode_prompt,
-    load_model,
-    load_tokenizer,
-    render_prompt,
-    resolve_model_path,
-)
+"""Model loading (HF directory, hub id, GGUF, the default model), tokenizers and chat templates, the
+scalar-head model, forward passes at response positions, generation engines, tiny offline models for
+tests, and checkpoints. No training logic lives here. Import the modules themselves (the package
+imports nothing, so that a light module here does not pull in torch)."""

@@ -11,20 +11,14 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import shutil
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from instructrl.utils.seed import rng_state, set_rng_state
-
-_STEP_RE = re.compile(r"^step-(\d{6,})$")
-
-
-def step_dir(out_dir: str | os.PathLike, step: int) -> Path:
-    return Path(out_dir) / f"step-{step:06d}"
 
 
 def save_checkpoint(path: str | os.PathLike, model: torch.nn.Module, tokenizer: Any = None, *, state: dict | None = None,
@@ -59,24 +53,22 @@ def save_checkpoint(path: str | os.PathLike, model: torch.nn.Module, tokenizer: 
     return path
 
 
-def latest_checkpoint(out_dir: str | os.PathLike) -> Path | None:
-    out = Path(out_dir)
-    if not out.exists():
-        return None
-    steps = sorted(
-        (int(m.group(1)), p) for p in out.iterdir() if (m := _STEP_RE.match(p.name)) and (p / "state.json").exists()
-    )
-    return steps[-1][1] if steps else None
+def publish(src: Path, final: Path) -> Path:
+    """Rename a complete checkpoint folder to ``final`` (replacing an older one)."""
+    if final.exists():
+        shutil.rmtree(final)
+    os.replace(src, final)
+    return final
 
 
-def prune_checkpoints(out_dir: str | os.PathLike, keep: int) -> None:
-    """Keep the ``keep`` newest step checkpoints (0 keeps all)."""
-    if keep <= 0:
-        return
-    out = Path(out_dir)
-    steps = sorted((int(m.group(1)), p) for p in out.iterdir() if (m := _STEP_RE.match(p.name)))
-    for _, p in steps[:-keep]:
-        shutil.rmtree(p, ignore_errors=True)
+def save_final(out: Path, model: torch.nn.Module, tokenizer: Any, state: dict,
+               extra: Callable[[Path], Any] | None = None) -> Path:
+    """Write ``out/final`` (LoRA merged): saved beside it, ``extra`` adds its own files, then renamed
+    into place, so ``final/`` appears only when complete (a finished run is recognized by it)."""
+    partial = save_checkpoint(out / "final.partial", model, tokenizer, merge_lora=True, state=state)
+    if extra is not None:
+        extra(partial)
+    return publish(partial, out / "final")
 
 
 def load_weights(model: torch.nn.Module, path: str | os.PathLike) -> None:

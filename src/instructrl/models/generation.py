@@ -40,10 +40,26 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Literal, Protocol, runtime_checkable
 
 from instructrl.records import PromptText, prompt_messages
+from instructrl.utils.seed import derive
 
 log = logging.getLogger(__name__)
 
 FinishReason = Literal["stop", "length"]
+FINISH_REASONS: tuple[str, ...] = ("stop", "length")
+
+
+def is_cut(reason: str | None) -> bool:
+    """Whether a response was cut off by the token limit (finish reason ``"length"``) rather than ended."""
+    return reason == "length"
+
+
+def ended_flags(finish_reasons: Sequence[str | None] | None, n: int) -> list[bool]:
+    """Per response, whether it ended (any finish reason but ``"length"``; True where none is known)."""
+    if finish_reasons is None:
+        return [True] * n
+    if len(finish_reasons) != n:
+        raise ValueError(f"{len(finish_reasons)} finish reasons for {n} responses")
+    return [not is_cut(fr) for fr in finish_reasons]
 
 
 @dataclasses.dataclass
@@ -91,7 +107,7 @@ def cut_at_stop(text: str, stop: Sequence[str] | None) -> tuple[str, bool]:
     return text[: min(hits)], True
 
 
-def _check_args(prompts: Sequence[PromptText], max_new_tokens: int, temperature: float, top_p: float, raw: bool) -> None:
+def check_generate_args(prompts: Sequence[PromptText], max_new_tokens: int, temperature: float, top_p: float, raw: bool) -> None:
     if isinstance(prompts, (str, dict)):
         raise TypeError("generate() takes a list of prompts; wrap a single prompt in a list")
     if max_new_tokens < 1:
@@ -158,14 +174,14 @@ class HFGenerator:
         import torch
         from tqdm.auto import tqdm
 
-        _check_args(prompts, max_new_tokens, temperature, top_p, raw)
+        check_generate_args(prompts, max_new_tokens, temperature, top_p, raw)
         if not prompts:
             return []
         tok, model = self.tokenizer, self.model
         encoded = self._encode(prompts, raw)
         order = sorted(range(len(encoded)), key=lambda i: -len(encoded[i]))
         batches = [order[i: i + self.batch_size] for i in range(0, len(order), self.batch_size)]
-        eos_ids = _eos_ids(model, tok)
+        eos_ids = eos_ids_of(model, tok)
         pad_id = tok.pad_token_id if tok.pad_token_id is not None else eos_ids[0]
         device = next(model.parameters()).device
         kwargs: dict[str, Any] = dict(max_new_tokens=max_new_tokens, pad_token_id=pad_id, eos_token_id=eos_ids,
@@ -190,13 +206,13 @@ class HFGenerator:
                 devices = [device] if device.type == "cuda" else []
                 with torch.random.fork_rng(devices=devices), torch.inference_mode():
                     if seed is not None:
-                        torch.manual_seed(seed * 100_003 + b)
+                        torch.manual_seed(derive(seed, "batch", b))
                     criteria = _stop_criteria(tok, stop, width)
                     out = model.generate(input_ids=input_ids.to(device), attention_mask=attention.to(device),
                                          stopping_criteria=criteria, **kwargs)
                 new = out[:, width:].tolist()
                 for row, i in enumerate(idx):
-                    results[i] = _finish(new[row], tok, eos_ids, pad_id, stop, max_new_tokens)
+                    results[i] = finish_generation(new[row], tok, eos_ids, pad_id, stop, max_new_tokens)
         finally:
             model.train(was_training)
         return results  # type: ignore[return-value]
@@ -221,7 +237,7 @@ def _stop_criteria(tok: Any, stop: Sequence[str] | None, prompt_width: int) -> A
     return StoppingCriteriaList([_StopStrings()])
 
 
-def _eos_ids(model: Any, tok: Any) -> list[int]:
+def eos_ids_of(model: Any, tok: Any) -> list[int]:
     ids = [tok.eos_token_id]
     gc = getattr(model, "generation_config", None)
     extra = getattr(gc, "eos_token_id", None) if gc is not None else None
@@ -231,7 +247,7 @@ def _eos_ids(model: Any, tok: Any) -> list[int]:
     return ids
 
 
-def _finish(ids: list[int], tok: Any, eos_ids: list[int], pad_id: int, stop: Sequence[str] | None,
+def finish_generation(ids: list[int], tok: Any, eos_ids: list[int], pad_id: int, stop: Sequence[str] | None,
             max_new_tokens: int, logprobs: list[float] | None = None) -> Generation:
     cut = next((k for k, t in enumerate(ids) if t in eos_ids), None)
     if cut is not None:
@@ -327,7 +343,7 @@ class OpenAIGenerator:
     def generate(self, prompts: Sequence[PromptText], *, max_new_tokens: int = 256, temperature: float = 1.0,
                  top_p: float = 1.0, stop: Sequence[str] | None = None, seed: int | None = None,
                  raw: bool = False) -> list[Generation]:
-        _check_args(prompts, max_new_tokens, temperature, top_p, raw)
+        check_generate_args(prompts, max_new_tokens, temperature, top_p, raw)
         base: dict[str, Any] = {"max_tokens": max_new_tokens, "temperature": temperature, "top_p": top_p}
         if stop:
             base["stop"] = list(stop)[:4]  # the OpenAI API takes at most 4; the rest are applied here

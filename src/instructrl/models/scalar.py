@@ -69,15 +69,6 @@ def response_ids(tok: Any, response: str, ended: bool = True) -> list[int]:
     return ids + [tok.eos_token_id] if ended else ids
 
 
-def ended_flags(finish_reasons: Sequence[str | None] | None, n: int) -> list[bool]:
-    """Per response, whether it ended (any finish reason but ``"length"``; True where none is known)."""
-    if finish_reasons is None:
-        return [True] * n
-    if len(finish_reasons) != n:
-        raise ValueError(f"{len(finish_reasons)} finish reasons for {n} responses")
-    return [fr != "length" for fr in finish_reasons]
-
-
 def encode_for_reward(tok: Any, prompt: PromptText, response: str, max_len: int, ended: bool = True
                       ) -> tuple[list[int], bool]:
     """Token ids the reward model scores for ``(prompt, response)``; see :func:`truncate_pair`."""
@@ -188,7 +179,7 @@ class ScalarRewardModel(torch.nn.Module):
 
     @torch.no_grad()
     def score_texts(self, tok: Any, prompts: list[PromptText], responses: list[str], *, max_len: int = 1024,
-                    batch_size: int = 8, device: torch.device | str | None = None, amp: torch.dtype | None = None,
+                    batch_size: int = 8, device: torch.device | str | None = None, amp_dtype: torch.dtype | None = None,
                     progress: bool = False, ended: Sequence[bool] | None = None) -> list[float]:
         """Normalized rewards of ``(prompt, response)`` pairs, batched (sorted by length inside).
         ``ended[i]`` False marks a response that was cut off (read without EOS; default: all ended)."""
@@ -208,7 +199,7 @@ class ScalarRewardModel(torch.nn.Module):
         for s in tqdm(range(0, len(order), batch_size), desc="rm score", disable=not progress, dynamic_ncols=True):
             idx = order[s : s + batch_size]
             ids, mask = pad_batch([seqs[i] for i in idx], tok.pad_token_id)
-            with autocast(device, amp or torch.float32):
+            with autocast(device, amp_dtype or torch.float32):
                 scores = self(ids.to(device), mask.to(device))
             for i, v in zip(idx, scores.tolist()):
                 out[i] = v

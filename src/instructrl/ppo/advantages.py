@@ -7,9 +7,12 @@ the last real token is where the episode ends.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import torch
+
+from instructrl.utils.masked import masked_whiten
 
 
 def last_index(mask: torch.Tensor) -> torch.Tensor:
@@ -22,15 +25,15 @@ def shape_rewards(scores: torch.Tensor, logprobs: torch.Tensor, ref_logprobs: to
     """InstructGPT's per-token rewards: ``-kl_coef * (log pi(y_t) - log pi_ref(y_t))`` at every
     response token, plus the sequence's score at its last token.
 
-    Returns ``(rewards, kl)``, both ``[B, R]`` and zero where ``mask`` is False; ``kl`` is the
-    per-token log-ratio (its masked row sum is the sampled KL of the response).
+    Returns ``(rewards, log_ratio)``, both ``[B, R]`` and zero where ``mask`` is False; the masked
+    row sum of ``log_ratio`` is the sampled KL of the response.
     """
     m = mask.to(logprobs.dtype)
-    kl = (logprobs - ref_logprobs) * m
-    rewards = -kl_coef * kl
+    log_ratio = (logprobs - ref_logprobs) * m
+    rewards = -kl_coef * log_ratio
     rows = torch.arange(rewards.shape[0], device=rewards.device)
     rewards[rows, last_index(mask)] += scores.to(rewards.dtype)
-    return rewards * m, kl
+    return rewards * m, log_ratio
 
 
 def gae(rewards: torch.Tensor, values: torch.Tensor, mask: torch.Tensor, gamma: float = 1.0,
@@ -105,6 +108,32 @@ def normalize_scores(scores: torch.Tensor, how: str, moments: RunningMoments | N
     return out
 
 
-def sequence_kl(kl: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+def sequence_kl(log_ratio: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     """Mean over the batch of each response's summed per-token log-ratio (the KL the controller sees)."""
-    return (kl * mask.to(kl.dtype)).sum(-1).mean()
+    return (log_ratio * mask.to(log_ratio.dtype)).sum(-1).mean()
+
+
+@dataclasses.dataclass
+class Shaped:
+    """A rollout's per-token rewards and what GAE makes of them, all ``[B, R]``."""
+
+    rewards: torch.Tensor
+    log_ratio: torch.Tensor
+    advantages: torch.Tensor
+    returns: torch.Tensor
+
+
+def shape(scores: torch.Tensor, logprobs: torch.Tensor, ref_logprobs: torch.Tensor, values: torch.Tensor,
+          mask: torch.Tensor, *, kl_coef: float, gamma: float, lam: float, whiten: bool,
+          cut: torch.Tensor | None = None, missing_eos_penalty: float | None = None) -> Shaped:
+    """Scores -> per-token rewards (KL penalty, the score at the last token) -> advantages and returns.
+
+    ``cut`` [B] marks responses the sampler cut off; ``missing_eos_penalty`` is subtracted from their
+    score. ``whiten``: advantages to zero mean and unit variance over the batch's real tokens."""
+    if missing_eos_penalty is not None and cut is not None:
+        scores = scores - missing_eos_penalty * cut.to(scores.dtype)
+    rewards, log_ratio = shape_rewards(scores, logprobs, ref_logprobs, mask, kl_coef)
+    advantages, returns = gae(rewards, values, mask, gamma, lam)
+    if whiten:
+        advantages = masked_whiten(advantages, mask) * mask
+    return Shaped(rewards, log_ratio, advantages, returns)

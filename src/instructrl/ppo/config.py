@@ -133,7 +133,7 @@ class KLConfig:
 class PtxConfig:
     data: list[str] = option(
         [], "Pretraining text: .txt files (documents separated by blank lines) or JSONL (field ptx.text_field, or "
-            "JSON strings). Empty: plain PPO.")
+            "JSON strings); 'builtin:demo' is the text of the built-in demonstrations. Empty: plain PPO.")
     coef: float = option(0.0, "gamma_ptx: weight of the pretraining NLL in each minibatch's loss (InstructGPT: 27.8; "
                               "0 = plain PPO while still reporting the held-out loss when ptx.data is set).")
     text_field: str = option("text", "Field of JSONL objects that holds the text.")

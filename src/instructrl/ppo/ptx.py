@@ -10,12 +10,14 @@ ones is a pure function of ``(seed, step, minibatch)``, so a resumed run draws t
 from __future__ import annotations
 
 import hashlib
-from pathlib import Path
 from typing import Any
 
 import torch
 
+from instructrl.builtin import demonstration_text, load_demonstrations, resolve
+from instructrl.models.forward import response_lm_loss
 from instructrl.records import RecordError, iter_json_lines
+from instructrl.utils.seed import derive
 
 
 def read_documents(paths: list[str], text_field: str = "text") -> list[str]:
@@ -23,11 +25,19 @@ def read_documents(paths: list[str], text_field: str = "text") -> list[str]:
     of each object, or each line's JSON string)."""
     docs: list[str] = []
     for spec in paths:
-        path = Path(spec)
+        if spec == "builtin:demo":  # the built-in demonstrations as plain text
+            docs += [demonstration_text(d) for d in load_demonstrations(spec)]
+            continue
+        path = resolve(spec)
         if path.suffix == ".txt":
             if not path.exists():
                 raise RecordError(str(path), None, "file not found")
-            docs += [d.strip() for d in path.read_text(encoding="utf-8").split("\n\n") if d.strip()]
+            try:
+                text = path.read_bytes().decode("utf-8-sig")
+            except UnicodeDecodeError as e:
+                line = path.read_bytes()[: e.start].count(b"\n") + 1
+                raise RecordError(f"{path}:{line}", None, "not valid UTF-8; save the file as UTF-8") from None
+            docs += [d.strip() for d in text.split("\n\n") if d.strip()]
             continue
         for lineno, obj in iter_json_lines(path):
             if isinstance(obj, str):
@@ -42,7 +52,7 @@ def read_documents(paths: list[str], text_field: str = "text") -> list[str]:
             if text.strip():
                 docs.append(text)
     if not docs:
-        raise ValueError(f"no pretraining text in {paths}")
+        raise RecordError(", ".join(paths), None, "no pretraining text in the files (ptx.data)")
     return docs
 
 
@@ -91,8 +101,6 @@ def ptx_nll_from_logits(logits: torch.Tensor, input_ids: torch.Tensor, mask: tor
 
 def ptx_nll(model: torch.nn.Module, input_ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     """Token-mean NLL of the blocks under ``model``; ``-ptx_nll`` estimates ``E_x[log pi(x)]`` per token."""
-    from instructrl.sft.loss import response_lm_loss
-
     nll, n = response_lm_loss(model, input_ids, mask.long(), mask)
     return nll / max(1, n)
 
@@ -108,14 +116,14 @@ class PtxData:
         self.train, self.held_out = split_blocks(blocks, eval_fraction)
         self.pad_id, self.seed = tok.pad_token_id, seed
 
-    def batch(self, step: int, index: int, size: int) -> tuple[torch.Tensor, torch.Tensor]:
-        g = torch.Generator().manual_seed(self.seed * 1_000_003 + step * 1009 + index)
+    def batch(self, step: int, epoch: int, minibatch: int, size: int) -> tuple[torch.Tensor, torch.Tensor]:
+        g = torch.Generator().manual_seed(derive(self.seed, "ptx", step, epoch, minibatch))
         pick = torch.randint(len(self.train), (size,), generator=g).tolist()
         return collate_blocks([self.train[i] for i in pick], self.pad_id)
 
     @torch.no_grad()
     def evaluate(self, model: torch.nn.Module, device: torch.device, max_blocks: int, batch_size: int,
-                 amp_ctx: Any) -> float | None:
+                 autocast_ctx: Any) -> float | None:
         """Token-mean NLL of up to ``max_blocks`` held-out blocks (None when nothing is held out)."""
         blocks = self.held_out[:max_blocks]
         if not blocks:
@@ -124,7 +132,7 @@ class PtxData:
         for s in range(0, len(blocks), batch_size):
             ids, mask = collate_blocks(blocks[s : s + batch_size], self.pad_id)
             n = int((mask[:, 1:] & mask[:, :-1]).sum())
-            with amp_ctx():
+            with autocast_ctx():
                 total += float(ptx_nll(model, ids.to(device), mask.to(device))) * n
             count += n
         return total / max(1, count)

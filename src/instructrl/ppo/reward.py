@@ -1,12 +1,12 @@
 """The reward PPO maximizes, behind one small interface.
 
-A reward is any callable ``fn(prompts, responses, response_ids) -> list[float]``: ``responses``
-are the decoded texts (EOS and special tokens removed), ``response_ids`` the sampled token ids.
+A reward is a callable ``fn(prompts, responses, response_ids, finish_reasons) -> list[float]``:
+``responses`` are the decoded texts (EOS and special tokens removed), ``response_ids`` the sampled
+token ids, ``finish_reasons`` the sampler's (``"length"``: cut off by the token limit).
 :class:`RewardModelReward` scores with a trained reward model (its normalization bias applied; a
-response whose last token is not EOS was cut off and is read without one, as the reward model was
-trained);
+cut-off response is read without EOS, as the reward model was trained);
 :class:`TokenFractionReward` is a known programmatic reward for tests and smoke runs; any
-``package.module:callable`` can be named in the config.
+``package.module:callable`` taking ``(prompts, responses, response_ids)`` can be named in the config.
 """
 
 from __future__ import annotations
@@ -17,12 +17,13 @@ from typing import Any, Protocol
 
 import torch
 
+from instructrl.models.generation import ended_flags
 from instructrl.records import PromptText
 
 
 class RewardFn(Protocol):
     def __call__(self, prompts: Sequence[PromptText], responses: Sequence[str],
-                 response_ids: Sequence[Sequence[int]]) -> list[float]: ...
+                 response_ids: Sequence[Sequence[int]], finish_reasons: Sequence[str]) -> list[float]: ...
 
 
 class TokenFractionReward:
@@ -31,7 +32,7 @@ class TokenFractionReward:
     def __init__(self, token_ids: Sequence[int], eos_ids: Sequence[int] = ()):
         self.token_ids, self.eos_ids = set(token_ids), set(eos_ids)
 
-    def __call__(self, prompts, responses, response_ids) -> list[float]:
+    def __call__(self, prompts, responses, response_ids, finish_reasons=None) -> list[float]:
         out = []
         for ids in response_ids:
             body = [t for t in ids if t not in self.eos_ids]
@@ -45,19 +46,18 @@ class RewardModelReward:
     ``offload``: the model lives on the CPU and visits ``device`` only while it scores.
     """
 
-    def __init__(self, rm: torch.nn.Module, tok: Any, *, device: torch.device, amp: torch.dtype, batch_size: int,
-                 max_len: int, offload: bool = False, eos_ids: Sequence[int] = ()):
-        self.rm, self.tok, self.device, self.amp = rm, tok, device, amp
+    def __init__(self, rm: torch.nn.Module, tok: Any, *, device: torch.device, amp_dtype: torch.dtype, batch_size: int,
+                 max_len: int, offload: bool = False):
+        self.rm, self.tok, self.device, self.amp_dtype = rm, tok, device, amp_dtype
         self.batch_size, self.max_len, self.offload = batch_size, max_len, offload
-        self.eos_ids = set(eos_ids) or {tok.eos_token_id}
 
-    def __call__(self, prompts, responses, response_ids) -> list[float]:
-        ended = [bool(ids) and ids[-1] in self.eos_ids for ids in response_ids]
+    def __call__(self, prompts, responses, response_ids, finish_reasons) -> list[float]:
+        ended = ended_flags(finish_reasons, len(responses))
         if self.offload:
             self.rm.to(self.device)
         try:
             return self.rm.score_texts(self.tok, list(prompts), list(responses), max_len=self.max_len,
-                                       batch_size=self.batch_size, device=self.device, amp=self.amp, ended=ended)
+                                       batch_size=self.batch_size, device=self.device, amp_dtype=self.amp_dtype, ended=ended)
         finally:
             if self.offload:
                 self.rm.to("cpu")
@@ -74,7 +74,7 @@ def load_callable(spec: str) -> RewardFn:
         raise ValueError(f"reward.function {spec!r} cannot be loaded: {e}") from None
     if not callable(fn):
         raise ValueError(f"reward.function {spec!r} is not callable")
-    return fn
+    return lambda prompts, responses, response_ids, finish_reasons: fn(prompts, responses, response_ids)
 
 
 def single_token_id(tok: Any, text: str) -> int:
@@ -85,7 +85,7 @@ def single_token_id(tok: Any, text: str) -> int:
     return ids[0]
 
 
-def build_reward(cfg: Any, tok: Any, *, device: torch.device, amp: torch.dtype, dtype: torch.dtype,
+def build_reward(cfg: Any, tok: Any, *, device: torch.device, amp_dtype: torch.dtype, dtype: torch.dtype,
                  offload: bool, eos_ids: Sequence[int]) -> RewardFn:
     """The reward named by a :class:`~instructrl.ppo.config.RewardConfig`."""
     if cfg.kind == "target_tokens":
@@ -96,5 +96,5 @@ def build_reward(cfg: Any, tok: Any, *, device: torch.device, amp: torch.dtype, 
 
     rm, rm_tok = load_reward_model(cfg.model, device="cpu" if offload else device, dtype=dtype)
     rm.requires_grad_(False)
-    return RewardModelReward(rm, rm_tok, device=device, amp=amp, batch_size=cfg.batch_size, max_len=cfg.max_seq_len,
-                             offload=offload, eos_ids=eos_ids)
+    return RewardModelReward(rm, rm_tok, device=device, amp_dtype=amp_dtype, batch_size=cfg.batch_size, max_len=cfg.max_seq_len,
+                             offload=offload)

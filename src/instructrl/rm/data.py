@@ -22,7 +22,8 @@ from typing import Any
 import torch
 
 from instructrl.models.loading import encode_prompt
-from instructrl.models.scalar import ended_flags, pad_batch, response_ids, truncate_group
+from instructrl.models.generation import ended_flags
+from instructrl.models.scalar import pad_batch, response_ids, truncate_group
 from instructrl.records import Demonstration, Ranking
 from instructrl.rm.importers import conversation_key
 from instructrl.rm.loss import PairIndex, build_pair_index, ranking_pairs

@@ -20,7 +20,8 @@ import torch
 from tqdm.auto import tqdm
 
 from instructrl.config import save_config
-from instructrl.records import RecordError, Sample, atomic_write_text, from_dict, iter_json_lines, write_jsonl
+from instructrl.records import RecordError, Sample, atomic_write_text, from_dict, iter_json_lines, require_records, \
+    write_jsonl
 from instructrl.rm.config import RMScoreConfig
 from instructrl.rm.data import RankedExample, RMBatch, collate, encode_rankings, length_rule_accuracy
 from instructrl.rm.loss import pair_stats, per_prompt_loss
@@ -39,7 +40,7 @@ def score_batch(rm: torch.nn.Module, b: RMBatch, device: torch.device, shared: b
 
 @torch.no_grad()
 def evaluate(rm: torch.nn.Module, examples: list[RankedExample], pad_id: int, batch_size: int,
-             device: torch.device, amp: torch.dtype, progress: bool = False, desc: str = "rm eval",
+             device: torch.device, amp_dtype: torch.dtype, progress: bool = False, desc: str = "rm eval",
              return_scores: bool = False, shared: bool = True) -> dict[str, Any]:
     """Held-out metrics: loss (K-way, mean over prompts), pairwise accuracy, mean margin, accuracy per
     K and per dataset, counts. ``return_scores`` adds ``scores``: the K scores of every example."""
@@ -55,7 +56,7 @@ def evaluate(rm: torch.nn.Module, examples: list[RankedExample], pad_id: int, ba
     for s in tqdm(range(0, len(order), batch_size), desc=desc, disable=not progress, dynamic_ncols=True, leave=False):
         idx = order[s : s + batch_size]
         b = collate([examples[i] for i in idx], pad_id)
-        with autocast(device, amp):
+        with autocast(device, amp_dtype):
             scores = score_batch(rm, b, device, shared).float().cpu()
         loss_sum += float(per_prompt_loss(scores, b.pairs).sum())
         st = pair_stats(scores, b.pairs)
@@ -94,7 +95,7 @@ def _read_prompt_responses(path: str) -> list[dict]:
         # validate the two fields that matter like a Sample record (other fields are kept as they are)
         from_dict(Sample, {k: obj[k] for k in ("prompt", "response") if k in obj}, where)
         rows.append(obj)
-    return rows
+    return require_records(rows, path, "prompt/response lines")
 
 
 def _is_preference_file(path: str) -> bool:
@@ -107,7 +108,8 @@ def _is_preference_file(path: str) -> bool:
 
 
 def run(cfg: RMScoreConfig) -> Path:
-    from instructrl.models.scalar import ended_flags, load_reward_model
+    from instructrl.models.generation import ended_flags
+    from instructrl.models.scalar import load_reward_model
     from instructrl.rm.importers import load_rankings
 
     if not cfg.input:
@@ -115,7 +117,7 @@ def run(cfg: RMScoreConfig) -> Path:
     out = Path(cfg.run.out_dir)
     save_config(cfg, out)
     device = resolve_device(cfg.run.device)
-    amp = resolve_precision(cfg.run.precision, device)
+    amp_dtype = resolve_precision(cfg.run.precision, device)
     rm, tok = load_reward_model(cfg.model, device=device, normalized=not cfg.raw)
     dest = out / "scores.jsonl"
     if _is_preference_file(cfg.input):
@@ -125,7 +127,7 @@ def run(cfg: RMScoreConfig) -> Path:
         kept = [r for r in res.rankings if len(set(r.ranks)) > 1]
         # one ranking per forward pass group; batch_size counts sequences, so divide by the mean K
         mean_k = max(1, round(sum(len(r.responses) for r in kept) / max(1, len(kept))))
-        m = evaluate(rm, examples, tok.pad_token_id, max(1, cfg.batch_size // mean_k), device, amp,
+        m = evaluate(rm, examples, tok.pad_token_id, max(1, cfg.batch_size // mean_k), device, amp_dtype,
                      progress=cfg.run.progress, desc="rm score", return_scores=True)
         scores = m.pop("scores", [])
         for r, sc in zip(kept, scores):
@@ -141,7 +143,7 @@ def run(cfg: RMScoreConfig) -> Path:
         return dest
     rows = _read_prompt_responses(cfg.input)
     values = rm.score_texts(tok, [r["prompt"] for r in rows], [r["response"] for r in rows], max_len=cfg.max_seq_len,
-                            batch_size=cfg.batch_size, device=device, amp=amp, progress=cfg.run.progress,
+                            batch_size=cfg.batch_size, device=device, amp_dtype=amp_dtype, progress=cfg.run.progress,
                             ended=ended_flags([r.get("finish_reason") for r in rows], len(rows)))
     for r, v in zip(rows, values):
         r["score"] = v

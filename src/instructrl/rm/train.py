@@ -11,21 +11,20 @@ from __future__ import annotations
 
 import logging
 import math
-import os
 import random
-import shutil
 import time
 from pathlib import Path
 
 import torch
 from tqdm.auto import tqdm
 
-from instructrl.models.checkpoint import latest_checkpoint, load_checkpoint, prune_checkpoints, save_checkpoint, step_dir
+from instructrl.builtin import load_demonstrations
+from instructrl.models.checkpoint import load_checkpoint, save_checkpoint, save_final
 from instructrl.models.loading import load_tokenizer
 from instructrl.models.lora import apply_lora
 from instructrl.models.scalar import ScalarRewardModel, init_reward_model, save_reward_info
-from instructrl.records import Demonstration, Ranking, read_jsonl
-from instructrl.rm import data as D
+from instructrl.records import Demonstration, Ranking, RecordError
+from instructrl.rm import data as rm_data
 from instructrl.rm.config import RMConfig
 from instructrl.rm.importers import load_rankings
 from instructrl.rm.loss import kway_loss, pair_stats
@@ -33,7 +32,7 @@ from instructrl.rm.score import evaluate, score_batch
 from instructrl.utils.device import DTYPES, autocast, resolve_device, resolve_precision
 from instructrl.utils.metrics import MetricsLogger
 from instructrl.utils.optim import build_optimizer
-from instructrl.utils.run import nonfinite_error, start_run
+from instructrl.utils.run import latest_checkpoint, nonfinite_error, prune_checkpoints, start_run, step_dir
 
 log = logging.getLogger(__name__)
 
@@ -43,16 +42,17 @@ def run(cfg: RMConfig) -> Path:
     if finished is not None:
         return finished
     device = resolve_device(cfg.run.device)
-    amp = resolve_precision(cfg.run.precision, device)
+    amp_dtype = resolve_precision(cfg.run.precision, device)
 
     # ---------------------------------------------------------------- setup: data
     tok = load_tokenizer(cfg.model.name_or_path)
     train_r, eval_r = load_data(cfg)
     demos = [d for spec in cfg.data.demonstrations for d in load_demonstrations(spec)]  # fail early if missing
-    train_ex, st = D.encode_rankings(tok, train_r, cfg.model.max_seq_len, progress=cfg.run.progress)
-    eval_ex, st_eval = D.encode_rankings(tok, eval_r, cfg.model.max_seq_len, progress=cfg.run.progress)
+    train_ex, st = rm_data.encode_rankings(tok, train_r, cfg.model.max_seq_len, progress=cfg.run.progress)
+    eval_ex, st_eval = rm_data.encode_rankings(tok, eval_r, cfg.model.max_seq_len, progress=cfg.run.progress)
     if not train_ex:
-        raise ValueError(f"rm: no training rankings with at least one comparison in {cfg.data.train}")
+        raise RecordError(", ".join(cfg.data.train), None, "no training rankings with at least one comparison "
+                          "(every ranking has fewer than 2 distinct ranks, or the files are empty)")
     n_pairs = sum(ex.n_pairs for ex in train_ex)
     log.info("rm: %d training prompts (%d comparisons, K %d..%d), %d held-out prompts; %d of %d rankings cut to "
              "%d tokens", len(train_ex), n_pairs, min(e.k for e in train_ex), max(e.k for e in train_ex),
@@ -60,7 +60,7 @@ def run(cfg: RMConfig) -> Path:
              cfg.model.max_seq_len)
     for why, n in (st.skipped + st_eval.skipped).items():
         log.info("rm: skipped %d %s", n, why)
-    batches_for = lambda epoch: D.epoch_batches(train_ex, cfg.train.batch_size, cfg.run.seed, epoch)  # noqa: E731
+    batches_for = lambda epoch: rm_data.epoch_batches(train_ex, cfg.train.batch_size, cfg.run.seed, epoch)  # noqa: E731
     total_steps = cfg.train.epochs * len(batches_for(0))
     if cfg.train.max_steps:
         total_steps = min(total_steps, cfg.train.max_steps)
@@ -95,7 +95,7 @@ def run(cfg: RMConfig) -> Path:
         nonlocal last_eval
         if not eval_ex:
             return
-        last_eval = evaluate(rm, eval_ex, tok.pad_token_id, cfg.train.eval_batch_size, device, amp,
+        last_eval = evaluate(rm, eval_ex, tok.pad_token_id, cfg.train.eval_batch_size, device, amp_dtype,
                              progress=cfg.run.progress, shared=shared)
         metrics.log(step, {f"rm/eval_{k}": v for k, v in last_eval.items()} | {"rm/epoch": epoch})
         log.info("rm: step %d epoch %d held-out accuracy %.4f loss %.4f margin %.3f (%d comparisons)", step, epoch,
@@ -114,9 +114,9 @@ def run(cfg: RMConfig) -> Path:
         while i < len(batches) and not done:
             idx = batches[i]
             loss_sum, correct, pairs = 0.0, 0.0, 0
-            for mb in D.micro_batches(idx, train_ex, cfg.train.micro_batch_size):
-                b = D.collate(mb, tok.pad_token_id)
-                with autocast(device, amp):
+            for mb in rm_data.micro_batches(idx, train_ex, cfg.train.micro_batch_size):
+                b = rm_data.collate(mb, tok.pad_token_id)
+                with autocast(device, amp_dtype):
                     scores = score_batch(rm, b, device, shared)
                 loss = kway_loss(scores, b.pairs.to(device), num_prompts=len(idx))
                 if not torch.isfinite(loss):
@@ -158,14 +158,9 @@ def run(cfg: RMConfig) -> Path:
     bar.close()
 
     # ---------------------------------------------------------------- normalize, save
-    bias, info = normalization_bias(rm, tok, demos, cfg, device, amp)
-    final = out / "final"
-    partial = save_checkpoint(out / "final.partial", rm.model, tok, merge_lora=True,
-                              state={"step": step, "seen": seen, "eval": last_eval, "bias": bias})
-    save_reward_info(partial, bias, **info)
-    if final.exists():
-        shutil.rmtree(final)
-    os.replace(partial, final)
+    bias, info = normalization_bias(rm, tok, demos, cfg, device, amp_dtype)
+    final = save_final(out, rm.model, tok, state={"step": step, "seen": seen, "eval": last_eval, "bias": bias},
+                       extra=lambda partial: save_reward_info(partial, bias, **info))
     log.info("rm: done, %d steps, %d comparisons seen, held-out accuracy %s, bias %.4f; model in %s", step,
              seen["pairs"], f"{last_eval['accuracy']:.4f}" if last_eval else "n/a", bias, final)
     return final
@@ -178,7 +173,7 @@ def load_data(cfg: RMConfig) -> tuple[list[Ranking], list[Ranking]]:
         for src in sources:
             if src == "synthetic":
                 demos = [d for spec in cfg.data.demonstrations for d in load_demonstrations(spec)]
-                got = D.synthetic_rankings(demos, cfg.data.synthetic_k, cfg.run.seed)
+                got = rm_data.synthetic_rankings(demos, cfg.data.synthetic_k, cfg.run.seed)
                 log.info("rm: %d synthetic rankings of K=%d from %d demonstrations", len(got), cfg.data.synthetic_k,
                          len(demos))
             else:
@@ -192,7 +187,7 @@ def load_data(cfg: RMConfig) -> tuple[list[Ranking], list[Ranking]]:
     if cfg.data.eval:
         held = read(cfg.data.eval)
     else:
-        train, held = D.split_by_conversation(train, cfg.data.eval_fraction, cfg.data.split_salt)
+        train, held = rm_data.split_by_conversation(train, cfg.data.eval_fraction, cfg.data.split_salt)
     rng = random.Random(cfg.run.seed)
     if cfg.data.max_train is not None and len(train) > cfg.data.max_train:
         train = rng.sample(train, cfg.data.max_train)
@@ -201,14 +196,8 @@ def load_data(cfg: RMConfig) -> tuple[list[Ranking], list[Ranking]]:
     return train, held
 
 
-def load_demonstrations(spec: str) -> list[Demonstration]:
-    from instructrl.sft.data import resolve_data_path  # 'builtin:demo' and friends
-
-    return read_jsonl(resolve_data_path(spec), Demonstration)
-
-
 def normalization_bias(rm: ScalarRewardModel, tok, demos: list[Demonstration], cfg: RMConfig, device: torch.device,
-                       amp: torch.dtype) -> tuple[float, dict]:
+                       amp_dtype: torch.dtype) -> tuple[float, dict]:
     """The bias that gives the demonstrations' rewards mean 0 (InstructGPT's normalization)."""
     plain = [d for d in demos if d.prompt is not None and d.response]
     if len(plain) < len(demos):
@@ -219,7 +208,7 @@ def normalization_bias(rm: ScalarRewardModel, tok, demos: list[Demonstration], c
         log.warning("rm: no demonstrations to normalize with (data.demonstrations=%s); bias 0", cfg.data.demonstrations)
         return 0.0, {"normalized_on": 0}
     raw = rm.score_texts(tok, [d.prompt for d in plain], [d.response for d in plain], max_len=cfg.model.max_seq_len,
-                         batch_size=cfg.train.eval_batch_size, device=device, amp=amp, progress=cfg.run.progress)
+                         batch_size=cfg.train.eval_batch_size, device=device, amp_dtype=amp_dtype, progress=cfg.run.progress)
     mean = sum(raw) / len(raw) - rm.bias
     std = math.sqrt(sum((r - rm.bias - mean) ** 2 for r in raw) / len(raw))
     log.info("rm: %d demonstrations: raw mean reward %.4f (std %.4f); bias %.4f", len(raw), mean, std, -mean)

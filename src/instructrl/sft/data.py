@@ -10,29 +10,14 @@ import hashlib
 import logging
 import random
 from dataclasses import dataclass
-from importlib import resources
-from pathlib import Path
 from typing import Any
 
 import torch
 
 from instructrl.models.loading import encode_chat
-from instructrl.records import Demonstration, prompt_messages, read_jsonl
+from instructrl.records import Demonstration, prompt_messages
 
 log = logging.getLogger(__name__)
-
-BUILTIN = {"builtin:demo": "data/demo/demonstrations.jsonl"}
-
-
-def resolve_data_path(spec: str) -> Path:
-    if spec in BUILTIN:
-        return Path(str(resources.files("instructrl").joinpath(BUILTIN[spec])))
-    return Path(spec)
-
-
-def load_demonstrations(spec: str) -> list[Demonstration]:
-    return read_jsonl(resolve_data_path(spec), Demonstration)
-
 
 def user_split(items: list, valid_fraction: float, seed: int, key=lambda d: d.user_id) -> tuple[list, list]:
     """Hold out about ``valid_fraction`` of the user ids (seeded hash), never splitting a user."""
@@ -120,13 +105,14 @@ class Batch:
     attention_mask: torch.Tensor | None
     mask: torch.Tensor
     position_ids: torch.Tensor | None = None
+    packed_tokens: int | None = None  # real tokens of a packed batch (it has no attention mask)
 
     @property
     def n_tokens(self) -> int:
         """Real (non-pad) tokens in the batch."""
         if self.attention_mask is not None:
             return int(self.attention_mask.sum())
-        return int((self.position_ids >= 0).sum()) if self.position_ids is not None else self.input_ids.numel()
+        return self.packed_tokens if self.packed_tokens is not None else self.input_ids.numel()
 
     @property
     def n_targets(self) -> int:
@@ -183,7 +169,7 @@ def pack(examples: list[Example], max_len: int, pad_id: int, rows: int) -> list[
                 at += n
             if at < width:
                 pos[r, at:] = torch.arange(width - at)
-        batches.append(Batch(ids, None, mask, pos))
+        batches.append(Batch(ids, None, mask, pos, packed_tokens=sum(len(e.input_ids) for b in group for e in b)))
     return batches
 
 

@@ -9,23 +9,23 @@ from __future__ import annotations
 
 import logging
 import math
-import shutil
 import time
 from pathlib import Path
 
 import torch
 from tqdm.auto import tqdm
 
-from instructrl.models.checkpoint import latest_checkpoint, load_checkpoint, prune_checkpoints, save_checkpoint, step_dir
+from instructrl.builtin import load_demonstrations
+from instructrl.models.checkpoint import load_checkpoint, publish, save_checkpoint, save_final
 from instructrl.models.loading import load_model, load_tokenizer
 from instructrl.models.lora import apply_lora
-from instructrl.sft import data as D
+from instructrl.sft import data as sft_data
 from instructrl.sft.config import SFTConfig
-from instructrl.sft.loss import response_lm_loss
+from instructrl.models.forward import response_lm_loss
 from instructrl.utils.device import DTYPES, autocast, resolve_device, resolve_precision
 from instructrl.utils.metrics import MetricsLogger
 from instructrl.utils.optim import build_optimizer
-from instructrl.utils.run import nonfinite_error, start_run
+from instructrl.utils.run import latest_checkpoint, nonfinite_error, prune_checkpoints, start_run, step_dir
 
 log = logging.getLogger(__name__)
 
@@ -35,25 +35,25 @@ def run(cfg: SFTConfig) -> Path:
     if finished is not None:
         return finished
     device = resolve_device(cfg.run.device)
-    amp = resolve_precision(cfg.run.precision, device)
+    amp_dtype = resolve_precision(cfg.run.precision, device)
 
     # ---------------------------------------------------------------- setup: data
     tok = load_tokenizer(cfg.model.name_or_path)
-    demos = D.load_demonstrations(cfg.data.train)
+    demos = load_demonstrations(cfg.data.train)
     if cfg.data.valid:
-        train_demos, valid_demos = demos, D.load_demonstrations(cfg.data.valid)
+        train_demos, valid_demos = demos, load_demonstrations(cfg.data.valid)
     else:
-        train_demos, valid_demos = D.user_split(demos, cfg.data.valid_fraction, cfg.run.seed)
-    conv = lambda ds: D.to_conversations(ds, cfg.data.few_shot_variants, cfg.data.few_shot_k, cfg.run.seed)  # noqa: E731
-    train_ex, n_trunc = D.tokenize(tok, conv(train_demos), cfg.model.max_seq_len, cfg.data.train_on)
-    valid_ex, _ = D.tokenize(tok, conv(valid_demos), cfg.model.max_seq_len, cfg.data.train_on)
+        train_demos, valid_demos = sft_data.user_split(demos, cfg.data.valid_fraction, cfg.run.seed)
+    conv = lambda ds: sft_data.to_conversations(ds, cfg.data.few_shot_variants, cfg.data.few_shot_k, cfg.run.seed)  # noqa: E731
+    train_ex, n_trunc = sft_data.tokenize(tok, conv(train_demos), cfg.model.max_seq_len, cfg.data.train_on)
+    valid_ex, _ = sft_data.tokenize(tok, conv(valid_demos), cfg.model.max_seq_len, cfg.data.train_on)
     if cfg.data.max_examples:
         train_ex = train_ex[: cfg.data.max_examples]
     if not train_ex:
         raise ValueError(f"sft: no training examples in {cfg.data.train}")
     log.info("sft: %d demonstrations -> %d training examples (%d truncated to %d tokens), %d validation examples",
              len(train_demos), len(train_ex), n_trunc, cfg.model.max_seq_len, len(valid_ex))
-    batches_for = lambda epoch: D.epoch_batches(  # noqa: E731
+    batches_for = lambda epoch: sft_data.epoch_batches(  # noqa: E731
         train_ex, batch_size=cfg.train.batch_size, seed=cfg.run.seed, epoch=epoch, pad_id=tok.pad_token_id,
         length_grouping=cfg.data.length_grouping, packing=cfg.data.packing, max_len=cfg.model.max_seq_len)
     steps_per_epoch = math.ceil(len(batches_for(0)) / cfg.train.grad_accum)
@@ -91,12 +91,12 @@ def run(cfg: SFTConfig) -> Path:
     def evaluate_and_select(epoch: int, select: bool = True) -> None:
         """Validation loss (and RM score); keep best/ by the selection rule (lower key is better)."""
         nonlocal best
-        val = evaluate(model, valid_ex, tok.pad_token_id, cfg.train.batch_size, device, amp)
+        val = evaluate(model, valid_ex, tok.pad_token_id, cfg.train.batch_size, device, amp_dtype)
         row = {"sft/val_loss": val, "sft/epoch": epoch}
         key = val
         if rm is not None:
             row["sft/rm_score"] = mean_rm_score(model, tok, rm_prompts, *rm, cfg.train.rm_eval_max_new_tokens,
-                                                cfg.train.batch_size, device, amp)
+                                                cfg.train.batch_size, device, amp_dtype)
             key = -row["sft/rm_score"]
         metrics.log(step, row)
         log.info("sft: step %d epoch %d %s", step, epoch, " ".join(f"{k}={v:.4f}" for k, v in row.items()
@@ -124,7 +124,7 @@ def run(cfg: SFTConfig) -> Path:
             n_targets = sum(b.n_targets for b in group)
             loss_sum = 0.0
             for b in group:
-                with autocast(device, amp):
+                with autocast(device, amp_dtype):
                     nll, _ = response_lm_loss(model, b.input_ids.to(device),
                                               None if b.attention_mask is None else b.attention_mask.to(device),
                                               b.mask.to(device),
@@ -162,36 +162,33 @@ def run(cfg: SFTConfig) -> Path:
     bar.close()
 
     # ---------------------------------------------------------------- save
-    final = out / "final"
     if (out / "best").exists():
-        if final.exists():
-            shutil.rmtree(final)
-        (out / "best").rename(final)
+        final = publish(out / "best", out / "final")
     else:
-        save_checkpoint(final, model, tok, state={"step": step, "val_loss": None}, merge_lora=True)
+        final = save_final(out, model, tok, state={"step": step, "val_loss": None})
     log.info("sft: done, %d steps, best validation loss %s; model in %s", step, best, final)
     return final
 
 
 @torch.no_grad()
 def mean_rm_score(model: torch.nn.Module, tok, prompts: list, rm: torch.nn.Module, rm_tok, max_new_tokens: int,
-                  batch_size: int, device: torch.device, amp: torch.dtype) -> float:
+                  batch_size: int, device: torch.device, amp_dtype: torch.dtype) -> float:
     """Mean normalized reward of the model's greedy responses to ``prompts`` (the paper's SFT selection)."""
     from instructrl.models.generation import HFGenerator
-    from instructrl.models.scalar import ended_flags
+    from instructrl.models.generation import ended_flags
 
     model.eval()
-    with autocast(device, amp):
+    with autocast(device, amp_dtype):
         gens = HFGenerator(model, tok, batch_size=batch_size).generate(prompts, max_new_tokens=max_new_tokens,
                                                                        temperature=0.0)
-    scores = rm.score_texts(rm_tok, prompts, [g.text for g in gens], device=device, amp=amp,
+    scores = rm.score_texts(rm_tok, prompts, [g.text for g in gens], device=device, amp_dtype=amp_dtype,
                             ended=ended_flags([g.finish_reason for g in gens], len(gens)))
     return sum(scores) / len(scores)
 
 
 @torch.no_grad()
-def evaluate(model: torch.nn.Module, examples: list[D.Example], pad_id: int, batch_size: int,
-             device: torch.device, amp: torch.dtype) -> float:
+def evaluate(model: torch.nn.Module, examples: list[sft_data.Example], pad_id: int, batch_size: int,
+             device: torch.device, amp_dtype: torch.dtype) -> float:
     """Token-mean NLL of the response tokens of ``examples`` (nan when there are none)."""
     if not examples:
         return float("nan")
@@ -199,8 +196,8 @@ def evaluate(model: torch.nn.Module, examples: list[D.Example], pad_id: int, bat
     total, count = 0.0, 0
     ordered = sorted(examples, key=lambda e: len(e.input_ids))
     for s in range(0, len(ordered), batch_size):
-        b = D.collate(ordered[s : s + batch_size], pad_id)
-        with autocast(device, amp):
+        b = sft_data.collate(ordered[s : s + batch_size], pad_id)
+        with autocast(device, amp_dtype):
             nll, n = response_lm_loss(model, b.input_ids.to(device), b.attention_mask.to(device), b.mask.to(device))
         total += float(nll)
         count += n

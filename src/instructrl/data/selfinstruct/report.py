@@ -12,7 +12,7 @@ from instructrl.records import atomic_write_text
 
 if TYPE_CHECKING:
     from instructrl.data.selfinstruct.config import SelfInstructConfig
-    from instructrl.data.selfinstruct.run import State
+    from instructrl.data.selfinstruct.state import State
 
 BINS = np.round(np.linspace(0.0, 1.0, 11), 2)
 

@@ -17,105 +17,36 @@ written from the log.
 
 from __future__ import annotations
 
-import json
 import logging
-import os
 import random
 from collections import Counter
 from pathlib import Path
 
+from tqdm.auto import tqdm
+
 from instructrl.config import save_config
-from instructrl.data.selfinstruct import prompts as P
+from instructrl.data.selfinstruct import prompts as templates
 from instructrl.data.selfinstruct.config import SelfInstructConfig
 from instructrl.data.selfinstruct.filters import filter_instances, instruction_drop_reason
-from instructrl.data.selfinstruct.novelty import NoveltyIndex, rouge_l
+from instructrl.data.selfinstruct.novelty import rouge_l
 from instructrl.data.selfinstruct.parse import (parse_input_first, parse_instruction_list, parse_output_first,
                                                 parse_single_step, parse_yes_no)
-from instructrl.data.selfinstruct.tasks import Instance, Task, load_tasks, task_from_json, to_demonstrations
-from instructrl.records import RecordError, write_jsonl
-from instructrl.utils import run as run_utils
+from instructrl.data.selfinstruct.report import write_report
+from instructrl.data.selfinstruct.state import State, read_log
+from instructrl.data.selfinstruct.tasks import Instance, Task, load_tasks, to_demonstrations
+from instructrl.models.generation import is_cut
+from instructrl.records import append_jsonl, write_jsonl
+from instructrl.utils.run import RESUMABLE_CHANGES, check_out_dir
+from instructrl.utils.metrics import MetricsLogger
+from instructrl.utils.seed import derive
 
 log = logging.getLogger(__name__)
 
 
-class State:
-    """What the log says so far: the pool, the new tasks, and the counts."""
-
-    def __init__(self, seeds: list[Task], threshold: float):
-        self.seeds, self.tasks = seeds, []
-        self.index = NoveltyIndex((t.instruction for t in seeds), threshold)
-        self.seed_index = NoveltyIndex((t.instruction for t in seeds), threshold)
-        self.counts: Counter = Counter()  # generated, kept, dropped/<reason>, ...
-        self.instance_drops: Counter = Counter()
-        self.step = 0
-
-    def apply(self, record: dict) -> None:
-        for c in record["candidates"]:
-            self.counts["generated"] += 1
-            if c.get("novel"):
-                self.index.add(c["instruction"])
-            if c.get("task"):
-                self.tasks.append(task_from_json(c["task"], f"step {record['step']}"))
-                self.counts["kept"] += 1
-            else:
-                self.counts[f"dropped/{c['drop']}"] += 1
-        for k, v in record.get("extra_drops", {}).items():
-            self.counts["generated"] += v
-            self.counts[f"dropped/{k}"] += v
-        self.counts["classification_unparsed"] += record.get("classification_unparsed", 0)
-        self.instance_drops.update(record.get("instance_drops", {}))
-        self.step = record["step"] + 1
-
-
-def read_log(path: Path, state: State) -> None:
-    """Replay ``log.jsonl`` into ``state``; a torn last line (a kill mid-write) is cut off."""
-    if not path.exists():
-        return
-    data = path.read_bytes()
-    good = data.rfind(b"\n") + 1
-    if good < len(data):
-        log.warning("%s: dropping an incomplete last line (%d bytes) left by an interrupted run", path, len(data) - good)
-        with open(path, "r+b") as fh:
-            fh.truncate(good)
-    for lineno, line in enumerate(data[:good].decode("utf-8").splitlines(), 1):
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError as e:
-            raise RecordError(f"{path}:{lineno}", None, f"not valid JSON ({e.msg}); the log is damaged") from None
-        if record.get("step") != state.step:
-            raise RecordError(f"{path}:{lineno}", "step", f"expected step {state.step}, got {record.get('step')!r}")
-        state.apply(record)
-
-
-def append_line(path: Path, record: dict) -> None:
-    with open(path, "ab") as fh:
-        fh.write((json.dumps(record, ensure_ascii=False) + "\n").encode("utf-8"))
-        fh.flush()
-        os.fsync(fh.fileno())
-
-
 #: Settings that may change when a run is resumed (e.g. a higher target extends a finished run).
-RESUMABLE_CHANGES = run_utils.RESUMABLE_CHANGES | {
+SELFINSTRUCT_RESUMABLE = RESUMABLE_CHANGES | {
     "generate.target", "generate.max_steps", "backend.batch_size", "backend.concurrency", "backend.timeout",
     "backend.base_url", "backend.api_key_env"}
-
-
-def check_resume(cfg: SelfInstructConfig, out: Path) -> None:
-    """Refuse to continue a log that was written with other seeds, prompts, sampling or filters."""
-    import yaml
-
-    from instructrl.config import ConfigError, to_dict
-    from instructrl.utils.run import _flatten
-
-    saved = out / "config.yaml"
-    if not saved.exists():
-        return
-    old, new = _flatten(yaml.safe_load(saved.read_text()) or {}), _flatten(to_dict(cfg))
-    diff = sorted(k for k in set(old) | set(new) if k not in RESUMABLE_CHANGES and old.get(k) != new.get(k))
-    if diff:
-        shown = ", ".join(f"{k}: {old.get(k)!r} -> {new.get(k)!r}" for k in diff[:5])
-        raise ConfigError(f"{saved}: {out / 'log.jsonl'} was written with a different config ({shown}); use another "
-                          "run.out_dir, or run.resume=false to start over")
 
 
 def make_generator(cfg: SelfInstructConfig):
@@ -138,8 +69,9 @@ class Step:
     def __init__(self, cfg: SelfInstructConfig, state: State, generator):
         self.cfg, self.state, self.gen = cfg, state, generator
         self.g, self.raw = cfg.generate, cfg.backend.prompt_format == "raw"
-        self.rng = random.Random(cfg.run.seed * 1_000_003 + state.step)
-        self.seed = cfg.run.seed * 1_000_003 + state.step * 10
+        self.rng = random.Random(derive(cfg.run.seed, "selfinstruct", state.step))
+        # 31 bits: OpenAI-compatible servers take a 32-bit seed (each phase adds a small offset)
+        self.seed = derive(cfg.run.seed, "selfinstruct sampling", state.step) % 2**31
 
     def _ask(self, raw_prompts: list[str], chat_prompts: list, phase: int, **kw):
         prompts = raw_prompts if self.raw else chat_prompts
@@ -157,26 +89,26 @@ class Step:
         if g.mode == "pipeline":
             shown = [self._shown(g.num_prompt_instructions, g.num_machine_in_prompt) for _ in range(g.prompts_per_step)]
             texts = [[t.instruction for t in s] for s in shown]
-            stop = P.instruction_stop(g.num_prompt_instructions, g.max_new_instructions)
-            gens = self._ask([P.instruction_prompt(t) for t in texts],
-                             [P.instruction_chat_prompt(t, g.max_new_instructions) for t in texts], 0,
+            stop = templates.instruction_stop(g.num_prompt_instructions, g.max_new_instructions)
+            gens = self._ask([templates.instruction_prompt(t) for t in texts],
+                             [templates.instruction_chat_prompt(t, g.max_new_instructions) for t in texts], 0,
                              max_new_tokens=g.instruction_max_new_tokens, temperature=g.instruction_temperature,
                              top_p=g.instruction_top_p, stop=stop if self.raw else stop[1:])
             for p, gen in enumerate(gens):
                 items, over = parse_instruction_list(gen.text, start=len(texts[p]) + 1 if self.raw else None,
-                                                     truncated=gen.finish_reason == "length", max_items=g.max_new_instructions)
+                                                     truncated=is_cut(gen.finish_reason), max_items=g.max_new_instructions)
                 extra["over_limit"] += over
                 cands += [{"instruction": it.text, "prompt": p, "shown": [t.id for t in shown[p]],
                            **({"drop": "truncated"} if it.truncated else {})} for it in items]
         else:
             shown = [self._shown(g.single_step_shots, g.single_step_machine_shots) for _ in range(g.prompts_per_step)]
-            gens = self._ask([P.single_step_prompt(s) for s in shown],
-                             [P.as_chat(P.single_step_prompt(s), prefix=f"### Task {len(s) + 1}\nInstruction:") for s in shown],
+            gens = self._ask([templates.single_step_prompt(s) for s in shown],
+                             [templates.as_chat(templates.single_step_prompt(s), prefix=f"### Task {len(s) + 1}\nInstruction:") for s in shown],
                              0, max_new_tokens=g.instruction_max_new_tokens, temperature=g.instruction_temperature,
-                             top_p=g.instruction_top_p, stop=P.single_step_stop(g.single_step_shots, g.max_new_instructions))
+                             top_p=g.instruction_top_p, stop=templates.single_step_stop(g.single_step_shots, g.max_new_instructions))
             for p, gen in enumerate(gens):
                 items, over = parse_single_step(gen.text, start=len(shown[p]) + 1 if self.raw else None,
-                                                truncated=gen.finish_reason == "length", max_items=g.max_new_instructions)
+                                                truncated=is_cut(gen.finish_reason), max_items=g.max_new_instructions)
                 extra["over_limit"] += over
                 cands += [{"instruction": it.instruction, "prompt": p, "shown": [t.id for t in shown[p]],
                            "_instance": it.instance, **({"drop": "truncated"} if it.truncated else {})} for it in items]
@@ -215,10 +147,10 @@ class Step:
                 accepted.append(c["instruction"])
 
     def _classify(self, novel: list[dict]) -> int:
-        raw = [P.classification_prompt(c["instruction"]) for c in novel]
-        gens = self._ask(raw, [P.as_chat(r, "Classification task:", "\n\nIs the last task a classification task? "
+        raw = [templates.classification_prompt(c["instruction"]) for c in novel]
+        gens = self._ask(raw, [templates.as_chat(r, "Classification task:", "\n\nIs the last task a classification task? "
                                         "Answer Yes or No.") for r in raw], 1, max_new_tokens=4, temperature=0.0,
-                         stop=P.CLASSIFICATION_STOP if self.raw else None)
+                         stop=templates.CLASSIFICATION_STOP if self.raw else None)
         unparsed = 0
         for c, gen in zip(novel, gens):
             answer = parse_yes_no(gen.text)
@@ -229,13 +161,13 @@ class Step:
     def _instances(self, novel: list[dict]) -> Counter:
         g, drops = self.g, Counter()
         if g.mode == "pipeline":
-            raw = [P.instance_prompt(c["instruction"], c["is_classification"]) for c in novel]
-            prefixes = [P.OUTPUT_FIRST_PREFIX if c["is_classification"] else P.INPUT_FIRST_PREFIX for c in novel]
-            gens = self._ask(raw, [P.as_chat(r, pre) for r, pre in zip(raw, prefixes)], 2,
+            raw = [templates.instance_prompt(c["instruction"], c["is_classification"]) for c in novel]
+            prefixes = [templates.OUTPUT_FIRST_PREFIX if c["is_classification"] else templates.INPUT_FIRST_PREFIX for c in novel]
+            gens = self._ask(raw, [templates.as_chat(r, pre) for r, pre in zip(raw, prefixes)], 2,
                              max_new_tokens=g.instance_max_new_tokens, temperature=g.instance_temperature,
-                             top_p=g.instance_top_p, stop=P.INSTANCE_STOP)
+                             top_p=g.instance_top_p, stop=templates.INSTANCE_STOP)
             parsed = [(parse_output_first if c["is_classification"] else parse_input_first)(
-                gen.text, truncated=gen.finish_reason == "length", prefixed=self.raw) for c, gen in zip(novel, gens)]
+                gen.text, truncated=is_cut(gen.finish_reason), prefixed=self.raw) for c, gen in zip(novel, gens)]
         else:
             parsed = [([c["_instance"]], Counter()) if c["_instance"] else ([], Counter(unparseable=1)) for c in novel]
         for c, (instances, parse_drops) in zip(novel, parsed):
@@ -262,18 +194,13 @@ class Step:
 
 
 def run(cfg: SelfInstructConfig) -> Path:
-    from tqdm.auto import tqdm
-
-    from instructrl.data.selfinstruct.report import write_report
-    from instructrl.utils.metrics import MetricsLogger
-
     out = Path(cfg.run.out_dir)
     out.mkdir(parents=True, exist_ok=True)
     log_path = out / "log.jsonl"
     if not cfg.run.resume and log_path.exists():
         log_path.unlink()
     if log_path.exists():
-        check_resume(cfg, out)
+        check_out_dir(cfg, out, resumable=SELFINSTRUCT_RESUMABLE, holds=str(log_path))
     save_config(cfg, out)
     state = State(load_tasks(cfg.seeds), cfg.filters.max_rouge_l)
     read_log(log_path, state)
@@ -288,7 +215,7 @@ def run(cfg: SelfInstructConfig) -> Path:
         while len(state.tasks) < g.target and state.step < g.max_steps:
             before = len(state.tasks)
             record = Step(cfg, state, generator).run()
-            append_line(log_path, record)
+            append_jsonl(log_path, [record])
             state.apply(record)
             metrics.log(record["step"], {"selfinstruct/generated": len(record["candidates"]),
                                          "selfinstruct/kept": len(state.tasks) - before,

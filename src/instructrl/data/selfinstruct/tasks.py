@@ -12,9 +12,8 @@ from __future__ import annotations
 
 import dataclasses
 import os
-from importlib import resources
-from pathlib import Path
 
+from instructrl.builtin import resolve
 from instructrl.records import Demonstration, RecordError, iter_json_lines
 
 REQUIRED = ("instruction", "instances", "is_classification")
@@ -41,11 +40,6 @@ class Task:
         if self.meta:
             out["meta"] = self.meta
         return out
-
-
-def packaged_seeds() -> Path:
-    """The seed set shipped with instructrl (written for this project; 35 tasks, 9 classification)."""
-    return Path(str(resources.files("instructrl.data.selfinstruct") / "builtin_seeds.jsonl"))
 
 
 def task_from_json(obj: object, where: str) -> Task:
@@ -78,7 +72,7 @@ def task_from_json(obj: object, where: str) -> Task:
 
 def load_tasks(path: str | os.PathLike | None = None) -> list[Task]:
     """Read tasks from ``path`` (default: the packaged seed set); ids default to ``seed_<line>``."""
-    path = Path(path) if path is not None else packaged_seeds()
+    path = resolve(path if path is not None else "builtin:seeds")
     tasks = []
     for lineno, obj in iter_json_lines(path):
         task = task_from_json(obj, f"{path}:{lineno}")

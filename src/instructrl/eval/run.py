@@ -26,8 +26,10 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
+from instructrl.builtin import load_demonstrations, resolve
 from instructrl.config import save_config
 from instructrl.eval.config import EvalConfig, PolicySpec
+from instructrl.models.generation import is_cut
 from instructrl.eval.winrate import bootstrap_ci, kl_estimate, preference_accuracy, ranking_accuracy, summarize
 from instructrl.records import Demonstration, Prompt, Sample, atomic_write_text, prompt_messages, prompt_text, \
     read_jsonl, write_jsonl
@@ -41,7 +43,7 @@ log = logging.getLogger("instructrl.eval")
 def load_test_prompts(cfg: EvalConfig) -> list[Prompt]:
     if not cfg.prompts:
         raise ValueError("eval: prompts is required (Prompt JSONL of the test prompts)")
-    prompts = read_jsonl(cfg.prompts, Prompt)[: cfg.max_prompts]
+    prompts = read_jsonl(resolve(cfg.prompts), Prompt)[: cfg.max_prompts]
     if not prompts:
         raise ValueError(f"eval: no prompts in {cfg.prompts}")
     seen: set[str] = set()
@@ -56,8 +58,6 @@ def load_test_prompts(cfg: EvalConfig) -> list[Prompt]:
 def few_shot_prefix(cfg: EvalConfig, test: list[Prompt]) -> list[Demonstration]:
     """``few_shot_k`` plain demonstrations with short responses, none from a test user or of a test
     prompt, drawn with the run's seed."""
-    from instructrl.sft.data import load_demonstrations
-
     users = {p.user_id for p in test if p.user_id}
     texts = {prompt_text(p.prompt).strip().lower() for p in test}
     pool = [d for spec in cfg.few_shot_demos for d in load_demonstrations(spec)
@@ -83,11 +83,12 @@ def with_prefix(prompt: Any, shots: list[Demonstration]) -> list[dict]:
 def sample_policy(cfg: EvalConfig, spec: PolicySpec, prompts: list[Prompt], shots: list[Demonstration],
                   with_logprobs: bool) -> list[Sample]:
     """One response per prompt (token ids and, for KL, the log-prob under the policy kept)."""
-    from instructrl.eval.sample import load_policy, make_generator, sample_prompts, sequence_logprobs
+    from instructrl.eval.sample import load_policy, sample_prompts, sequence_logprobs
+    from instructrl.models.engines import make_generator
     from instructrl.utils.device import autocast, resolve_precision
 
     model, tok, device = load_policy(spec.model, device=cfg.run.device, dtype=cfg.dtype)
-    amp = resolve_precision(cfg.run.precision, device)
+    amp_dtype = resolve_precision(cfg.run.precision, device)
     inputs = [with_prefix(p.prompt, shots) if spec.few_shot else p.prompt for p in prompts]
     gen = make_generator(model, tok, engine=cfg.engine, batch_size=cfg.batch_size,
                          max_prompt_tokens=cfg.max_prompt_tokens, progress=cfg.run.progress)
@@ -95,13 +96,13 @@ def sample_policy(cfg: EvalConfig, spec: PolicySpec, prompts: list[Prompt], shot
              len(prompts))
     samples = sample_prompts(gen, prompts, inputs=inputs, policy=spec.name, max_new_tokens=cfg.max_new_tokens,
                              temperature=cfg.temperature, top_p=cfg.top_p, seed=cfg.run.seed,
-                             amp=autocast(device, amp), keep_token_ids=True)
+                             autocast_ctx=lambda: autocast(device, amp_dtype), keep_token_ids=True)
     if with_logprobs and any(s.logprob is None for s in samples):
         # CachedGenerator reports the log-prob of what it drew (at the temperature, before top-p);
         # other engines get a forward pass
         lps = sequence_logprobs(model, tok, inputs, [s.meta["token_ids"] for s in samples],
                                 temperature=cfg.temperature, max_prompt_tokens=cfg.max_prompt_tokens,
-                                batch_size=cfg.forward_batch_size, device=device, amp=autocast(device, amp))
+                                batch_size=cfg.forward_batch_size, device=device, autocast_ctx=lambda: autocast(device, amp_dtype))
         for s, lp in zip(samples, lps):
             s.logprob = lp
     for s in samples:
@@ -120,7 +121,7 @@ def reference_logprobs(cfg: EvalConfig, ref: PolicySpec, prompts: list[Prompt], 
     from instructrl.utils.device import autocast, resolve_precision
 
     model, tok, device = load_policy(ref.model, device=cfg.run.device, dtype=cfg.dtype)
-    amp = resolve_precision(cfg.run.precision, device)
+    amp_dtype = resolve_precision(cfg.run.precision, device)
     out = {}
     for name, ss in samples.items():
         if name == ref.name:
@@ -130,7 +131,7 @@ def reference_logprobs(cfg: EvalConfig, ref: PolicySpec, prompts: list[Prompt], 
             continue
         out[name] = sequence_logprobs(model, tok, [p.prompt for p in prompts], [s.meta["token_ids"] for s in ss],
                                       temperature=cfg.temperature, max_prompt_tokens=cfg.max_prompt_tokens,
-                                      batch_size=cfg.forward_batch_size, device=device, amp=autocast(device, amp))
+                                      batch_size=cfg.forward_batch_size, device=device, autocast_ctx=lambda: autocast(device, amp_dtype))
     del model
     gc.collect()
     return out
@@ -221,7 +222,8 @@ def run(cfg: EvalConfig) -> Path:
     rm_scores: dict[str, list[float]] = {}
     rm_acc: dict[str, Any] = {}
     if cfg.reward_model:
-        from instructrl.models.scalar import ended_flags, load_reward_model
+        from instructrl.models.generation import ended_flags
+        from instructrl.models.scalar import load_reward_model
         from instructrl.utils.device import DTYPES, resolve_device, resolve_precision
 
         device = resolve_device(cfg.run.device)
@@ -230,7 +232,7 @@ def run(cfg: EvalConfig) -> Path:
             rm_scores[n] = rm.score_texts(rm_tok, [p.prompt for p in prompts], resp[n],
                                           max_len=cfg.max_prompt_tokens + cfg.max_new_tokens,
                                           batch_size=cfg.forward_batch_size, device=device,
-                                          amp=resolve_precision(cfg.run.precision, device),
+                                          amp_dtype=resolve_precision(cfg.run.precision, device),
                                           ended=ended_flags(fr[n], len(resp[n])))
         del rm
         gc.collect()
@@ -289,7 +291,7 @@ def summarize_results(cfg: EvalConfig, prompts: list[Prompt], samples: dict, jud
             "kl": kl.get(n),
             "words": sum(len(s.response.split()) for s in ss) / len(ss),
             "tokens": sum(s.meta.get("n_tokens", 0) for s in ss) / len(ss),
-            "cut": sum(s.finish_reason == "length" for s in ss) / len(ss),
+            "cut": sum(is_cut(s.finish_reason) for s in ss) / len(ss),
         })
     return {"prompts": len(prompts), "baseline": cfg.baseline, "kl_reference": cfg.kl_reference,
             "temperature": cfg.temperature, "max_new_tokens": cfg.max_new_tokens, "confidence": cfg.confidence,

@@ -38,7 +38,7 @@ from typing import Any
 
 import torch
 
-from instructrl.models.generation import Generation, HFGenerator, _check_args, _eos_ids, _finish, cut_at_stop
+from instructrl.models.generation import Generation, HFGenerator, check_generate_args, eos_ids_of, finish_generation, cut_at_stop
 from instructrl.records import PromptText
 
 
@@ -139,7 +139,7 @@ class CachedGenerator(HFGenerator):
     def generate(self, prompts: Sequence[PromptText], *, max_new_tokens: int = 256, temperature: float = 1.0,
                  top_p: float = 1.0, stop: Sequence[str] | None = None, seed: int | None = None,
                  raw: bool = False) -> list[Generation]:
-        _check_args(prompts, max_new_tokens, temperature, top_p, raw)
+        check_generate_args(prompts, max_new_tokens, temperature, top_p, raw)
         if not prompts:
             return []
         encoded = self._encode(prompts, raw)
@@ -150,9 +150,9 @@ class CachedGenerator(HFGenerator):
                 rows = self._decode(encoded, max_new_tokens, temperature, top_p, stop, seed)
         finally:
             self.model.train(was_training)
-        eos = _eos_ids(self.model, self.tokenizer)
+        eos = eos_ids_of(self.model, self.tokenizer)
         pad = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else eos[0]
-        return [_finish(r.tokens, self.tokenizer, eos, pad, stop, max_new_tokens, r.logprobs) for r in rows]
+        return [finish_generation(r.tokens, self.tokenizer, eos, pad, stop, max_new_tokens, r.logprobs) for r in rows]
 
     # ------------------------------------------------------------------ the decode loop
 
@@ -162,7 +162,7 @@ class CachedGenerator(HFGenerator):
 
         model, tok = self.model, self.tokenizer
         device = next(model.parameters()).device
-        eos = set(_eos_ids(model, tok))
+        eos = set(eos_ids_of(model, tok))
         pad_id = tok.pad_token_id if tok.pad_token_id is not None else min(eos)
         gen = torch.Generator(device=device)
         gen.manual_seed(seed if seed is not None else int(torch.randint(0, 2**62, (1,))))

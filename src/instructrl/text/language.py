@@ -14,18 +14,24 @@ prompt on this machine: hours for a million prompts. :class:`BatchLangId` runs t
 The result is the language ``langid.classify`` returns (a unit test checks the two agree); only
 the first ``max_bytes`` bytes of a text are read. The folded arrays are cached on disk, so later
 runs (and worker processes) load them in milliseconds instead of unpacking langid's model.
+
+:func:`detect_languages` is the entry for callers that must run without the optional ``langid``
+and ``scipy`` (the ``label`` extra): every language is then None (unknown).
 """
 
 from __future__ import annotations
 
 import functools
 import hashlib
+import logging
 import os
 import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
+
+log = logging.getLogger(__name__)
 
 
 class BatchLangId:
@@ -143,3 +149,21 @@ def _save(path: Path, ident: BatchLangId) -> None:
 def get_identifier(languages: tuple[str, ...] = (), max_bytes: int = 4096) -> BatchLangId:
     """A shared :class:`BatchLangId` (building one unpacks langid's model: about two seconds)."""
     return BatchLangId(languages or None, max_bytes)
+
+
+_NO_LANGID: list[bool] = []  # non-empty once the missing-langid warning was logged
+
+
+def detect_languages(texts: Sequence[str], max_bytes: int = 1024) -> list[str | None]:
+    """``langid``'s language of each text, batched (the shared :func:`get_identifier`).
+    Without langid and scipy (the ``label`` extra) every language is None (unknown), with a warning."""
+    if not texts:
+        return []
+    try:
+        return get_identifier((), max_bytes).classify(list(texts))
+    except ImportError:
+        if not _NO_LANGID:
+            _NO_LANGID.append(True)
+            log.warning("langid/scipy are not installed: language checks are skipped "
+                        "(pip install 'instructrl[label]')")
+        return [None] * len(texts)

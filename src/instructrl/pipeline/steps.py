@@ -1,0 +1,214 @@
+"""The steps of ``instructrl run``: each stage's config built from its section, and the data work
+that lies between stages (sharing out the prompts, sampling for the labelers, leaving test users'
+demonstrations out of SFT).
+
+Each stage is reached through a small function that imports its ``run`` when the step runs (the
+stages load torch and transformers). Each stage config is built once per step by
+:func:`instructrl.pipeline.config.stage_configs`, the builders that also tell which keys the
+pipeline sets.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+from instructrl.builtin import load_demonstrations, resolve
+from instructrl.data.config import CurateConfig
+from instructrl.eval.config import EvalConfig
+from instructrl.label.config import LabelConfig
+from instructrl.pipeline.config import DataConfig, Paths, PipelineConfig, SamplingConfig, stage_configs
+from instructrl.pipeline.engine import Step
+from instructrl.ppo.config import PPOConfig
+from instructrl.records import Demonstration, Prompt, RecordError, prompt_text, read_jsonl, write_jsonl
+from instructrl.rm.config import RMConfig
+from instructrl.sft.config import SFTConfig
+from instructrl.utils.seed import unit
+
+
+log = logging.getLogger("instructrl.run")
+
+ROLES = ("sft", "rm", "ppo")
+
+
+# --------------------------------------------------------------------------- the stages
+
+
+def run_curate(cfg: CurateConfig) -> Path:
+    from instructrl.data.curate.run import run
+
+    return run(cfg)
+
+
+def run_label(cfg: LabelConfig) -> Path:
+    from instructrl.label.run import run
+
+    return run(cfg)
+
+
+def run_sft(cfg: SFTConfig) -> Path:
+    from instructrl.sft.train import run
+
+    return run(cfg)
+
+
+def run_rm(cfg: RMConfig) -> Path:
+    from instructrl.rm.train import run
+
+    return run(cfg)
+
+
+def run_ppo(cfg: PPOConfig) -> Path:
+    from instructrl.ppo.train import run
+
+    return run(cfg)
+
+
+def run_eval(cfg: EvalConfig) -> Path:
+    from instructrl.eval.run import run
+
+    return run(cfg)
+
+
+# --------------------------------------------------------------------------- the steps
+
+
+def build_steps(cfg: PipelineConfig) -> list[Step]:
+    """Every step in order; a step's spec is what its output depends on (the engine fingerprints it)."""
+    paths, seed = Paths.of(cfg), cfg.run.seed
+    stage = {step: built for step, (_, built) in stage_configs(cfg).items()}
+    steps = []
+    if cfg.model == "tiny":
+        steps.append(Step("base", {"model": "tiny", "seed": seed}, lambda: build_base(paths.base, seed)))
+    return steps + [
+        Step("curate", {"curate": stage["curate"], "data": cfg.data, "seed": seed},
+             lambda: curate_step(cfg, paths, stage["curate"])),
+        Step("demo_samples", {"model": paths.base, "sampling": cfg.demo_sampling, "seed": seed},
+             lambda: sample_step(cfg, paths, "demo_samples", paths.base, "sft", cfg.demo_sampling,
+                                 without_reference=True)),
+        Step("demonstrations", {"label": stage["demonstrations"], "extra": cfg.data.demonstrations},
+             lambda: demonstrations_step(cfg, paths, stage["demonstrations"])),
+        Step("sft", {"sft": stage["sft"]}, lambda: {"output": str(run_sft(stage["sft"]))}),
+        Step("samples", {"model": paths.sft_model, "sampling": cfg.rm_sampling, "seed": seed},
+             lambda: sample_step(cfg, paths, "samples", paths.sft_model, "rm", cfg.rm_sampling)),
+        Step("rankings", {"label": stage["rankings"]}, lambda: rankings_step(stage["rankings"])),
+        Step("rm", {"rm": stage["rm"]}, lambda: {"output": str(run_rm(stage["rm"]))}),
+        Step("ppo", {"ppo": stage["ppo"]}, lambda: {"output": str(run_ppo(stage["ppo"]))}),
+        Step("ppo_ptx", {"ppo": stage["ppo_ptx"]}, lambda: {"output": str(run_ppo(stage["ppo_ptx"]))}),
+        Step("eval", {"eval": stage["eval"]}, lambda: {"output": str(run_eval(stage["eval"]))}),
+    ]
+
+
+def build_base(path: str, seed: int) -> dict:
+    from instructrl.models.tiny import build_tiny_model
+
+    return {"output": str(build_tiny_model(path, seed=seed))}
+
+
+def curate_step(cfg: PipelineConfig, paths: Paths, curate: CurateConfig) -> dict:
+    originals, rows = curate_input(cfg.data.prompts)
+    write_jsonl(paths.out / "curate" / "input.jsonl", rows)
+    run_curate(curate)
+    pool, test = [], []
+    for split in ("train", "valid", "test"):
+        path = paths.out / "curate" / f"{split}.jsonl"
+        for p in read_jsonl(path, Prompt) if path.exists() else []:
+            # curation keeps the (PII-masked) text; constraints and metadata come back from the input
+            original = originals[p.id]
+            p.constraints, p.meta = original.constraints, dict(original.meta, **p.meta)
+            (test if split == "test" else pool).append(p)
+    roles = share_out(pool, test, cfg.data, cfg.run.seed)
+    for role, prompts in roles.items():
+        if not prompts:
+            raise ValueError(f"curate: no {role} prompts; add prompts or change data.* / curate.split.*")
+        write_jsonl(paths.prompts / f"{role}.jsonl", prompts)
+    counts = {role: len(prompts) for role, prompts in roles.items()}
+    counts["test_users"] = len({p.user_id for p in roles["test"]})
+    log.info("run: prompts %s", counts)
+    return {"prompts": counts}
+
+
+def curate_input(specs: list[str]) -> tuple[dict[str, Prompt], list[dict]]:
+    """The prompts of every file, by id, and as rows for curate (a prompt without an id gets
+    '<file stem>-<line>')."""
+    originals: dict[str, Prompt] = {}
+    rows = []
+    for spec in specs:
+        path = resolve(spec)
+        for i, p in enumerate(read_jsonl(path, Prompt), 1):
+            p.id = p.id or f"{path.stem}-{i}"
+            if p.id in originals:
+                raise RecordError(f"{path}:{i}", "id", f"prompt id {p.id!r} appears twice in data.prompts")
+            originals[p.id] = p
+            row = {"id": p.id, "user_id": p.user_id, "source": p.source, "type": p.type, "category": p.category,
+                   "timestamp": p.timestamp, "org_id": p.org_id, "reference": p.reference,
+                   ("messages" if isinstance(p.prompt, list) else "text"): p.prompt}
+            rows.append({k: v for k, v in row.items() if v not in (None, "")})
+    return originals, rows
+
+
+def share_out(pool: list[Prompt], test: list[Prompt], data: DataConfig, seed: int) -> dict[str, list[Prompt]]:
+    """The training prompts shared out into SFT, RM and PPO prompts, each role capped, and the test
+    prompts capped. Both the order and the role of a prompt depend only on the seed and its id."""
+    roles: dict[str, list[Prompt]] = {role: [] for role in ROLES}
+    for p in sorted(pool, key=lambda p: unit(seed, "order", p.id)):
+        u = unit(seed, "role", p.id)
+        roles["sft" if u < data.sft else "rm" if u < data.sft + data.rm else "ppo"].append(p)
+    roles["test"] = sorted(test, key=lambda p: unit(seed, "order", p.id))
+    return {role: prompts[: data.cap(role)] for role, prompts in roles.items()}
+
+
+def sample_step(cfg: PipelineConfig, paths: Paths, step: str, model_path: str, role: str, sampling: SamplingConfig,
+                without_reference: bool = False) -> dict:
+    """``sampling.n`` responses of a model per prompt of a role, for the labelers."""
+    from instructrl.eval.sample import load_policy, sample_prompts
+    from instructrl.models.engines import make_generator
+    from instructrl.models.generation import is_cut  # instructrl.models loads torch (models/__init__.py)
+    from instructrl.utils.device import autocast, resolve_precision
+
+    prompts = read_jsonl(paths.prompts / f"{role}.jsonl", Prompt)
+    if without_reference:
+        prompts = [p for p in prompts if not (p.reference and p.reference.strip())]
+    samples = []
+    if prompts and sampling.n > 0:
+        model, tok, device = load_policy(model_path, device=cfg.run.device, dtype=sampling.dtype)
+        generator = make_generator(model, tok, engine=sampling.engine, batch_size=sampling.batch_size,
+                                   max_prompt_tokens=sampling.max_prompt_tokens, progress=cfg.run.progress)
+        amp_dtype = resolve_precision(cfg.run.precision, device)
+        log.info("run: sampling %d responses for each of %d %s prompts from %s", sampling.n, len(prompts), role,
+                 model_path)
+        samples = sample_prompts(generator, prompts, n=sampling.n, policy=step, max_new_tokens=sampling.max_new_tokens,
+                                 temperature=sampling.temperature, top_p=sampling.top_p, seed=cfg.run.seed,
+                                 autocast_ctx=lambda: autocast(device, amp_dtype))
+    write_jsonl(paths.out / step / "samples.jsonl", samples)
+    return {"prompts": len(prompts), "samples": len(samples), "cut": sum(is_cut(s.finish_reason) for s in samples)}
+
+
+def demonstrations_step(cfg: PipelineConfig, paths: Paths, label: LabelConfig) -> dict:
+    """The training panel's demonstrations, after the labeler-written ones that no test user or test
+    prompt shares."""
+    run_label(label)
+    panel = read_jsonl(paths.out / "demonstrations" / "demonstrations.jsonl", Demonstration)
+    test = read_jsonl(paths.prompts / "test.jsonl", Prompt)
+    written = [d for spec in cfg.data.demonstrations for d in load_demonstrations(spec)]
+    kept = leave_out_test(written, test)
+    write_jsonl(paths.sft_data, kept + panel)
+    info = {"labeler_written": len(kept), "left_out_test": len(written) - len(kept), "panel": len(panel),
+            "from_reference": sum(d.meta.get("from") == "reference" for d in panel),
+            "best_of_n": sum(d.meta.get("from") == "best_of_n" for d in panel)}
+    log.info("run: SFT data %s", info)
+    return info
+
+
+def leave_out_test(demos: list[Demonstration], test: list[Prompt]) -> list[Demonstration]:
+    """The demonstrations of no test user and of no test prompt (compared case- and space-blind)."""
+    users = {p.user_id for p in test}
+    texts = {prompt_text(p.prompt).strip().lower() for p in test}
+    return [d for d in demos if d.user_id not in users
+            and (d.prompt is None or prompt_text(d.prompt).strip().lower() not in texts)]
+
+
+def rankings_step(label: LabelConfig) -> dict:
+    run_label(label)
+    return json.loads((Path(label.run.out_dir) / "metrics.json").read_text())
