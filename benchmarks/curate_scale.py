@@ -35,15 +35,60 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 
-SUBJECTS = ["the French Revolution", "photosynthesis", "black holes", "the stock market", "machine learning",
-            "climate change", "the Roman Empire", "quantum computing", "healthy sleep", "compound interest",
-            "the immune system", "volcanoes", "the printing press", "renewable energy", "jazz music", "chess openings",
-            "sourdough bread", "marathon training", "the water cycle", "supply chains", "electric cars", "honey bees",
-            "the Silk Road", "plate tectonics", "vaccines", "cryptography", "the Renaissance", "coral reefs"]
-AUDIENCES = ["a five-year-old", "a high school student", "my grandmother", "a software engineer", "a new employee",
-             "a room of investors", "my book club", "a beginner", "an expert", "my team"]
+SUBJECTS = [
+    "the French Revolution",
+    "photosynthesis",
+    "black holes",
+    "the stock market",
+    "machine learning",
+    "climate change",
+    "the Roman Empire",
+    "quantum computing",
+    "healthy sleep",
+    "compound interest",
+    "the immune system",
+    "volcanoes",
+    "the printing press",
+    "renewable energy",
+    "jazz music",
+    "chess openings",
+    "sourdough bread",
+    "marathon training",
+    "the water cycle",
+    "supply chains",
+    "electric cars",
+    "honey bees",
+    "the Silk Road",
+    "plate tectonics",
+    "vaccines",
+    "cryptography",
+    "the Renaissance",
+    "coral reefs",
+]
+AUDIENCES = [
+    "a five-year-old",
+    "a high school student",
+    "my grandmother",
+    "a software engineer",
+    "a new employee",
+    "a room of investors",
+    "my book club",
+    "a beginner",
+    "an expert",
+    "my team",
+]
 TONES = ["formal", "friendly", "funny", "concise", "persuasive", "poetic", "neutral", "enthusiastic"]
-FORMS = ["poem", "short story", "haiku", "blog post", "tweet", "cover letter", "speech", "limerick", "product description"]
+FORMS = [
+    "poem",
+    "short story",
+    "haiku",
+    "blog post",
+    "tweet",
+    "cover letter",
+    "speech",
+    "limerick",
+    "product description",
+]
 TEMPLATES = [
     "Explain {s} to {a}.",
     "What is the most important thing to know about {s}?",
@@ -51,26 +96,30 @@ TEMPLATES = [
     "Summarize the following notes about {s} in three bullet points:\n{body}",
     "Brainstorm {n} ideas for a {t} presentation on {s} for {a}.",
     "Rewrite this paragraph in a {t} tone:\n{body}",
-    "Classify the sentiment of this review about {s}: \"{body}\"",
+    'Classify the sentiment of this review about {s}: "{body}"',
     "Extract all the dates and names from this text:\n{body}",
     "Based on the passage below, why does {s} matter?\n{body}",
     "Why do people disagree about {s}? Give {n} reasons.",
     "Help me plan a {t} weekend around {s}, I have {n} hours.",
     "Tell me a {t} story where {s} plays a role and the hero is {a}.",
 ]
-WORDS = ("the of and to in is was for on that with as by at from it this an be are or which have not had but "
-         "were they their has one been more all would there when can who will also into other some time than only "
-         "its most after new two first over such then these many about may years people could way even because "
-         "world both used between each under while during research history since without development power water "
-         "system number form city energy country market study public health change light space data").split()
+WORDS = (
+    "the of and to in is was for on that with as by at from it this an be are or which have not had but "
+    "were they their has one been more all would there when can who will also into other some time than only "
+    "its most after new two first over such then these many about may years people could way even because "
+    "world both used between each under while during research history since without development power water "
+    "system number form city energy country market study public health change light space data"
+).split()
 FOREIGN = [
     "Pouvez-vous m'expliquer {s} simplement, avec des exemples concrets et une petite conclusion ?",
     "Kannst du mir bitte erklären, warum {s} so wichtig ist und was ich darüber wissen sollte?",
     "¿Me puedes explicar qué es {s} y por qué es importante para la vida diaria de las personas?",
 ]
-FEWSHOT_HEAD = ("You are a helpful assistant for a customer support team. Answer the customer's question politely, "
-                "in at most three sentences, and never promise refunds. Here are some examples.\n"
-                "Q: Where is my order?\nA: I am sorry for the wait; let me check the tracking number for you.\n")
+FEWSHOT_HEAD = (
+    "You are a helpful assistant for a customer support team. Answer the customer's question politely, "
+    "in at most three sentences, and never promise refunds. Here are some examples.\n"
+    "Q: Where is my order?\nA: I am sorry for the wait; let me check the tracking number for you.\n"
+)
 
 
 def _body(rng: random.Random) -> str:
@@ -113,24 +162,37 @@ def generate(path: Path, n: int, seed: int = 0) -> dict:
                 planted["broken"] += 1
                 continue
             u = bisect.bisect_left(cum, rng.random() * acc)
-            rec = {"id": f"p{i}", "user_id": f"user-{u}", "org_id": f"org-{u % (n_users // 6 + 1)}",
-                   "timestamp": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(t0 + i * 7 + rng.randrange(5))),
-                   "source": "api"}
+            rec = {
+                "id": f"p{i}",
+                "user_id": f"user-{u}",
+                "org_id": f"org-{u % (n_users // 6 + 1)}",
+                "timestamp": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(t0 + i * 7 + rng.randrange(5))),
+                "source": "api",
+            }
             r = rng.random()
             if r < 0.06 and recent:
                 text = rng.choice(recent)
                 text = text.upper() if rng.random() < 0.3 else "  " + text.replace(" ", "  ", 2)
                 planted["exact_dup"] += 1
             elif r < 0.10:
-                text = FEWSHOT_HEAD + f"Q: {rng.choice(TEMPLATES).format(s=rng.choice(SUBJECTS), a=rng.choice(AUDIENCES), t=rng.choice(TONES), f=rng.choice(FORMS), n=rng.randrange(2, 12), body='...')}\nA:"
+                text = (
+                    FEWSHOT_HEAD
+                    + f"Q: {rng.choice(TEMPLATES).format(s=rng.choice(SUBJECTS), a=rng.choice(AUDIENCES), t=rng.choice(TONES), f=rng.choice(FORMS), n=rng.randrange(2, 12), body='...')}\nA:"
+                )
                 planted["prefix"] += 1
             elif r < 0.15:
                 text = rng.choice(FOREIGN).format(s=rng.choice(SUBJECTS))
                 planted["foreign"] += 1
             else:
                 template = rng.choice(TEMPLATES)
-                text = template.format(s=rng.choice(SUBJECTS), a=rng.choice(AUDIENCES), t=rng.choice(TONES),
-                                       f=rng.choice(FORMS), n=rng.randrange(2, 12), body=_body(rng))
+                text = template.format(
+                    s=rng.choice(SUBJECTS),
+                    a=rng.choice(AUDIENCES),
+                    t=rng.choice(TONES),
+                    f=rng.choice(FORMS),
+                    n=rng.randrange(2, 12),
+                    body=_body(rng),
+                )
                 if "{body}" not in template and rng.random() < 0.8:
                     text += " Context: " + _body(rng)  # what the user adds makes most prompts distinct
                 if rng.random() < 0.01:
@@ -195,7 +257,7 @@ def run_child(cmd: list[str]) -> tuple[float, float, float, str]:
     return wall, peak_mib, cpu, stdout + stderr
 
 
-PEER = r'''
+PEER = r"""
 import hashlib, json, sys
 import numpy as np, pandas as pd
 src, out = sys.argv[1], sys.argv[2]
@@ -221,7 +283,7 @@ df["split"] = np.where(u < 0.8, "train", np.where(u < 0.9, "valid", "test"))
 for name, part in df.groupby("split"):
     part.drop(columns=["norm", "ts", "pre", "r"]).to_json(f"{out}/{name}.jsonl", orient="records", lines=True, force_ascii=False)
 print(len(df))
-'''
+"""
 
 
 def langid_comparison(log: Path) -> None:
@@ -248,8 +310,10 @@ def langid_comparison(log: Path) -> None:
     ours = ident.classify(sample)
     t_ours = time.perf_counter() - t
     agree = sum(a == b for a, b in zip(ours, ref))
-    print(f"langid: classify {t_ref / len(sample) * 1e6:.0f} us/prompt, batched {t_ours / len(sample) * 1e6:.1f} us/prompt, "
-          f"speed-up {t_ref / t_ours:.0f}x, agreement {agree}/{len(sample)}")
+    print(
+        f"langid: classify {t_ref / len(sample) * 1e6:.0f} us/prompt, batched {t_ours / len(sample) * 1e6:.1f} us/prompt, "
+        f"speed-up {t_ref / t_ours:.0f}x, agreement {agree}/{len(sample)}"
+    )
 
 
 def main() -> None:
@@ -260,7 +324,9 @@ def main() -> None:
     ap.add_argument("--workers", type=int, default=2, help="curate's worker processes (the default config uses 2)")
     ap.add_argument("--keep", help="keep the generated log and outputs in this folder")
     ap.add_argument("--log", help="reuse a log written by an earlier --keep run instead of generating one")
-    ap.add_argument("--token-sample", type=float, default=1.0, help="stats.token_sample for our run (1.0: count every prompt)")
+    ap.add_argument(
+        "--token-sample", type=float, default=1.0, help="stats.token_sample for our run (1.0: count every prompt)"
+    )
     args = ap.parse_args()
     work = Path(args.keep) if args.keep else Path(tempfile.mkdtemp(prefix="curate-bench-"))
     work.mkdir(parents=True, exist_ok=True)
@@ -276,14 +342,27 @@ def main() -> None:
         print(f"generated {args.prompts:,} lines ({size_mb:.0f} MiB) in {time.perf_counter() - t:.0f} s: {planted}")
 
     out = work / "ours"
-    cmd = [sys.executable, "-m", "instructrl.cli", "curate", "--config", "configs/default/curate.yaml",
-           f"run.out_dir={out}", "run.progress=false", "on_error=skip", f"workers={args.workers}",
-           f"stats.token_sample={args.token_sample}", "inputs=[{path: " + str(log) + ", source: api}]"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "instructrl.cli",
+        "curate",
+        "--config",
+        "configs/default/curate.yaml",
+        f"run.out_dir={out}",
+        "run.progress=false",
+        "on_error=skip",
+        f"workers={args.workers}",
+        f"stats.token_sample={args.token_sample}",
+        "inputs=[{path: " + str(log) + ", source: api}]",
+    ]
     print(f"machine load average (1 min) before our run: {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores")
     wall, peak, cpu, _ = run_child(cmd)
     rep = json.loads((out / "report.json").read_text())
-    print(f"ours (workers={args.workers}, token_sample={args.token_sample}): {wall:.1f} s wall, {cpu:.1f} s CPU, peak RSS {peak:.0f} MiB (all processes), "
-          f"{args.prompts / wall:,.0f} prompts/s; summary {rep['summary']}")
+    print(
+        f"ours (workers={args.workers}, token_sample={args.token_sample}): {wall:.1f} s wall, {cpu:.1f} s CPU, peak RSS {peak:.0f} MiB (all processes), "
+        f"{args.prompts / wall:,.0f} prompts/s; summary {rep['summary']}"
+    )
     print(f"  phases (s): {rep['seconds']}")
     print("  removed: " + ", ".join(f"{f['step']} {f['removed']}" for f in rep["filters"]))
     print(f"  pii by entity {rep['pii']['records_by_entity']}; check ok={rep['check']['ok']}")
@@ -294,8 +373,10 @@ def main() -> None:
         script = work / "peer.py"
         script.write_text(PEER)
         p_wall, p_peak, p_cpu, p_stdout = run_child([sys.executable, str(script), str(log), str(peer_out)])
-        print(f"peer (pandas in memory; no PII, no langid, no tokens): {p_wall:.1f} s wall, {p_cpu:.1f} s CPU, "
-              f"peak RSS {p_peak:.0f} MiB, kept {p_stdout.strip()}")
+        print(
+            f"peer (pandas in memory; no PII, no langid, no tokens): {p_wall:.1f} s wall, {p_cpu:.1f} s CPU, "
+            f"peak RSS {p_peak:.0f} MiB, kept {p_stdout.strip()}"
+        )
         print(f"ratio: time ours/peer {wall / p_wall:.2f}x, peak memory ours/peer {peak / p_peak:.2f}x")
 
     # langid: per-prompt classify vs the batched identifier, same 5,000 prompts

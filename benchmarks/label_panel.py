@@ -49,20 +49,35 @@ def main() -> None:
         batch = [p.prompt for p in prompts for _ in range(args.k)]
         gens = gen.generate(batch, max_new_tokens=args.max_new_tokens, temperature=args.temperature, seed=args.seed)
         print(f"sampled {len(gens)} responses in {time.time() - t0:.0f} s")
-        samples = [Sample(prompt=p.prompt, response=g.text, id=f"{p.id}-{i % args.k}", policy="default",
-                          finish_reason=g.finish_reason, meta={"prompt_id": p.id})
-                   for i, (p, g) in enumerate(zip([p for p in prompts for _ in range(args.k)], gens))]
+        samples = [
+            Sample(
+                prompt=p.prompt,
+                response=g.text,
+                id=f"{p.id}-{i % args.k}",
+                policy="default",
+                finish_reason=g.finish_reason,
+                meta={"prompt_id": p.id},
+            )
+            for i, (p, g) in enumerate(zip([p for p in prompts for _ in range(args.k)], gens))
+        ]
         write_jsonl(samples_path, samples)
     samples = read_jsonl(samples_path, Sample)
 
     # 1. label
+    from instructrl.config import load_config
     from instructrl.label.config import LabelConfig
     from instructrl.label.run import run
-    from instructrl.config import load_config
 
-    cfg = load_config(LabelConfig, ROOT / "configs/default/label.yaml",
-                      [f"run.out_dir={out / 'label'}", f"samples={samples_path}", f"prompts={out / 'prompts.jsonl'}",
-                       "run.progress=false"])
+    cfg = load_config(
+        LabelConfig,
+        ROOT / "configs/default/label.yaml",
+        [
+            f"run.out_dir={out / 'label'}",
+            f"samples={samples_path}",
+            f"prompts={out / 'prompts.jsonl'}",
+            "run.progress=false",
+        ],
+    )
     t0 = time.time()
     run(cfg)
     t_label = time.time() - t0
@@ -92,8 +107,10 @@ def main() -> None:
         predict_prob([r])
         langid.classify(r)
     t_peer = time.time() - t0
-    print(f"rubric on {len(items)} responses: ours (batched, all checks) {t_ours:.2f} s; per-response "
-          f"toxicity + langid only {t_peer:.2f} s; ratio {t_peer / t_ours:.1f}x")
+    print(
+        f"rubric on {len(items)} responses: ours (batched, all checks) {t_ours:.2f} s; per-response "
+        f"toxicity + langid only {t_peer:.2f} s; ratio {t_peer / t_ours:.1f}x"
+    )
 
 
 if __name__ == "__main__":

@@ -36,7 +36,7 @@ PROMPTS = ROOT.parent / "shared" / "data" / "oasst" / "prompt_lottery_en_250_tex
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
-TRL_DRIVER = r'''
+TRL_DRIVER = r"""
 import json, sys, time
 import torch
 spec = json.load(open(sys.argv[1]))
@@ -98,12 +98,15 @@ timers.pop("_train")
 print("RESULT " + json.dumps({"total": total, "timers": timers, "episodes": spec["batch"] * spec["steps"],
                               "mean_response_len": sum(lengths) / max(1, len(lengths)),
                               "trl": trl.__version__}))
-'''
+"""
 
 
 def ensure_trl_venv(path: Path) -> Path:
     py = path / "bin" / "python"
-    if py.exists() and subprocess.run([str(py), "-c", "import trl.experimental.ppo"], capture_output=True).returncode == 0:
+    if (
+        py.exists()
+        and subprocess.run([str(py), "-c", "import trl.experimental.ppo"], capture_output=True).returncode == 0
+    ):
         return py
     print(f"creating {path} (torch==2.13.0, then trl==1.12.0) ...", flush=True)
     subprocess.run([sys.executable, "-m", "venv", str(path)], check=True)
@@ -144,21 +147,49 @@ def run_ours(args, policy_dir: Path, rm_dir: Path, prompts_file: Path, out: Path
     from instructrl.utils.metrics import read_metrics
 
     torch.set_num_threads(args.threads)
-    cfg = load_config(PPOConfig, None, [
-        f"run.out_dir={out}", f"run.seed={args.seed}", "run.precision=bf16", "run.resume=false", "run.progress=false",
-        f"policy.name_or_path={policy_dir}", f"data.prompts=[{prompts_file}]", "data.max_prompt_tokens=256",
-        "reward.kind=model", f"reward.model={rm_dir}", f"reward.batch_size={args.forward_batch}",
-        f"rollout.engine={args.engine}", f"rollout.batch_size={args.batch}", f"rollout.max_new_tokens={args.response_length}",
-        f"rollout.forward_batch_size={args.forward_batch}", f"ppo.steps={args.steps}", f"ppo.batch_size={args.batch}",
-        f"ppo.minibatch_size={args.minibatch}", f"ppo.micro_batch_size={args.micro_batch}", f"ppo.epochs={args.epochs}",
-        f"kl.coef={args.kl_coef}", f"optim.lr={args.lr}", "optim.schedule=constant", "optim.warmup_ratio=0",
-        "train.save_every=0", "train.eval_every=0", "train.sample_every=0"])
+    cfg = load_config(
+        PPOConfig,
+        None,
+        [
+            f"run.out_dir={out}",
+            f"run.seed={args.seed}",
+            "run.precision=bf16",
+            "run.resume=false",
+            "run.progress=false",
+            f"policy.name_or_path={policy_dir}",
+            f"data.prompts=[{prompts_file}]",
+            "data.max_prompt_tokens=256",
+            "reward.kind=model",
+            f"reward.model={rm_dir}",
+            f"reward.batch_size={args.forward_batch}",
+            f"rollout.engine={args.engine}",
+            f"rollout.batch_size={args.batch}",
+            f"rollout.max_new_tokens={args.response_length}",
+            f"rollout.forward_batch_size={args.forward_batch}",
+            f"ppo.steps={args.steps}",
+            f"ppo.batch_size={args.batch}",
+            f"ppo.minibatch_size={args.minibatch}",
+            f"ppo.micro_batch_size={args.micro_batch}",
+            f"ppo.epochs={args.epochs}",
+            f"kl.coef={args.kl_coef}",
+            f"optim.lr={args.lr}",
+            "optim.schedule=constant",
+            "optim.warmup_ratio=0",
+            "train.save_every=0",
+            "train.eval_every=0",
+            "train.sample_every=0",
+        ],
+    )
     run(cfg)
     rows = [r for r in read_metrics(out) if "ppo/score" in r]
     step_time = [args.batch / r["ppo/samples_per_s"] for r in rows]
     split = {k: sum(r[f"ppo/time_{k}"] for r in rows) for k in ("generate", "score", "forward", "train")}
-    return {"total": sum(step_time), "timers": split, "episodes": args.batch * len(rows),
-            "mean_response_len": sum(r["ppo/response_len"] for r in rows) / len(rows)}
+    return {
+        "total": sum(step_time),
+        "timers": split,
+        "episodes": args.batch * len(rows),
+        "mean_response_len": sum(r["ppo/response_len"] for r in rows) / len(rows),
+    }
 
 
 def main() -> None:
@@ -192,42 +223,64 @@ def measure(args, work: Path) -> None:
     policy_dir, rm_dir, prompts = prepare(work, args.batch * args.steps, args.seed)
     prompts_file = work / "prompts.jsonl"
     prompts_file.write_text("".join(json.dumps(p) + "\n" for p in prompts))
-    print(f"default model, {args.steps} PPO steps x {args.batch} episodes, response <= {args.response_length} tokens, "
-          f"minibatch {args.minibatch}, micro-batch {args.micro_batch}, {args.epochs} epoch(s), bf16 autocast, "
-          f"{args.threads} thread(s)", flush=True)
+    print(
+        f"default model, {args.steps} PPO steps x {args.batch} episodes, response <= {args.response_length} tokens, "
+        f"minibatch {args.minibatch}, micro-batch {args.micro_batch}, {args.epochs} epoch(s), bf16 autocast, "
+        f"{args.threads} thread(s)",
+        flush=True,
+    )
     results = {}
     t = time.perf_counter()
     results["instructrl"] = run_ours(args, policy_dir, rm_dir, prompts_file, work / "ours")
     print(f"  instructrl done in {time.perf_counter() - t:.0f} s", flush=True)
     if not args.skip_trl:
-        from instructrl.models.loading import load_tokenizer
         from instructrl.models.forward import encode_prompts
+        from instructrl.models.loading import load_tokenizer
 
         py = ensure_trl_venv(Path(args.trl_venv))
         tok = load_tokenizer(str(policy_dir))
-        spec = {"policy": str(policy_dir), "rm": str(rm_dir), "prompt_ids": encode_prompts(tok, prompts, 256),
-                "threads": args.threads, "seed": args.seed, "out": str(work / "trl"), "batch": args.batch,
-                "minibatch": args.minibatch, "micro_batch": args.micro_batch, "epochs": args.epochs,
-                "steps": args.steps, "forward_batch": args.forward_batch, "response_length": args.response_length,
-                "kl_coef": args.kl_coef, "lr": args.lr, "bf16": True}
+        spec = {
+            "policy": str(policy_dir),
+            "rm": str(rm_dir),
+            "prompt_ids": encode_prompts(tok, prompts, 256),
+            "threads": args.threads,
+            "seed": args.seed,
+            "out": str(work / "trl"),
+            "batch": args.batch,
+            "minibatch": args.minibatch,
+            "micro_batch": args.micro_batch,
+            "epochs": args.epochs,
+            "steps": args.steps,
+            "forward_batch": args.forward_batch,
+            "response_length": args.response_length,
+            "kl_coef": args.kl_coef,
+            "lr": args.lr,
+            "bf16": True,
+        }
         (work / "spec.json").write_text(json.dumps(spec))
         (work / "trl_driver.py").write_text(TRL_DRIVER)
         t = time.perf_counter()
-        proc = subprocess.run([str(py), str(work / "trl_driver.py"), str(work / "spec.json")], capture_output=True,
-                              text=True, env={**os.environ, "TRL_EXPERIMENTAL_SILENCE": "1"})
+        proc = subprocess.run(
+            [str(py), str(work / "trl_driver.py"), str(work / "spec.json")],
+            capture_output=True,
+            text=True,
+            env={**os.environ, "TRL_EXPERIMENTAL_SILENCE": "1"},
+        )
         line = next((ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")), None)
         if line is None:
             print(proc.stdout[-3000:], proc.stderr[-5000:])
             raise SystemExit("the TRL run failed")
-        results["trl"] = json.loads(line[len("RESULT "):])
+        results["trl"] = json.loads(line[len("RESULT ") :])
         print(f"  TRL done in {time.perf_counter() - t:.0f} s", flush=True)
     for name, r in results.items():
         sps = r["episodes"] / r["total"]
         r["samples_per_s"] = sps
         split = " / ".join(f"{k} {v:.1f} s" for k, v in r["timers"].items())
         rest = r["total"] - sum(v for k, v in r["timers"].items() if k != "train")
-        print(f"{name:10s}: {sps:.3f} samples/s over {r['total']:.1f} s | {split} | training (the rest) "
-              f"{rest:.1f} s | mean response {r['mean_response_len']:.1f} tokens")
+        print(
+            f"{name:10s}: {sps:.3f} samples/s over {r['total']:.1f} s | {split} | training (the rest) "
+            f"{rest:.1f} s | mean response {r['mean_response_len']:.1f} tokens"
+        )
     if "trl" in results:
         ratio = results["instructrl"]["samples_per_s"] / results["trl"]["samples_per_s"]
         results["ratio"] = ratio

@@ -46,20 +46,32 @@ def main() -> None:
     rows = read_metrics(out)
     train_rows = [r for r in rows if "rm/loss" in r]
     ev = [r for r in rows if "rm/eval_accuracy" in r][-1]
-    report = {"pairs_seen": train_rows[-1]["rm/pairs_seen"], "train_wall_s": train_rows[-1]["time"],
-              "tokens_seen": train_rows[-1]["rm/tokens_seen"], "splits": {}}
-    print(f"comparisons seen in training: {report['pairs_seen']}, training loop {report['train_wall_s'] / 60:.1f} min, "
-          f"{report['tokens_seen']} tokens; whole run (incl. evaluation) {ev['time'] / 60:.1f} min")
+    report = {
+        "pairs_seen": train_rows[-1]["rm/pairs_seen"],
+        "train_wall_s": train_rows[-1]["time"],
+        "tokens_seen": train_rows[-1]["rm/tokens_seen"],
+        "splits": {},
+    }
+    print(
+        f"comparisons seen in training: {report['pairs_seen']}, training loop {report['train_wall_s'] / 60:.1f} min, "
+        f"{report['tokens_seen']} tokens; whole run (incl. evaluation) {ev['time'] / 60:.1f} min"
+    )
     print(f"{'split':22s} {'held-out':>8s} {'RM acc':>7s} {'longer':>7s} {'shorter':>7s} {'RM - best rule':>14s}")
     for ds in sorted({r.meta["dataset"] for r in held}):
         part = [r for r in held if r.meta["dataset"] == ds]
         acc = ev[f"rm/eval_accuracy@{ds}"]
         longer, shorter = length_rule_accuracy(part, True), length_rule_accuracy(part, False)
         gap = acc - max(longer, shorter)
-        report["splits"][ds] = {"pairs": len(part), "accuracy": acc, "longer_wins": longer, "shorter_wins": shorter,
-                                "margin_over_best_rule": gap}
-        print(f"{ds:22s} {len(part):8d} {100 * acc:6.1f}% {100 * longer:6.1f}% {100 * shorter:6.1f}% "
-              f"{100 * gap:+13.1f}")
+        report["splits"][ds] = {
+            "pairs": len(part),
+            "accuracy": acc,
+            "longer_wins": longer,
+            "shorter_wins": shorter,
+            "margin_over_best_rule": gap,
+        }
+        print(
+            f"{ds:22s} {len(part):8d} {100 * acc:6.1f}% {100 * longer:6.1f}% {100 * shorter:6.1f}% {100 * gap:+13.1f}"
+        )
     print(f"{'all':22s} {ev['rm/eval_pairs']:8d} {100 * ev['rm/eval_accuracy']:6.1f}%")
     if args.out:
         Path(args.out).write_text(json.dumps(report, indent=2))

@@ -45,8 +45,7 @@ OASST = ROOT.parent / "shared" / "data" / "oasst" / "en_100_tree.jsonl"
 
 def cut_model(name: str, layers: int, dest: Path) -> str:
     """The model with only its first ``layers`` decoder layers (0 keeps it whole), saved to ``dest``."""
-    from instructrl.models.loading import load_model, load_tokenizer
-    from instructrl.models.loading import resolve_model_path
+    from instructrl.models.loading import load_model, load_tokenizer, resolve_model_path
 
     path = resolve_model_path(name)
     if not layers:
@@ -69,8 +68,12 @@ def datasets_for(args) -> dict[str, tuple[list, list]]:
 
     oasst = load_rankings(OASST).rankings
     train, held = split_by_conversation(oasst, 0.2, salt="bench")
-    best = [Demonstration(prompt=r.prompt, response=r.responses[r.ranks.index(min(r.ranks))],
-                          id=r.meta["conversation"] + r.id) for r in oasst]
+    best = [
+        Demonstration(
+            prompt=r.prompt, response=r.responses[r.ranks.index(min(r.ranks))], id=r.meta["conversation"] + r.id
+        )
+        for r in oasst
+    ]
     syn = synthetic_rankings(best, 9, seed=0)
     syn_train, syn_held = split_by_conversation(syn, 0.25, salt="bench")
     return {"oasst": (train, held), "synthetic_k9": (syn_train[: args.k9_train], syn_held[: args.k9_eval])}
@@ -86,21 +89,48 @@ def run_ours(model_path: str, train, held, work: Path, args, share: bool) -> dic
     write_jsonl(work / "train.jsonl", train)
     write_jsonl(work / "held.jsonl", held)
     out = work / ("ours" if share else "ours_noshare")
-    cfg = load_config(RMConfig, None, [
-        f"model.name_or_path={model_path}", f"model.max_seq_len={args.max_len}", f"run.out_dir={out}",
-        "run.precision=bf16", "run.progress=false", "run.resume=false", f"data.train=[{work / 'train.jsonl'}]",
-        f"data.eval=[{work / 'held.jsonl'}]", "data.demonstrations=[]", f"optim.lr={args.lr}", "optim.schedule=constant",
-        "optim.warmup_ratio=0", "optim.weight_decay=0", "optim.betas=[0.9,0.95]", "optim.max_grad_norm=1.0",
-        f"train.batch_size={args.prompts_per_step}", f"train.micro_batch_size={args.micro_prompts}",
-        f"train.eval_batch_size={args.micro_prompts}", "train.save_every=0", f"train.share_prompt={share}",
-        "train.epochs=1", f"run.seed={args.seed}"])
+    cfg = load_config(
+        RMConfig,
+        None,
+        [
+            f"model.name_or_path={model_path}",
+            f"model.max_seq_len={args.max_len}",
+            f"run.out_dir={out}",
+            "run.precision=bf16",
+            "run.progress=false",
+            "run.resume=false",
+            f"data.train=[{work / 'train.jsonl'}]",
+            f"data.eval=[{work / 'held.jsonl'}]",
+            "data.demonstrations=[]",
+            f"optim.lr={args.lr}",
+            "optim.schedule=constant",
+            "optim.warmup_ratio=0",
+            "optim.weight_decay=0",
+            "optim.betas=[0.9,0.95]",
+            "optim.max_grad_norm=1.0",
+            f"train.batch_size={args.prompts_per_step}",
+            f"train.micro_batch_size={args.micro_prompts}",
+            f"train.eval_batch_size={args.micro_prompts}",
+            "train.save_every=0",
+            f"train.share_prompt={share}",
+            "train.epochs=1",
+            f"run.seed={args.seed}",
+        ],
+    )
     run(cfg)
     rows = read_metrics(out)
     last = [r for r in rows if "rm/loss" in r][-1]
     ev = [r for r in rows if "rm/eval_accuracy" in r][-1]
-    return {"wall_s": last["time"], "cpu_s": last["rm/cpu_s"], "steps": last["step"], "sequences": last["rm/sequences_seen"],
-            "tokens": last["rm/tokens_seen"], "pairs": last["rm/pairs_seen"], "accuracy": ev["rm/eval_accuracy"],
-            "forward_passes": math.ceil(len(train) / args.micro_prompts) * (2 if share else 1)}
+    return {
+        "wall_s": last["time"],
+        "cpu_s": last["rm/cpu_s"],
+        "steps": last["step"],
+        "sequences": last["rm/sequences_seen"],
+        "tokens": last["rm/tokens_seen"],
+        "pairs": last["rm/pairs_seen"],
+        "accuracy": ev["rm/eval_accuracy"],
+        "forward_passes": math.ceil(len(train) / args.micro_prompts) * (2 if share else 1),
+    }
 
 
 def run_trl(model_path: str, train_ex, held_ex, steps: int, work: Path, args) -> dict:
@@ -115,9 +145,9 @@ def run_trl(model_path: str, train_ex, held_ex, steps: int, work: Path, args) ->
 
     chosen, rejected = [], []
     for ex in train_ex:  # the same token ids as ours: rankings expanded into pairs
-        for w, l in ranking_pairs(ex.ranks):
-            chosen.append(ex.prompt + ex.responses[w])
-            rejected.append(ex.prompt + ex.responses[l])
+        for winner, loser in ranking_pairs(ex.ranks):
+            chosen.append(ex.prompt + ex.responses[winner])
+            rejected.append(ex.prompt + ex.responses[loser])
     n_pairs = len(chosen)
     per_step = max(1, round(n_pairs / steps))  # the same number of optimizer steps as ours
     accum = math.ceil(per_step / args.trl_micro_pairs)
@@ -127,11 +157,27 @@ def run_trl(model_path: str, train_ex, held_ex, steps: int, work: Path, args) ->
     rm = init_reward_model(model_path, tokenizer=tok)
     ds = Dataset.from_dict({"chosen_ids": chosen, "rejected_ids": rejected})
     cfg = RewardConfig(
-        output_dir=str(work / "trl"), per_device_train_batch_size=per_device, gradient_accumulation_steps=accum,
-        num_train_epochs=1, learning_rate=args.lr, lr_scheduler_type="constant", warmup_steps=0, weight_decay=0.0,
-        adam_beta1=0.9, adam_beta2=0.95, max_grad_norm=1.0, bf16=True, use_cpu=not torch.cuda.is_available(),
-        max_length=None, save_strategy="no", report_to=[], logging_steps=10**6, seed=args.seed,
-        dataloader_num_workers=0, disable_tqdm=True)
+        output_dir=str(work / "trl"),
+        per_device_train_batch_size=per_device,
+        gradient_accumulation_steps=accum,
+        num_train_epochs=1,
+        learning_rate=args.lr,
+        lr_scheduler_type="constant",
+        warmup_steps=0,
+        weight_decay=0.0,
+        adam_beta1=0.9,
+        adam_beta2=0.95,
+        max_grad_norm=1.0,
+        bf16=True,
+        use_cpu=not torch.cuda.is_available(),
+        max_length=None,
+        save_strategy="no",
+        report_to=[],
+        logging_steps=10**6,
+        seed=args.seed,
+        dataloader_num_workers=0,
+        disable_tqdm=True,
+    )
     trainer = RewardTrainer(model=rm.hf_model, args=cfg, train_dataset=ds, processing_class=tok)
     t0, cpu0 = time.time(), time.process_time()
     out = trainer.train()
@@ -139,8 +185,16 @@ def run_trl(model_path: str, train_ex, held_ex, steps: int, work: Path, args) ->
     device = next(rm.parameters()).device
     ev = evaluate(rm, held_ex, tok.pad_token_id, args.micro_prompts, device, torch.bfloat16)
     tokens = sum(len(s) for s in chosen) + sum(len(s) for s in rejected)
-    return {"wall_s": wall, "cpu_s": cpu, "steps": out.global_step, "sequences": 2 * n_pairs, "tokens": tokens, "pairs": n_pairs,
-            "accuracy": ev["accuracy"], "forward_passes": math.ceil(n_pairs / per_device)}
+    return {
+        "wall_s": wall,
+        "cpu_s": cpu,
+        "steps": out.global_step,
+        "sequences": 2 * n_pairs,
+        "tokens": tokens,
+        "pairs": n_pairs,
+        "accuracy": ev["accuracy"],
+        "forward_passes": math.ceil(n_pairs / per_device),
+    }
 
 
 def main() -> None:
@@ -178,26 +232,38 @@ def main() -> None:
         train_ex, _ = encode_rankings(tok, train, args.max_len)
         held_ex, _ = encode_rankings(tok, held, args.max_len)
         ks = sorted({ex.k for ex in train_ex})
-        print(f"\n== {name}: {len(train_ex)} training prompts (K {ks[0]}..{ks[-1]}, "
-              f"{sum(ex.n_pairs for ex in train_ex)} comparisons), {len(held_ex)} held-out prompts "
-              f"({sum(ex.n_pairs for ex in held_ex)} comparisons); model {args.model} "
-              f"{'first %d layers' % args.layers if args.layers else 'whole'}, max {args.max_len} tokens", flush=True)
+        print(
+            f"\n== {name}: {len(train_ex)} training prompts (K {ks[0]}..{ks[-1]}, "
+            f"{sum(ex.n_pairs for ex in train_ex)} comparisons), {len(held_ex)} held-out prompts "
+            f"({sum(ex.n_pairs for ex in held_ex)} comparisons); model {args.model} "
+            f"{f'first {args.layers} layers' if args.layers else 'whole'}, max {args.max_len} tokens",
+            flush=True,
+        )
         res = {"ours": run_ours(model_path, train, held, d, args, share=True)}
         if args.no_share:
             res["ours_noshare"] = run_ours(model_path, train, held, d, args, share=False)
         res["trl"] = run_trl(model_path, train_ex, held_ex, res["ours"]["steps"], d, args)
-        print(f"{'side':14s} {'wall s':>8s} {'CPU s':>8s} {'steps':>6s} {'pairs':>7s} {'sequences':>10s} {'tokens':>9s} "
-              f"{'fwd passes':>10s} {'held-out acc':>12s}")
+        print(
+            f"{'side':14s} {'wall s':>8s} {'CPU s':>8s} {'steps':>6s} {'pairs':>7s} {'sequences':>10s} {'tokens':>9s} "
+            f"{'fwd passes':>10s} {'held-out acc':>12s}"
+        )
         for side, r in res.items():
-            print(f"{side:14s} {r['wall_s']:8.1f} {r['cpu_s']:8.1f} {r['steps']:6d} {r['pairs']:7d} {r['sequences']:10d} {r['tokens']:9d} "
-                  f"{r['forward_passes']:10d} {r['accuracy']:12.4f}")
+            print(
+                f"{side:14s} {r['wall_s']:8.1f} {r['cpu_s']:8.1f} {r['steps']:6d} {r['pairs']:7d} {r['sequences']:10d} {r['tokens']:9d} "
+                f"{r['forward_passes']:10d} {r['accuracy']:12.4f}"
+            )
         ratio = res["trl"]["wall_s"] / res["ours"]["wall_s"]
         cpu_ratio = res["trl"]["cpu_s"] / res["ours"]["cpu_s"]
-        print(f"time ratio TRL / ours: {ratio:.2f}x wall, {cpu_ratio:.2f}x CPU; accuracy ours - TRL: "
-              f"{100 * (res['ours']['accuracy'] - res['trl']['accuracy']):+.1f} points", flush=True)
+        print(
+            f"time ratio TRL / ours: {ratio:.2f}x wall, {cpu_ratio:.2f}x CPU; accuracy ours - TRL: "
+            f"{100 * (res['ours']['accuracy'] - res['trl']['accuracy']):+.1f} points",
+            flush=True,
+        )
         if "ours_noshare" in res:
-            print(f"time ratio TRL / ours without prompt sharing: {res['trl']['wall_s'] / res['ours_noshare']['wall_s']:.2f}x "
-                  f"wall, {res['trl']['cpu_s'] / res['ours_noshare']['cpu_s']:.2f}x CPU")
+            print(
+                f"time ratio TRL / ours without prompt sharing: {res['trl']['wall_s'] / res['ours_noshare']['wall_s']:.2f}x "
+                f"wall, {res['trl']['cpu_s'] / res['ours_noshare']['cpu_s']:.2f}x CPU"
+            )
         results[name] = res | {"ratio": ratio, "cpu_ratio": cpu_ratio}
     if args.out:
         Path(args.out).write_text(json.dumps(results, indent=2))

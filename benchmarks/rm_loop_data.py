@@ -40,8 +40,10 @@ def heldout_judgement(run: Path):
 
     prompts = read_jsonl(run / "curate/prompts/test.jsonl", Prompt)
     samples = {n: read_jsonl(run / f"eval/samples/{n}.jsonl", Sample) for n in POLICIES}
-    groups = [(p, [samples[n][i].response for n in POLICIES], [samples[n][i].finish_reason for n in POLICIES])
-              for i, p in enumerate(prompts)]
+    groups = [
+        (p, [samples[n][i].response for n in POLICIES], [samples[n][i].finish_reason for n in POLICIES])
+        for i, p in enumerate(prompts)
+    ]
     held = Panel.load(f"{run / 'rankings/panels.json'}#heldout")
     held.prefetch([(p, r, f) for p, rs, fs in groups for r, f in zip(rs, fs)])
     return prompts, groups, [r.ranks for r in held.rank_many(groups, seed=0)]
@@ -52,9 +54,9 @@ def ranked_training_data(run: Path, out: Path, n: int, k: int) -> Path:
     import torch
 
     from instructrl.eval.sample import load_policy, sample_prompts
-    from instructrl.models.engines import make_generator
     from instructrl.label.labeler import rng_for
     from instructrl.label.panel import Panel
+    from instructrl.models.engines import make_generator
     from instructrl.pipeline.config import SamplingConfig
     from instructrl.records import Prompt, read_jsonl, write_jsonl
     from instructrl.utils.device import autocast
@@ -67,11 +69,21 @@ def ranked_training_data(run: Path, out: Path, n: int, k: int) -> Path:
     pool = [p for role in ("rm", "ppo", "sft") for p in read_jsonl(run / f"curate/prompts/{role}.jsonl", Prompt)]
     prompts = pool[:n]
     model, tok, device = load_policy(str(run / "sft/final"), device="cpu", dtype=sc.dtype)
-    gen = make_generator(model, tok, engine=sc.engine, batch_size=64, max_prompt_tokens=sc.max_prompt_tokens,
-                         progress=True)
+    gen = make_generator(
+        model, tok, engine=sc.engine, batch_size=64, max_prompt_tokens=sc.max_prompt_tokens, progress=True
+    )
     t = time.perf_counter()
-    samples = sample_prompts(gen, prompts, n=k, policy="scale", max_new_tokens=sc.max_new_tokens,
-                             temperature=sc.temperature, top_p=sc.top_p, seed=0, amp=autocast(device, torch.bfloat16))
+    samples = sample_prompts(
+        gen,
+        prompts,
+        n=k,
+        policy="scale",
+        max_new_tokens=sc.max_new_tokens,
+        temperature=sc.temperature,
+        top_p=sc.top_p,
+        seed=0,
+        amp=autocast(device, torch.bfloat16),
+    )
     print(f"sampled {len(samples)} responses in {time.perf_counter() - t:.0f} s")
     by = defaultdict(list)
     for s in samples:
@@ -103,7 +115,7 @@ def main() -> None:
     from instructrl.eval.winrate import ranking_accuracy
     from instructrl.label.panel import Panel
     from instructrl.models.scalar import load_reward_model
-    from instructrl.records import read_jsonl, write_jsonl, Ranking
+    from instructrl.records import Ranking, read_jsonl, write_jsonl
     from instructrl.rm.config import RMConfig
     from instructrl.rm.train import run as rm_run
 
@@ -113,17 +125,28 @@ def main() -> None:
     prompts, groups, ranks = heldout_judgement(run)
     train_panel = Panel.load(f"{run / 'rankings/panels.json'}#train")
     rows = {}
-    ceiling = [np.mean([lab.qualities(p, rs, fs) for lab in train_panel.labelers], axis=0).tolist()
-               for p, rs, fs in groups]
+    ceiling = [
+        np.mean([lab.qualities(p, rs, fs) for lab in train_panel.labelers], axis=0).tolist() for p, rs, fs in groups
+    ]
     rows["ceiling: training panel's mean quality"] = ranking_accuracy(ceiling, ranks)
-    rows["rule: not cut off wins"] = ranking_accuracy([[float(f != "length") for f in fs] for _, _, fs in groups], ranks)
+    rows["rule: not cut off wins"] = ranking_accuracy(
+        [[float(f != "length") for f in fs] for _, _, fs in groups], ranks
+    )
     rows["rule: shorter wins"] = ranking_accuracy([[-len(r) for r in rs] for _, rs, _ in groups], ranks)
 
     def score(rm_dir: str) -> tuple[float, int]:
         rm, tok = load_reward_model(rm_dir)
-        per = [rm.score_texts(tok, [p.prompt for p in prompts], [g[1][j] for g in groups], max_len=832,
-                              amp=torch.bfloat16, ended=[g[2][j] != "length" for g in groups])
-               for j in range(len(POLICIES))]
+        per = [
+            rm.score_texts(
+                tok,
+                [p.prompt for p in prompts],
+                [g[1][j] for g in groups],
+                max_len=832,
+                amp=torch.bfloat16,
+                ended=[g[2][j] != "length" for g in groups],
+            )
+            for j in range(len(POLICIES))
+        ]
         return ranking_accuracy([[per[j][i] for j in range(len(POLICIES))] for i in range(len(prompts))], ranks)
 
     rows["the run's reward model"] = score(str(run / "rm/final"))
@@ -132,21 +155,32 @@ def main() -> None:
         part = out / f"rankings_first{n}.jsonl"
         write_jsonl(part, data[:n])
         rm_out = out / f"rm_{n}"
-        cfg = load_config(RMConfig, run / "rm/config.yaml", [f"run.out_dir={rm_out}", f"data.train=[{part}]",
-                                                              "data.eval_fraction=0", "run.progress=false",
-                                                              "train.save_every=0"])
+        cfg = load_config(
+            RMConfig,
+            run / "rm/config.yaml",
+            [
+                f"run.out_dir={rm_out}",
+                f"data.train=[{part}]",
+                "data.eval_fraction=0",
+                "run.progress=false",
+                "train.save_every=0",
+            ],
+        )
         t = time.perf_counter()
         rm_run(cfg)
         acc, pairs = score(str(rm_out / "final"))
         shutil.rmtree(rm_out)  # 0.5 GB each
-        rows[f"reward model on {n} prompts x K={args.k} ({sum(len(r.responses) for r in data[:n])} responses)"] = \
-            (acc, pairs)
+        rows[f"reward model on {n} prompts x K={args.k} ({sum(len(r.responses) for r in data[:n])} responses)"] = (
+            acc,
+            pairs,
+        )
         print(f"{n} prompts: trained in {time.perf_counter() - t:.0f} s, held-out agreement {acc:.3f}")
     print(f"\nagreement with the held-out panel's ranking of the 5 policies' responses ({len(prompts)} test prompts)")
     for name, (acc, pairs) in rows.items():
         print(f"  {name:60s} {acc:6.1%}  ({pairs} pairs)")
-    (out / "results.json").write_text(json.dumps({k: {"accuracy": a, "pairs": n} for k, (a, n) in rows.items()},
-                                                 indent=2) + "\n")
+    (out / "results.json").write_text(
+        json.dumps({k: {"accuracy": a, "pairs": n} for k, (a, n) in rows.items()}, indent=2) + "\n"
+    )
 
 
 if __name__ == "__main__":

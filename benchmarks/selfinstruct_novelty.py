@@ -64,7 +64,11 @@ def real_texts(data: Path) -> list[str]:
         for r in jsonl(data / f"hh_rlhf/{name}_test.jsonl.gz"):
             first = r["chosen"].split("\n\nHuman: ", 1)[-1].split("\n\nAssistant:", 1)[0]
             texts.append(first)
-    texts += [json.loads(line) for line in open(data / "oasst/prompt_lottery_en_250_text.jsonl", encoding="utf-8") if line.strip()]
+    texts += [
+        json.loads(line)
+        for line in open(data / "oasst/prompt_lottery_en_250_text.jsonl", encoding="utf-8")
+        if line.strip()
+    ]
     import csv
 
     with open(data / "truthfulqa/TruthfulQA.csv", encoding="utf-8-sig", newline="") as fh:
@@ -102,7 +106,7 @@ def build(pool_size: int, n_cand: int, seed: int) -> tuple[list[str], list[str],
     rng = random.Random(seed)
     real = real_texts(DATA)
     rng.shuffle(real)
-    held_out, real = real[: n_cand // 3], real[n_cand // 3:]
+    held_out, real = real[: n_cand // 3], real[n_cand // 3 :]
     vocab = [w for t in real for w in t.split()]
     pool = real[:pool_size]
     while len(pool) < pool_size:
@@ -132,7 +136,7 @@ def unpruned_best(pool: list[str], cands: list[str], chunk: int = 50) -> list[fl
     n = np.array([len(p) for p in pool_ids], dtype=np.float64)
     best = []
     for start in range(0, len(cands), chunk):
-        cand_ids = [ids(c) for c in cands[start: start + chunk]]
+        cand_ids = [ids(c) for c in cands[start : start + chunk]]
         lcs = cdist(cand_ids, pool_ids, scorer=LCSseq.similarity, dtype=np.int32, workers=-1).astype(np.float64)
         for row, c in zip(lcs, cand_ids):
             m = len(c)
@@ -174,8 +178,10 @@ def main() -> int:
         return 2
     t = args.threshold
     pool, cands, kinds = build(args.pool, args.candidates, args.seed)
-    print(f"pool {len(pool)} instructions, {len(cands)} candidates ({', '.join(f'{k} {kinds.count(k)}' for k in sorted(set(kinds)))}); "
-          f"threshold {t}; {os.cpu_count()} cores")
+    print(
+        f"pool {len(pool)} instructions, {len(cands)} candidates ({', '.join(f'{k} {kinds.count(k)}' for k in sorted(set(kinds)))}); "
+        f"threshold {t}; {os.cpu_count()} cores"
+    )
 
     # ---- ours
     t0 = time.perf_counter()
@@ -221,23 +227,45 @@ def main() -> int:
     total_ref = ref_build + ref_per * len(cands)
     total_ours = ours_build + ours_query
     print(f"decisions: ours drops {sum(ours_drop)}/{len(cands)}; reference sample drops {sum(ref_drop)}/{len(sample)}")
-    print(f"agreement with the reference on its {len(sample)} candidates: {len(sample) - mismatch_ref}/{len(sample)} decisions, "
-          f"best F1 bit-identical {best_equal}/{len(sample)} (pruned maxima identical {best_equal_pruned}/{len(sample)})")
-    print(f"agreement with the unpruned exact scorer on all {len(cands)} candidates: {len(cands) - mismatch_exact}/{len(cands)} "
-          f"decisions, best F1 of dropped candidates identical: {sum(ours_drop) - best_mismatch}/{sum(ours_drop)}  ({check_s:.1f} s)")
-    print(f"reference ({args.procs} processes): pool tokenization {ref_build:.2f} s, {ref_per * 1000:.1f} ms per candidate "
-          f"(mean of {len(sample)}, min {min(ref_secs) * 1000:.0f}, max {max(ref_secs) * 1000:.0f})")
-    print(f"ours (1 thread):        index build {ours_build:.2f} s, {ours_per * 1000:.3f} ms per candidate (all {len(cands)})")
+    print(
+        f"agreement with the reference on its {len(sample)} candidates: {len(sample) - mismatch_ref}/{len(sample)} decisions, "
+        f"best F1 bit-identical {best_equal}/{len(sample)} (pruned maxima identical {best_equal_pruned}/{len(sample)})"
+    )
+    print(
+        f"agreement with the unpruned exact scorer on all {len(cands)} candidates: {len(cands) - mismatch_exact}/{len(cands)} "
+        f"decisions, best F1 of dropped candidates identical: {sum(ours_drop) - best_mismatch}/{sum(ours_drop)}  ({check_s:.1f} s)"
+    )
+    print(
+        f"reference ({args.procs} processes): pool tokenization {ref_build:.2f} s, {ref_per * 1000:.1f} ms per candidate "
+        f"(mean of {len(sample)}, min {min(ref_secs) * 1000:.0f}, max {max(ref_secs) * 1000:.0f})"
+    )
+    print(
+        f"ours (1 thread):        index build {ours_build:.2f} s, {ours_per * 1000:.3f} ms per candidate (all {len(cands)})"
+    )
     print(f"per-candidate speed-up: {ratio:.0f}x")
-    print(f"whole job ({len(cands)} candidates incl. tokenization/index build; reference extrapolated): "
-          f"{total_ref:.0f} s vs {total_ours:.2f} s = {total_ref / total_ours:.0f}x")
+    print(
+        f"whole job ({len(cands)} candidates incl. tokenization/index build; reference extrapolated): "
+        f"{total_ref:.0f} s vs {total_ours:.2f} s = {total_ref / total_ours:.0f}x"
+    )
     ok = mismatch_ref == 0 and mismatch_exact == 0 and best_mismatch == 0 and best_equal == len(sample)
     print("ALL DECISIONS AGREE" if ok else "DECISIONS DIFFER")
     if args.json:
-        Path(args.json).write_text(json.dumps({
-            "pool": len(pool), "candidates": len(cands), "ref_sample": len(sample), "procs": args.procs,
-            "ref_ms_per_candidate": ref_per * 1000, "ours_ms_per_candidate": ours_per * 1000, "speedup": ratio,
-            "whole_job_speedup": total_ref / total_ours, "agree": ok}, indent=2))
+        Path(args.json).write_text(
+            json.dumps(
+                {
+                    "pool": len(pool),
+                    "candidates": len(cands),
+                    "ref_sample": len(sample),
+                    "procs": args.procs,
+                    "ref_ms_per_candidate": ref_per * 1000,
+                    "ours_ms_per_candidate": ours_per * 1000,
+                    "speedup": ratio,
+                    "whole_job_speedup": total_ref / total_ours,
+                    "agree": ok,
+                },
+                indent=2,
+            )
+        )
     return 0 if ok else 1
 
 

@@ -32,15 +32,16 @@ def main() -> None:
     ap.add_argument("--max-len", type=int, default=512)
     ap.add_argument("--lr", type=float, default=2e-5)
     ap.add_argument("--limit", type=int, default=0, help="use only the first N training conversations (0 = all)")
-    ap.add_argument("--threads", type=int, default=0, help="torch threads (0 = all cores); 1 is steadier on a busy machine")
+    ap.add_argument(
+        "--threads", type=int, default=0, help="torch threads (0 = all cores); 1 is steadier on a busy machine"
+    )
     ap.add_argument("--out", default=None, help="write the figures as JSON here")
     args = ap.parse_args()
 
     import torch
 
     from instructrl.config import load_config
-    from instructrl.models.loading import load_model, load_tokenizer
-    from instructrl.models.loading import resolve_model_path
+    from instructrl.models.loading import load_model, load_tokenizer, resolve_model_path
     from instructrl.records import write_jsonl
     from instructrl.sft import data as sft_data
     from instructrl.sft.config import SFTConfig
@@ -66,12 +67,25 @@ def main() -> None:
     load_avg = os.getloadavg()[0]
 
     # ------------------------------------------------------------------ instructrl
-    cfg = load_config(SFTConfig, None, [
-        f"model.name_or_path={model_path}", f"data.train={train_file}", "data.valid_fraction=0",
-        f"model.max_seq_len={args.max_len}", f"train.batch_size={args.batch}", "train.epochs=1",
-        "train.save_every=0", "run.precision=bf16", f"optim.lr={args.lr}", "optim.warmup_ratio=0.05",
-        "optim.min_lr_ratio=0", f"run.out_dir={work / 'ours'}", "run.progress=true",
-    ])
+    cfg = load_config(
+        SFTConfig,
+        None,
+        [
+            f"model.name_or_path={model_path}",
+            f"data.train={train_file}",
+            "data.valid_fraction=0",
+            f"model.max_seq_len={args.max_len}",
+            f"train.batch_size={args.batch}",
+            "train.epochs=1",
+            "train.save_every=0",
+            "run.precision=bf16",
+            f"optim.lr={args.lr}",
+            "optim.warmup_ratio=0.05",
+            "optim.min_lr_ratio=0",
+            f"run.out_dir={work / 'ours'}",
+            "run.progress=true",
+        ],
+    )
     final = run(cfg)
     rows = [r for r in read_metrics(work / "ours") if "sft/tokens" in r]
     ours_tokens = rows[-1]["sft/tokens"]
@@ -91,12 +105,28 @@ def main() -> None:
     ds = Dataset.from_list([{"prompt": c[:-1], "completion": [c[-1]]} for c in train_convs])
     model = load_model(model_path, tokenizer=tok)
     targs = TRLConfig(
-        output_dir=str(work / "trl"), per_device_train_batch_size=args.batch, gradient_accumulation_steps=1,
-        num_train_epochs=1, learning_rate=args.lr, lr_scheduler_type="cosine",
+        output_dir=str(work / "trl"),
+        per_device_train_batch_size=args.batch,
+        gradient_accumulation_steps=1,
+        num_train_epochs=1,
+        learning_rate=args.lr,
+        lr_scheduler_type="cosine",
         warmup_steps=int(round(0.05 * -(-len(train_convs) // args.batch))),
-        adam_beta1=0.9, adam_beta2=0.95, weight_decay=0.0, max_grad_norm=1.0, bf16=True, use_cpu=True,
-        max_length=args.max_len, packing=False, completion_only_loss=True, logging_steps=1, report_to="none",
-        save_strategy="no", eval_strategy="no", dataloader_num_workers=0, seed=0,
+        adam_beta1=0.9,
+        adam_beta2=0.95,
+        weight_decay=0.0,
+        max_grad_norm=1.0,
+        bf16=True,
+        use_cpu=True,
+        max_length=args.max_len,
+        packing=False,
+        completion_only_loss=True,
+        logging_steps=1,
+        report_to="none",
+        save_strategy="no",
+        eval_strategy="no",
+        dataloader_num_workers=0,
+        seed=0,
     )
     trainer = SFTTrainer(model=model, args=targs, train_dataset=ds, processing_class=tok)
     trl_tokens = sum(len(x) for x in trainer.train_dataset["input_ids"])
@@ -108,18 +138,35 @@ def main() -> None:
     trl_final_loss = [h["loss"] for h in trainer.state.log_history if "loss" in h][-1]
 
     res = {
-        "model": Path(model_path).name, "train_conversations": len(train_convs), "held_out_examples": len(held_ex),
-        "batch": args.batch, "max_len": args.max_len, "load_average_at_start": load_avg,
-        "torch_threads": torch.get_num_threads(), "trl_version": trl.__version__,
-        "ours": {"tokens": ours_tokens, "seconds": round(ours_time, 1), "tokens_per_s": round(ours_tps, 1),
-                 "final_train_loss": round(ours_final_loss, 4), "held_out_loss": round(ours_held, 4)},
-        "trl": {"tokens": trl_tokens, "seconds": round(trl_time, 1), "tokens_per_s": round(trl_tps, 1),
-                "final_train_loss": round(trl_final_loss, 4), "held_out_loss": round(trl_held, 4)},
+        "model": Path(model_path).name,
+        "train_conversations": len(train_convs),
+        "held_out_examples": len(held_ex),
+        "batch": args.batch,
+        "max_len": args.max_len,
+        "load_average_at_start": load_avg,
+        "torch_threads": torch.get_num_threads(),
+        "trl_version": trl.__version__,
+        "ours": {
+            "tokens": ours_tokens,
+            "seconds": round(ours_time, 1),
+            "tokens_per_s": round(ours_tps, 1),
+            "final_train_loss": round(ours_final_loss, 4),
+            "held_out_loss": round(ours_held, 4),
+        },
+        "trl": {
+            "tokens": trl_tokens,
+            "seconds": round(trl_time, 1),
+            "tokens_per_s": round(trl_tps, 1),
+            "final_train_loss": round(trl_final_loss, 4),
+            "held_out_loss": round(trl_held, 4),
+        },
         "ratio_tokens_per_s": round(ours_tps / trl_tps, 2),
     }
     print(json.dumps(res, indent=2))
-    print(f"\nSFT throughput: instructrl {ours_tps:.0f} tok/s, TRL {trl.__version__} SFTTrainer {trl_tps:.0f} tok/s "
-          f"-> ratio {ours_tps / trl_tps:.2f}x; held-out loss {ours_held:.4f} vs {trl_held:.4f}")
+    print(
+        f"\nSFT throughput: instructrl {ours_tps:.0f} tok/s, TRL {trl.__version__} SFTTrainer {trl_tps:.0f} tok/s "
+        f"-> ratio {ours_tps / trl_tps:.2f}x; held-out loss {ours_held:.4f} vs {trl_held:.4f}"
+    )
     if args.out:
         Path(args.out).write_text(json.dumps(res, indent=2))
 

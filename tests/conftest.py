@@ -40,8 +40,12 @@ def sigkill_when():
     import time
 
     def kill(cmd: list[str], path: Path) -> None:
-        proc = subprocess.Popen([sys.executable, "-m", "instructrl.cli", *cmd], stdout=subprocess.DEVNULL,
-                                stderr=subprocess.DEVNULL, env={**os.environ, "PYTHONPATH": str(ROOT / "src")})
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "instructrl.cli", *cmd],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            env={**os.environ, "PYTHONPATH": str(ROOT / "src")},
+        )
         deadline = time.time() + 120
         while not path.exists():
             assert proc.poll() is None, "the run ended before it could be killed"

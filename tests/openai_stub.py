@@ -81,9 +81,15 @@ def from_generator(generator: Any) -> Handler:
     def handler(req: StubRequest):
         prompt = req.prompt if req.kind == "completions" else req.messages
         with lock:
-            g = generator.generate([prompt], raw=req.kind == "completions", max_new_tokens=req.max_tokens or 16,
-                                   temperature=req.temperature if req.temperature is not None else 1.0,
-                                   top_p=req.top_p or 1.0, stop=req.stop or None, seed=req.seed)[0]
+            g = generator.generate(
+                [prompt],
+                raw=req.kind == "completions",
+                max_new_tokens=req.max_tokens or 16,
+                temperature=req.temperature if req.temperature is not None else 1.0,
+                top_p=req.top_p or 1.0,
+                stop=req.stop or None,
+                seed=req.seed,
+            )[0]
         return g.text, g.finish_reason
 
     return handler
@@ -121,7 +127,9 @@ class OpenAIStub:
                 if not self._authorized():
                     return
                 if self.path.rstrip("/") == "/v1/models":
-                    self._send(200, {"object": "list", "data": [{"id": stub.model, "object": "model", "owned_by": "stub"}]})
+                    self._send(
+                        200, {"object": "list", "data": [{"id": stub.model, "object": "model", "owned_by": "stub"}]}
+                    )
                 else:
                     self._send(404, {"error": {"message": f"no route {self.path}"}})
 
@@ -145,8 +153,17 @@ class OpenAIStub:
                     return
                 stop = body.get("stop") or []
                 stop = [stop] if isinstance(stop, str) else list(stop)
-                req = StubRequest(kind, body.get("prompt"), body.get("messages"), body.get("max_tokens"),
-                                  body.get("temperature"), body.get("top_p"), stop, body.get("seed"), body)
+                req = StubRequest(
+                    kind,
+                    body.get("prompt"),
+                    body.get("messages"),
+                    body.get("max_tokens"),
+                    body.get("temperature"),
+                    body.get("top_p"),
+                    stop,
+                    body.get("seed"),
+                    body,
+                )
                 if (kind == "completions" and not isinstance(req.prompt, str)) or (kind == "chat" and not req.messages):
                     self._send(400, {"error": {"message": "missing 'prompt' (completions) or 'messages' (chat)"}})
                     return
@@ -163,9 +180,17 @@ class OpenAIStub:
                 except Exception as e:  # the handler failed: a server error, as a real server would answer
                     self._send(500, {"error": {"message": f"{type(e).__name__}: {e}"}})
                     return
-                self._send(200, {"id": f"stub-{len(stub.requests)}", "object": "text_completion" if kind == "completions"
-                                 else "chat.completion", "created": int(time.time()), "model": body.get("model", stub.model),
-                                 "choices": choices, "usage": {"prompt_tokens": 0, "completion_tokens": 0, "total_tokens": 0}})
+                self._send(
+                    200,
+                    {
+                        "id": f"stub-{len(stub.requests)}",
+                        "object": "text_completion" if kind == "completions" else "chat.completion",
+                        "created": int(time.time()),
+                        "model": body.get("model", stub.model),
+                        "choices": choices,
+                        "usage": {"prompt_tokens": 0, "completion_tokens": 0, "total_tokens": 0},
+                    },
+                )
 
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), _RequestHandler)
         self._server.daemon_threads = True

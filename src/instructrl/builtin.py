@@ -16,8 +16,10 @@ PREFIX = "builtin:"
 #: name -> (file inside the package, what it holds)
 BUILTIN: dict[str, tuple[str, str]] = {
     "builtin:demo": ("data/demo/demonstrations.jsonl", "236 labeler-style demonstrations (plain and few-shot)"),
-    "builtin:prompts": ("data/prompts/prompts.jsonl", "the project's prompt set (473 prompts with users, "
-                                                      "categories, constraints and reference answers)"),
+    "builtin:prompts": (
+        "data/prompts/prompts.jsonl",
+        "the project's prompt set (473 prompts with users, categories, constraints and reference answers)",
+    ),
     "builtin:seeds": ("data/selfinstruct/builtin_seeds.jsonl", "Self-Instruct seed tasks (35, 9 classification)"),
     "builtin:example": ("label/example_samples.jsonl", "a small hand-written set of samples to label"),
     "builtin:example_prompts": ("label/example_prompts.jsonl", "the prompts of builtin:example"),

@@ -17,24 +17,51 @@ from instructrl.records import RecordError
 
 # name -> (config class "module:Class", run function "module:function", one-line description)
 STAGES: dict[str, tuple[str, str, str]] = {
-    "curate": ("instructrl.data.config:CurateConfig", "instructrl.data.curate.run:run",
-               "prompt logs -> train/valid/test by user: dedup, per-user cap, PII, langid, report"),
-    "selfinstruct": ("instructrl.data.selfinstruct.config:SelfInstructConfig", "instructrl.data.selfinstruct.run:run",
-                     "Self-Instruct: grow a task pool from seed tasks with the model itself"),
-    "label": ("instructrl.label.config:LabelConfig", "instructrl.label.run:run",
-              "rank samples or pick demonstrations with simulated labelers (calibrated panels) or an LLM judge"),
-    "sft": ("instructrl.sft.config:SFTConfig", "instructrl.sft.train:run",
-            "supervised fine-tuning on demonstrations (prompt tokens masked)"),
-    "rm": ("instructrl.rm.config:RMConfig", "instructrl.rm.train:run",
-           "reward model from rankings (K-way loss, all C(K,2) pairs of a prompt in one batch element)"),
-    "rm score": ("instructrl.rm.config:RMScoreConfig", "instructrl.rm.score:run",
-                 "score prompt/response JSONL (or preference data) with a reward model"),
-    "ppo": ("instructrl.ppo.config:PPOConfig", "instructrl.ppo.train:run",
-            "PPO / PPO-ptx of the SFT policy against a reward model (KL penalty to the SFT policy)"),
-    "eval": ("instructrl.eval.config:EvalConfig", "instructrl.eval.run:run",
-             "policies on held-out test prompts: win rate against a baseline by the held-out panel, Likert, flags, KL"),
-    "run": ("instructrl.pipeline.config:PipelineConfig", "instructrl.pipeline.run:run",
-            "the whole loop: curate, simulated labels, SFT, RM, PPO and PPO-ptx, evaluation and report"),
+    "curate": (
+        "instructrl.data.config:CurateConfig",
+        "instructrl.data.curate.run:run",
+        "prompt logs -> train/valid/test by user: dedup, per-user cap, PII, langid, report",
+    ),
+    "selfinstruct": (
+        "instructrl.data.selfinstruct.config:SelfInstructConfig",
+        "instructrl.data.selfinstruct.run:run",
+        "Self-Instruct: grow a task pool from seed tasks with the model itself",
+    ),
+    "label": (
+        "instructrl.label.config:LabelConfig",
+        "instructrl.label.run:run",
+        "rank samples or pick demonstrations with simulated labelers (calibrated panels) or an LLM judge",
+    ),
+    "sft": (
+        "instructrl.sft.config:SFTConfig",
+        "instructrl.sft.train:run",
+        "supervised fine-tuning on demonstrations (prompt tokens masked)",
+    ),
+    "rm": (
+        "instructrl.rm.config:RMConfig",
+        "instructrl.rm.train:run",
+        "reward model from rankings (K-way loss, all C(K,2) pairs of a prompt in one batch element)",
+    ),
+    "rm score": (
+        "instructrl.rm.config:RMScoreConfig",
+        "instructrl.rm.score:run",
+        "score prompt/response JSONL (or preference data) with a reward model",
+    ),
+    "ppo": (
+        "instructrl.ppo.config:PPOConfig",
+        "instructrl.ppo.train:run",
+        "PPO / PPO-ptx of the SFT policy against a reward model (KL penalty to the SFT policy)",
+    ),
+    "eval": (
+        "instructrl.eval.config:EvalConfig",
+        "instructrl.eval.run:run",
+        "policies on held-out test prompts: win rate against a baseline by the held-out panel, Likert, flags, KL",
+    ),
+    "run": (
+        "instructrl.pipeline.config:PipelineConfig",
+        "instructrl.pipeline.run:run",
+        "the whole loop: curate, simulated labels, SFT, RM, PPO and PPO-ptx, evaluation and report",
+    ),
 }
 
 
@@ -108,7 +135,9 @@ def main(argv: list[str] | None = None) -> int:
             overrides.append(a)
         i += 1
     cfg_spec, run_spec, _ = STAGES[name]
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S"
+    )
     try:
         cfg = load_config(_load(cfg_spec), config_path, overrides)
         out = _load(run_spec)(cfg)
@@ -149,8 +178,10 @@ def _error_lines(stage: str, error: Exception) -> str:
         hint = "check that the path names the right file and that it holds records, then run again"
     else:
         hint = "fix the input named above and run again"
-    return (f"instructrl {stage}: {kind}: {message}\n"
-            f"instructrl {stage}: hint: {hint} (INSTRUCTRL_DEBUG=1 shows the traceback)")
+    return (
+        f"instructrl {stage}: {kind}: {message}\n"
+        f"instructrl {stage}: hint: {hint} (INSTRUCTRL_DEBUG=1 shows the traceback)"
+    )
 
 
 if __name__ == "__main__":

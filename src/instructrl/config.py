@@ -61,8 +61,9 @@ class RunConfig:
     progress: bool = option(True, "Show progress bars (tqdm).")
     resume: bool = option(True, "Resume from the newest step-NNNNNN/ checkpoint in out_dir if there is one.")
     threads: int = option(
-        0, "Torch CPU threads (0: torch's default, one per core). On a machine busy with other work, 1 is often "
-        "several times faster than oversubscribed cores."
+        0,
+        "Torch CPU threads (0: torch's default, one per core). On a machine busy with other work, 1 is often "
+        "several times faster than oversubscribed cores.",
     )
 
     def __post_init__(self) -> None:
@@ -83,9 +84,12 @@ class ModelConfig:
         "fp32", "Dtype of the weights in memory (training keeps fp32 master weights; use run.precision for autocast)."
     )
     dropout: float | None = option(
-        None, "Residual/attention dropout to set on the model config (InstructGPT SFT used 0.2); null keeps the model's."
+        None,
+        "Residual/attention dropout to set on the model config (InstructGPT SFT used 0.2); null keeps the model's.",
     )
-    max_seq_len: int = option(1024, "Longest prompt+response in tokens; longer examples are truncated from the left of the prompt.")
+    max_seq_len: int = option(
+        1024, "Longest prompt+response in tokens; longer examples are truncated from the left of the prompt."
+    )
     gradient_checkpointing: bool = option(False, "Recompute activations in the backward pass to save memory.")
 
     def __post_init__(self) -> None:
@@ -270,7 +274,8 @@ def _build(cls: type[T], data: dict, source: str, prefix: str = "", defaults: An
     for k in data:
         if k not in names:
             raise ConfigError(
-                f"{source}: unknown key '{prefix}{k}'; valid keys under '{prefix.rstrip('.') or '<top>'}': {', '.join(names)}"
+                f"{source}: unknown key '{prefix}{k}'; "
+                f"valid keys under '{prefix.rstrip('.') or '<top>'}': {', '.join(names)}"
             )
     kwargs = {}
     for k, v in data.items():

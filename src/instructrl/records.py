@@ -39,7 +39,7 @@ CATEGORIES = (
 ROLES = ("system", "user", "assistant")
 
 Message = dict  # {"role": ..., "content": ...}
-PromptText = Union[str, list]  # plain text or a list of messages
+PromptText = str | list  # plain text or a list of messages
 
 R = TypeVar("R")
 
@@ -141,7 +141,11 @@ class Demonstration:
             if not isinstance(self.examples, list) or len(self.examples) < 2:
                 raise _FieldError("examples", "a few-shot demonstration needs at least 2 examples")
             for i, ex in enumerate(self.examples):
-                if not isinstance(ex, dict) or not isinstance(ex.get("query"), str) or not isinstance(ex.get("response"), str):
+                if (
+                    not isinstance(ex, dict)
+                    or not isinstance(ex.get("query"), str)
+                    or not isinstance(ex.get("response"), str)
+                ):
                     raise _FieldError(f"examples[{i}]", "each example is an object with string 'query' and 'response'")
             return
         if self.prompt is None:
@@ -206,8 +210,14 @@ class Comparison:
         _check_prompt(self.prompt)
 
     def to_ranking(self) -> Ranking:
-        return Ranking(prompt=self.prompt, responses=[self.chosen, self.rejected], ranks=[1, 2], id=self.id,
-                       labeler_id=self.labeler_id, meta=dict(self.meta))
+        return Ranking(
+            prompt=self.prompt,
+            responses=[self.chosen, self.rejected],
+            ranks=[1, 2],
+            id=self.id,
+            labeler_id=self.labeler_id,
+            meta=dict(self.meta),
+        )
 
 
 @dataclasses.dataclass
@@ -275,8 +285,15 @@ def _check_type(tp: Any, value: Any) -> bool:
     return True
 
 
-_JSON_WORDS = {str: "a string", int: "an integer", float: "a number", bool: "true or false", list: "a list",
-               dict: "an object", type(None): "null"}
+_JSON_WORDS = {
+    str: "a string",
+    int: "an integer",
+    float: "a number",
+    bool: "true or false",
+    list: "a list",
+    dict: "an object",
+    type(None): "null",
+}
 
 
 def _json_words(tp: Any) -> str:
@@ -345,12 +362,16 @@ def iter_json_lines(path: str | os.PathLike) -> Iterator[tuple[int, Any]]:
     for lineno, raw in _raw_lines(path):
         where = f"{path}:{lineno}"
         if lineno == 1 and raw.startswith(codecs.BOM_UTF8):
-            raw = raw[len(codecs.BOM_UTF8):]
+            raw = raw[len(codecs.BOM_UTF8) :]
         try:
             line = raw.decode("utf-8")
         except UnicodeDecodeError as e:
-            raise RecordError(where, None, f"not valid UTF-8 (byte 0x{raw[e.start]:02x} at byte {e.start + 1} of the "
-                              "line); save the file as UTF-8") from None
+            raise RecordError(
+                where,
+                None,
+                f"not valid UTF-8 (byte 0x{raw[e.start]:02x} at byte {e.start + 1} of the "
+                "line); save the file as UTF-8",
+            ) from None
         if not line.strip():
             continue
         try:
@@ -365,8 +386,11 @@ def require_records(records: list[R], path: str | os.PathLike, what: str = "reco
     """``records`` as they are, or a RecordError naming ``path`` when it held none: for input a stage
     cannot run without (an empty output of an earlier stage may be fine, so reading alone allows it)."""
     if not records:
-        raise RecordError(str(path), None, f"no {what} in the file (it is empty or only blank lines); "
-                          "expected one JSON object per line")
+        raise RecordError(
+            str(path),
+            None,
+            f"no {what} in the file (it is empty or only blank lines); expected one JSON object per line",
+        )
     return records
 
 
@@ -403,8 +427,11 @@ def write_jsonl(path: str | os.PathLike, records: Iterable[Any]) -> Path:
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         raw = os.fdopen(fd, "wb")
-        opener = (io.TextIOWrapper(gzip.GzipFile(fileobj=raw, mode="wb"), encoding="utf-8") if path.suffix == ".gz"
-                  else io.TextIOWrapper(raw, encoding="utf-8"))
+        opener = (
+            io.TextIOWrapper(gzip.GzipFile(fileobj=raw, mode="wb"), encoding="utf-8")
+            if path.suffix == ".gz"
+            else io.TextIOWrapper(raw, encoding="utf-8")
+        )
         with raw, opener as fh:
             for rec in records:
                 obj = to_dict(rec) if dataclasses.is_dataclass(rec) else rec

@@ -33,23 +33,48 @@ class Stage:
 
 
 STAGES = {
-    "sft": Stage("sft", "sft.yaml", {"prompt": "Add 2 and 3.", "response": "5"},
-                 {"prompt": "Add 4 and 4.", "response": "8"},
-                 ({"response": "5"}, "prompt"), ({"prompt": "Add 2 and 3.", "response": 5}, "response")),
-    "rm": Stage("rm", "rm.yaml", {"prompt": "p", "responses": ["good", "bad"], "ranks": [1, 2]},
-                {"prompt": "q", "responses": ["poor", "fine"], "ranks": [2, 1]},
-                ({"prompt": "p", "responses": ["a", "b"]}, "ranks"),
-                ({"prompt": "p", "responses": ["a", "b"], "ranks": "1,2"}, "ranks")),
+    "sft": Stage(
+        "sft",
+        "sft.yaml",
+        {"prompt": "Add 2 and 3.", "response": "5"},
+        {"prompt": "Add 4 and 4.", "response": "8"},
+        ({"response": "5"}, "prompt"),
+        ({"prompt": "Add 2 and 3.", "response": 5}, "response"),
+    ),
+    "rm": Stage(
+        "rm",
+        "rm.yaml",
+        {"prompt": "p", "responses": ["good", "bad"], "ranks": [1, 2]},
+        {"prompt": "q", "responses": ["poor", "fine"], "ranks": [2, 1]},
+        ({"prompt": "p", "responses": ["a", "b"]}, "ranks"),
+        ({"prompt": "p", "responses": ["a", "b"], "ranks": "1,2"}, "ranks"),
+    ),
     # load_prompts names 'text' when an object has neither 'prompt' nor 'text'
-    "ppo": Stage("ppo", "ppo.yaml", {"prompt": "Count to three."}, {"prompt": "Name a colour."},
-                 ({"id": "p2"}, "prompt"), ({"prompt": 3}, "prompt")),
-    "rm score": Stage("rm score", None, {"prompt": "Say hi.", "response": "hi"},
-                      {"prompt": "Say bye.", "response": "bye"},
-                      ({"prompt": "Say hi."}, "response"), ({"prompt": "Say hi.", "response": 3}, "response")),
+    "ppo": Stage(
+        "ppo",
+        "ppo.yaml",
+        {"prompt": "Count to three."},
+        {"prompt": "Name a colour."},
+        ({"id": "p2"}, "prompt"),
+        ({"prompt": 3}, "prompt"),
+    ),
+    "rm score": Stage(
+        "rm score",
+        None,
+        {"prompt": "Say hi.", "response": "hi"},
+        {"prompt": "Say bye.", "response": "bye"},
+        ({"prompt": "Say hi."}, "response"),
+        ({"prompt": "Say hi.", "response": 3}, "response"),
+    ),
     # two responses to one prompt: one ranking
-    "label": Stage("label", "label.yaml", {"prompt": "Say hi.", "response": "hi"},
-                   {"prompt": "Say hi.", "response": "hello there"},
-                   ({"prompt": "Say hi."}, "response"), ({"prompt": "Say hi.", "response": ["hi"]}, "response")),
+    "label": Stage(
+        "label",
+        "label.yaml",
+        {"prompt": "Say hi.", "response": "hi"},
+        {"prompt": "Say hi.", "response": "hello there"},
+        ({"prompt": "Say hi."}, "response"),
+        ({"prompt": "Say hi.", "response": ["hi"]}, "response"),
+    ),
 }
 
 # kind -> (the line that follows a good first line where it is the same for every stage, a word the error holds)

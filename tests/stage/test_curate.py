@@ -26,13 +26,28 @@ def test_curate_real_prompt_sets(shared_data, tiny_model_dir, tmp_path):
     cfg = yaml.safe_load((ROOT / "configs/tiny/curate.yaml").read_text())
     # a fourth input with real users: the app each user-oriented instruction was written for
     # (curated here only to exercise users with many prompts; it is evaluation data, never trained on)
-    cfg["inputs"].append({"path": str(user_oriented), "name": "user_oriented", "source": "labeler",
-                          "fields": {"text": "instruction", "input": "instances.0.input", "user_id": "motivation_app"}})
-    for i, path in enumerate(["oasst/prompt_lottery_en_250_text.jsonl", "oasst/en_100_tree.jsonl", "self_instruct/seed_tasks.jsonl"]):
+    cfg["inputs"].append(
+        {
+            "path": str(user_oriented),
+            "name": "user_oriented",
+            "source": "labeler",
+            "fields": {"text": "instruction", "input": "instances.0.input", "user_id": "motivation_app"},
+        }
+    )
+    for i, path in enumerate(
+        ["oasst/prompt_lottery_en_250_text.jsonl", "oasst/en_100_tree.jsonl", "self_instruct/seed_tasks.jsonl"]
+    ):
         cfg["inputs"][i]["path"] = str(shared_data / path)
     cfg_path = tmp_path / "curate.yaml"
     cfg_path.write_text(yaml.safe_dump(cfg))
-    args = ["curate", "--config", str(cfg_path), f"run.out_dir={out}", f"stats.tokenizer={tiny_model_dir}", "cap.max_per_user=5"]
+    args = [
+        "curate",
+        "--config",
+        str(cfg_path),
+        f"run.out_dir={out}",
+        f"stats.tokenizer={tiny_model_dir}",
+        "cap.max_per_user=5",
+    ]
     assert main(args) == 0
 
     rep = json.loads((out / "report.json").read_text())
@@ -49,12 +64,18 @@ def test_curate_real_prompt_sets(shared_data, tiny_model_dir, tmp_path):
     total = sum(len(v) for v in splits.values())
     assert total == rep["summary"]["kept"] == 777 - sum(removed.values())
     users = {s: {p.user_id for p in recs} for s, recs in splits.items()}
-    assert not (users["train"] & users["valid"]) and not (users["train"] & users["test"]) and not (users["valid"] & users["test"])
+    assert (
+        not (users["train"] & users["valid"])
+        and not (users["train"] & users["test"])
+        and not (users["valid"] & users["test"])
+    )
     per_user = Counter(p.user_id for recs in splits.values() for p in recs)
     assert max(per_user.values()) == 5
     assert set(per_user) >= {f"{app}" for app in apps}
     # every split has prompts; train is the largest
-    assert min(len(v) for v in splits.values()) > 0 and len(splits["train"]) > len(splits["valid"]) + len(splits["test"])
+    assert min(len(v) for v in splits.values()) > 0 and len(splits["train"]) > len(splits["valid"]) + len(
+        splits["test"]
+    )
     # the OASST trees carry a demonstration (the first reply) and the tiny tokenizer counted it
     assert rep["demonstration_tokens"]["all"]["count"] == 100 + 175
     assert rep["tokenizer"] == str(tiny_model_dir)

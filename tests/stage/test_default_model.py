@@ -34,4 +34,4 @@ def test_default_model_from_pypi_gguf(tmp_path, monkeypatch):
     assert all(p.dtype == torch.float32 for p in model.parameters())
     ids = torch.tensor([encode_prompt(tok, "What is the capital of France? Answer in one word.")])
     out = model.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=8, do_sample=False)
-    assert "Paris" in tok.decode(out[0, ids.shape[1]:])
+    assert "Paris" in tok.decode(out[0, ids.shape[1] :])

@@ -32,11 +32,24 @@ def panel_file(tmp_path_factory) -> Path:
 
 def test_eval_command_runs_and_resumes(tmp_path, tiny_model_dir, panel_file):
     out = tmp_path / "eval"
-    policies = (f"policies=[{{name: base, model: {tiny_model_dir}}}, "
-                f"{{name: prompted, model: {tiny_model_dir}, few_shot: true}}]")
-    args = ["eval", "--config", str(ROOT / "configs" / "tiny" / "eval.yaml"), f"run.out_dir={out}",
-            "prompts=builtin:example_prompts", f"panel_file={panel_file}", "reward_model=null", policies,
-            "baseline=base", "kl_reference=base", "few_shot_k=2", "run.threads=1"]
+    policies = (
+        f"policies=[{{name: base, model: {tiny_model_dir}}}, "
+        f"{{name: prompted, model: {tiny_model_dir}, few_shot: true}}]"
+    )
+    args = [
+        "eval",
+        "--config",
+        str(ROOT / "configs" / "tiny" / "eval.yaml"),
+        f"run.out_dir={out}",
+        "prompts=builtin:example_prompts",
+        f"panel_file={panel_file}",
+        "reward_model=null",
+        policies,
+        "baseline=base",
+        "kl_reference=base",
+        "few_shot_k=2",
+        "run.threads=1",
+    ]
     assert main(args) == 0
     results = json.loads((out / "results.json").read_text())
     rows = {r["name"]: r for r in results["policies"]}

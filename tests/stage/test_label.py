@@ -91,8 +91,10 @@ def test_demonstrations(tmp_path):
 
 
 def test_large_groups_are_split_and_small_ones_skipped(tmp_path):
-    samples = [{"prompt": "Name a colour.", "response": f"Colour number {i} is nice.", "meta": {"prompt_id": "c"}}
-               for i in range(12)]
+    samples = [
+        {"prompt": "Name a colour.", "response": f"Colour number {i} is nice.", "meta": {"prompt_id": "c"}}
+        for i in range(12)
+    ]
     samples.append({"prompt": "Lonely prompt?", "response": "Alone."})
     write_jsonl(tmp_path / "s.jsonl", samples)
     out = run_label(tmp_path, "k", f"samples={tmp_path / 's.jsonl'}", "max_k=5", "panel.calibrate=false")
@@ -103,11 +105,19 @@ def test_large_groups_are_split_and_small_ones_skipped(tmp_path):
 
 
 def test_bad_constraint_names_file_line_and_field(tmp_path, capsys):
-    write_jsonl(tmp_path / "p.jsonl", [{"prompt": "Hi", "id": "a"},
-                                       {"prompt": "Hi", "id": "b", "constraints": [{"kind": "max_lines", "value": 2}]}])
+    write_jsonl(
+        tmp_path / "p.jsonl",
+        [{"prompt": "Hi", "id": "a"}, {"prompt": "Hi", "id": "b", "constraints": [{"kind": "max_lines", "value": 2}]}],
+    )
     write_jsonl(tmp_path / "s.jsonl", [{"prompt": "Hi", "response": "Hello", "meta": {"prompt_id": "b"}}])
-    args = ["label", "--config", str(TINY), f"run.out_dir={tmp_path / 'e'}", f"samples={tmp_path / 's.jsonl'}",
-            f"prompts={tmp_path / 'p.jsonl'}"]
+    args = [
+        "label",
+        "--config",
+        str(TINY),
+        f"run.out_dir={tmp_path / 'e'}",
+        f"samples={tmp_path / 's.jsonl'}",
+        f"prompts={tmp_path / 'p.jsonl'}",
+    ]
     assert main(args) == 2
     assert re.search(r"p\.jsonl:2: field 'constraints': .*unknown constraint kind 'max_lines'", capsys.readouterr().err)
     assert main(["label", "--config", str(TINY), "labeler=person"]) == 2  # config error, exit code 2
@@ -123,8 +133,14 @@ def test_llm_judge_stage(tmp_path, monkeypatch):
 
     with OpenAIStub(judge, api_key="k3y") as server:
         monkeypatch.setenv("JUDGE_KEY", "k3y")
-        out = run_label(tmp_path, "llm", "labeler=llm", f"judge.base_url={server.base_url}", "judge.model=stub",
-                        "judge.api_key_env=JUDGE_KEY")
+        out = run_label(
+            tmp_path,
+            "llm",
+            "labeler=llm",
+            f"judge.base_url={server.base_url}",
+            "judge.model=stub",
+            "judge.api_key_env=JUDGE_KEY",
+        )
         rankings = read_jsonl(out / "rankings.jsonl", Ranking)
     assert len(rankings) == 10 and {r.labeler_id for r in rankings} == {"llm:stub"}
     for r in rankings:

@@ -19,8 +19,19 @@ from instructrl.records import Demonstration, Prompt, Ranking, Sample, read_json
 
 ROOT = Path(__file__).resolve().parents[2]
 TINY = ROOT / "configs" / "run" / "tiny.yaml"
-STEPS = ["base", "curate", "demo_samples", "demonstrations", "sft", "samples", "rankings", "rm", "ppo", "ppo_ptx",
-         "eval"]
+STEPS = [
+    "base",
+    "curate",
+    "demo_samples",
+    "demonstrations",
+    "sft",
+    "samples",
+    "rankings",
+    "rm",
+    "ppo",
+    "ppo_ptx",
+    "eval",
+]
 POLICIES = ["base", "base_prompted", "sft", "ppo", "ppo_ptx"]
 
 
@@ -32,8 +43,9 @@ def tiny(out: Path, *overrides: str) -> PipelineConfig:
 def done(tmp_path_factory, sigkill_when) -> Path:
     """A tiny run killed while SFT trains, then resumed to the end."""
     out = tmp_path_factory.mktemp("pipeline") / "run"
-    sigkill_when(["run", "--config", str(TINY), f"run.out_dir={out}", "run.progress=false"],
-                 out / "sft" / "pipeline.json")
+    sigkill_when(
+        ["run", "--config", str(TINY), f"run.out_dir={out}", "run.progress=false"], out / "sft" / "pipeline.json"
+    )
     assert json.loads((out / "curate" / "pipeline.json").read_text())["status"] == "done"
     assert not (out / "sft" / "final").exists()
     run(tiny(out))
@@ -122,9 +134,15 @@ def test_kl_is_to_the_sft_model(done):
     prompts, samples = eval_inputs(done)
     sft, tok, device = load_policy(str(done / "sft" / "final"), device="cpu")
     for name in ("base", "base_prompted", "ppo", "ppo_ptx"):
-        ref = sequence_logprobs(sft, tok, [p.prompt for p in prompts], [s.meta["token_ids"] for s in samples[name]],
-                                temperature=res["temperature"], max_prompt_tokens=cfg.eval.max_prompt_tokens,
-                                device=device)
+        ref = sequence_logprobs(
+            sft,
+            tok,
+            [p.prompt for p in prompts],
+            [s.meta["token_ids"] for s in samples[name]],
+            temperature=res["temperature"],
+            max_prompt_tokens=cfg.eval.max_prompt_tokens,
+            device=device,
+        )
         kl = sum(s.logprob - r for s, r in zip(samples[name], ref)) / len(prompts)
         assert math.isfinite(rows[name]["kl"]) and rows[name]["kl"] == pytest.approx(kl, abs=1e-3), name
     # trained away from SFT: a PPO policy that were the SFT model would measure 0 here
@@ -142,24 +160,34 @@ def test_rm_accuracy_is_the_run_reward_model_against_the_heldout_panel(done):
     rows = {r["name"]: r for r in res["policies"]}
     prompts, samples = eval_inputs(done)
     rm, tok = load_reward_model(done / "rm" / "final")
-    scores = {n: rm.score_texts(tok, [p.prompt for p in prompts], [s.response for s in ss],
-                                max_len=cfg.eval.max_prompt_tokens + res["max_new_tokens"],
-                                ended=ended_flags([s.finish_reason for s in ss], len(ss)))
-              for n, ss in samples.items()}
+    scores = {
+        n: rm.score_texts(
+            tok,
+            [p.prompt for p in prompts],
+            [s.response for s in ss],
+            max_len=cfg.eval.max_prompt_tokens + res["max_new_tokens"],
+            ended=ended_flags([s.finish_reason for s in ss], len(ss)),
+        )
+        for n, ss in samples.items()
+    }
     for n in POLICIES:
         assert rows[n]["rm_score"] == pytest.approx(sum(scores[n]) / len(prompts), abs=1e-4), n
     heldout = Panel.load(f"{done / 'rankings' / 'panels.json'}#heldout")
-    groups = [(p, [samples[n][i].response for n in POLICIES], [samples[n][i].finish_reason for n in POLICIES])
-              for i, p in enumerate(prompts)]
+    groups = [
+        (p, [samples[n][i].response for n in POLICIES], [samples[n][i].finish_reason for n in POLICIES])
+        for i, p in enumerate(prompts)
+    ]
     ranks = [r.ranks for r in heldout.rank_many(groups, seed=cfg.run.seed)]
     accuracy, pairs = ranking_accuracy([[scores[n][i] for n in POLICIES] for i in range(len(prompts))], ranks)
     assert res["rm_accuracy"]["heldout_rankings"] == {"accuracy": pytest.approx(accuracy, nan_ok=True), "pairs": pairs}
     assert pairs > 0 and 0 <= accuracy <= 1
     index = {p.id: i for i, p in enumerate(prompts)}
     compared = [json.loads(line) for line in (done / "eval" / "comparisons.jsonl").read_text().splitlines()]
-    accuracy, pairs = preference_accuracy([scores[c["policy"]][index[c["prompt_id"]]] for c in compared],
-                                          [scores["sft"][index[c["prompt_id"]]] for c in compared],
-                                          [c["outcome"] for c in compared])
+    accuracy, pairs = preference_accuracy(
+        [scores[c["policy"]][index[c["prompt_id"]]] for c in compared],
+        [scores["sft"][index[c["prompt_id"]]] for c in compared],
+        [c["outcome"] for c in compared],
+    )
     assert res["rm_accuracy"]["vs_baseline"] == {"accuracy": pytest.approx(accuracy, nan_ok=True), "pairs": pairs}
 
 

@@ -8,9 +8,8 @@ import pytest
 import yaml
 
 from instructrl.config import ConfigError, describe, load_config
-from instructrl.pipeline.config import SET, DataConfig, PipelineConfig
+from instructrl.pipeline.config import SET, DataConfig, Paths, PipelineConfig, ppo_config, rm_config, sft_config
 from instructrl.pipeline.engine import fingerprint
-from instructrl.pipeline.config import Paths, ppo_config, rm_config, sft_config
 from instructrl.pipeline.steps import leave_out_test, share_out
 from instructrl.records import Demonstration, Prompt
 
@@ -49,11 +48,22 @@ def test_presets_state_only_what_differs_from_the_defaults(preset):
 def test_the_default_run_keeps_its_settings():
     """The numbers the default run's figures were measured with (README, RESULTS.md)."""
     cfg = load_config(PipelineConfig)
-    assert (cfg.rm.optim.lr, cfg.rm.train.batch_size, cfg.rm.train.micro_batch_size, cfg.rm.model.max_seq_len,
-            cfg.rm.train.trainable_layers, cfg.rm.data.eval_fraction) == (3e-5, 4, 2, 384, 12, 0.15)
+    assert (
+        cfg.rm.optim.lr,
+        cfg.rm.train.batch_size,
+        cfg.rm.train.micro_batch_size,
+        cfg.rm.model.max_seq_len,
+        cfg.rm.train.trainable_layers,
+        cfg.rm.data.eval_fraction,
+    ) == (3e-5, 4, 2, 384, 12, 0.15)
     assert (cfg.sft.train.max_steps, cfg.sft.train.batch_size, cfg.sft.optim.lr) == (24, 8, 2e-5)
-    assert (cfg.ppo.ppo.steps, cfg.ppo.ppo.batch_size, cfg.ppo.kl.coef, cfg.ppo.optim.lr, cfg.ptx.coef) == \
-        (10, 8, 0.02, 1e-5, 1.0)
+    assert (cfg.ppo.ppo.steps, cfg.ppo.ppo.batch_size, cfg.ppo.kl.coef, cfg.ppo.optim.lr, cfg.ptx.coef) == (
+        10,
+        8,
+        0.02,
+        1e-5,
+        1.0,
+    )
     assert (cfg.rm_sampling.n, cfg.demo_sampling.n, cfg.eval.max_new_tokens, cfg.run.threads) == (4, 2, 64, 0)
 
 
@@ -71,17 +81,20 @@ def test_a_section_given_in_part_keeps_the_pipeline_defaults(tmp_path):
     assert rows["sft.train.max_steps"][2] == 24 and rows["ppo.reward.model"][2] == SET
 
 
-@pytest.mark.parametrize("override, key", [
-    ("sft.model.name_or_path=other", "sft.model.name_or_path"),
-    ("rm.data.train=[x.jsonl]", "rm.data.train"),
-    ("ppo.ptx.data=[corpus.txt]", "ppo.ptx.data"),
-    ("ppo.reward.function=pkg.mod:fn", "ppo.reward.function"),
-    ("label.task=demonstrate", "label.task"),
-    ("label.labeler=heldout", "label.labeler"),
-    ("eval.panel_file=p.json", "eval.panel_file"),
-    ("eval.kl_reference=null", "eval.kl_reference"),
-    ("curate.run.seed=3", "curate.run.seed"),
-])
+@pytest.mark.parametrize(
+    "override, key",
+    [
+        ("sft.model.name_or_path=other", "sft.model.name_or_path"),
+        ("rm.data.train=[x.jsonl]", "rm.data.train"),
+        ("ppo.ptx.data=[corpus.txt]", "ppo.ptx.data"),
+        ("ppo.reward.function=pkg.mod:fn", "ppo.reward.function"),
+        ("label.task=demonstrate", "label.task"),
+        ("label.labeler=heldout", "label.labeler"),
+        ("eval.panel_file=p.json", "eval.panel_file"),
+        ("eval.kl_reference=null", "eval.kl_reference"),
+        ("curate.run.seed=3", "curate.run.seed"),
+    ],
+)
 def test_keys_the_pipeline_sets_are_refused(override, key):
     with pytest.raises(ConfigError, match=rf"{key} is set by instructrl run"):
         load_config(PipelineConfig, None, [override])
@@ -149,7 +162,9 @@ def test_prompts_are_shared_out_by_seed_and_id_and_capped():
 
 def test_demonstrations_of_test_users_and_test_prompts_are_left_out():
     test = [Prompt(prompt="What is 2+2?", user_id="alice", id="t1")]
-    demos = [Demonstration(prompt="Name a colour.", response="Red.", user_id="alice"),  # a test user's
-             Demonstration(prompt="  what is 2+2? ", response="4", user_id="bob"),  # a test prompt
-             Demonstration(prompt="Name a fruit.", response="Pear.", user_id="bob")]
+    demos = [
+        Demonstration(prompt="Name a colour.", response="Red.", user_id="alice"),  # a test user's
+        Demonstration(prompt="  what is 2+2? ", response="4", user_id="bob"),  # a test prompt
+        Demonstration(prompt="Name a fruit.", response="Pear.", user_id="bob"),
+    ]
     assert leave_out_test(demos, test) == demos[2:]

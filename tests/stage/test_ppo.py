@@ -66,16 +66,33 @@ def ppo_world(tiny_model_dir, tmp_path_factory) -> dict:
     write_jsonl(base / "demos.jsonl", demos)
     write_jsonl(base / "prompts.jsonl", [{"prompt": d.prompt} for d in demos[:48]])
     (base / "pretrain.txt").write_text("\n\n".join(" ".join(texts[i : i + 4]) for i in range(0, len(texts), 4)))
-    sft = sft_run(load_config(SFTConfig, ROOT / "configs/tiny/sft.yaml", [
-        f"model.name_or_path={tiny_model_dir}", f"data.train={base / 'demos.jsonl'}", f"run.out_dir={base / 'sft'}",
-        "train.max_steps=60", "train.epochs=5", "data.valid_fraction=0.1", "train.save_every=0"]))
+    sft = sft_run(
+        load_config(
+            SFTConfig,
+            ROOT / "configs/tiny/sft.yaml",
+            [
+                f"model.name_or_path={tiny_model_dir}",
+                f"data.train={base / 'demos.jsonl'}",
+                f"run.out_dir={base / 'sft'}",
+                "train.max_steps=60",
+                "train.epochs=5",
+                "data.valid_fraction=0.1",
+                "train.save_every=0",
+            ],
+        )
+    )
     torch.set_num_threads(threads)
     return {"sft": sft, "prompts": base / "prompts.jsonl", "pretrain": base / "pretrain.txt", "dir": base}
 
 
 def ppo_args(world: dict, out: Path, *extra: str) -> list[str]:
-    return [f"policy.name_or_path={world['sft']}", f"data.prompts=[{world['prompts']}]", f"run.out_dir={out}",
-            f"reward.target_tokens={TARGETS}", *extra]
+    return [
+        f"policy.name_or_path={world['sft']}",
+        f"data.prompts=[{world['prompts']}]",
+        f"run.out_dir={out}",
+        f"reward.target_tokens={TARGETS}",
+        *extra,
+    ]
 
 
 def ppo_cfg(world: dict, out: Path, *extra: str) -> PPOConfig:
@@ -109,17 +126,33 @@ def test_reward_rises_while_kl_stays_bounded(ppo_world, tmp_path):
     # ratio = 1: the first minibatch of every iteration (no update yet) recomputes the rollout's log-probs
     assert max(series(out, "ppo/first_ratio_error")) < 1e-4
     rows = read_metrics(out)
-    for key in ("ppo/clipfrac", "ppo/value_loss", "ppo/entropy", "ppo/response_len", "ppo/samples_per_s",
-                "ppo/time_generate", "ppo/time_train", "ppo/kl_coef", "ppo/approx_kl"):
+    for key in (
+        "ppo/clipfrac",
+        "ppo/value_loss",
+        "ppo/entropy",
+        "ppo/response_len",
+        "ppo/samples_per_s",
+        "ppo/time_generate",
+        "ppo/time_train",
+        "ppo/kl_coef",
+        "ppo/approx_kl",
+    ):
         assert key in rows[-1], key
-    not_finite = [(r["step"], k, v) for r in rows for k, v in r.items()
-                  if k.startswith("ppo/") and not is_finite_number(v)]
+    not_finite = [
+        (r["step"], k, v) for r in rows for k, v in r.items() if k.startswith("ppo/") and not is_finite_number(v)
+    ]
     assert not not_finite, not_finite
 
 
 def test_ptx_keeps_pretraining_loss_lower(ppo_world, tmp_path):
-    common = ("ppo.steps=20", f"ptx.data=[{ppo_world['pretrain']}]", "ptx.block_size=48", "ptx.batch_size=4",
-              "ptx.eval_fraction=0.25", "train.eval_every=10")
+    common = (
+        "ppo.steps=20",
+        f"ptx.data=[{ppo_world['pretrain']}]",
+        "ptx.block_size=48",
+        "ptx.batch_size=4",
+        "ptx.eval_fraction=0.25",
+        "train.eval_every=10",
+    )
     plain = tmp_path / "plain"
     run(ppo_cfg(ppo_world, plain, *common, "ptx.coef=0"))
     mixed = tmp_path / "ptx"
@@ -133,15 +166,28 @@ def test_ptx_keeps_pretraining_loss_lower(ppo_world, tmp_path):
 
 
 def test_resume_after_sigkill_is_exact(ppo_world, tmp_path):
-    args = ppo_args(ppo_world, tmp_path / "ref", "ppo.steps=8", "train.save_every=2", "train.keep_checkpoints=0",
-                    "ppo.score_norm=running", "kl.kind=adaptive", "kl.target=1.0", "kl.horizon=200")
+    args = ppo_args(
+        ppo_world,
+        tmp_path / "ref",
+        "ppo.steps=8",
+        "train.save_every=2",
+        "train.keep_checkpoints=0",
+        "ppo.score_norm=running",
+        "kl.kind=adaptive",
+        "kl.target=1.0",
+        "kl.horizon=200",
+    )
     ref = run(load_config(PPOConfig, ROOT / "configs/tiny/ppo.yaml", args))
 
     out = tmp_path / "killed"
     args = [a if not a.startswith("run.out_dir=") else f"run.out_dir={out}" for a in args]
     cmd = [sys.executable, "-m", "instructrl.cli", "ppo", "--config", str(ROOT / "configs/tiny/ppo.yaml"), *args]
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                            env={**os.environ, "PYTHONPATH": str(ROOT / "src"), "OMP_NUM_THREADS": "1"})
+    proc = subprocess.Popen(
+        cmd,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        env={**os.environ, "PYTHONPATH": str(ROOT / "src"), "OMP_NUM_THREADS": "1"},
+    )
     deadline = time.time() + 300
     while not (out / "step-000004" / "state.json").exists():
         assert proc.poll() is None, "the run ended before it could be killed"
@@ -165,8 +211,9 @@ def test_resume_after_sigkill_is_exact(ppo_world, tmp_path):
 
 def test_lora_reference_is_the_policy_without_adapters(ppo_world, tmp_path):
     out = tmp_path / "lora"
-    final = run(ppo_cfg(ppo_world, out, "ppo.steps=4", "lora.enabled=true", "lora.r=4", "optim.lr=1e-2",
-                        "train.save_every=2"))
+    final = run(
+        ppo_cfg(ppo_world, out, "ppo.steps=4", "lora.enabled=true", "lora.r=4", "optim.lr=1e-2", "train.save_every=2")
+    )
     kl = series(out, "ppo/kl")
     assert kl[0] == pytest.approx(0.0, abs=1e-6) and max(abs(k) for k in kl[1:]) > 0
     assert (out / "step-000002" / "adapter_model.safetensors").exists()
@@ -211,8 +258,17 @@ def test_reward_model_as_reward_and_value_init(ppo_world, tmp_path, monkeypatch)
 
     monkeypatch.setattr(RewardModelReward, "__call__", recording_call)
     out = tmp_path / "ppo_rm"
-    run(ppo_cfg(ppo_world, out, "ppo.steps=2", "train.save_every=1", "value.lr=1e-12", "reward.kind=model",
-                f"reward.model={rm_dir}"))
+    run(
+        ppo_cfg(
+            ppo_world,
+            out,
+            "ppo.steps=2",
+            "train.save_every=1",
+            "value.lr=1e-12",
+            "reward.kind=model",
+            f"reward.model={rm_dir}",
+        )
+    )
     rows = [r for r in read_metrics(out) if "ppo/score" in r]
     assert len(rows) == 2 and len(scored) == 2, (rows, len(scored))
     # ppo/score is the mean reward-model score of the iteration's samples, bias included
@@ -236,8 +292,18 @@ def test_reward_model_as_reward_and_value_init(ppo_world, tmp_path, monkeypatch)
 
 def test_trainable_layers_freeze_the_lower_layers_of_policy_and_value(ppo_world, tmp_path):
     out = tmp_path / "ppo_top"
-    run(ppo_cfg(ppo_world, out, "ppo.steps=3", "train.save_every=2", "ppo.trainable_layers=1",
-                "value.trainable_layers=1", "optim.lr=1e-3", "value.lr=1e-3"))
+    run(
+        ppo_cfg(
+            ppo_world,
+            out,
+            "ppo.steps=3",
+            "train.save_every=2",
+            "ppo.trainable_layers=1",
+            "value.trainable_layers=1",
+            "optim.lr=1e-3",
+            "value.lr=1e-3",
+        )
+    )
     sft = load_file(str(Path(ppo_world["sft"]) / "model.safetensors"))
     policy = load_file(str(out / "final" / "model.safetensors"))
     moved = {k for k, w in sft.items() if not torch.equal(policy[k], w)}
@@ -252,8 +318,14 @@ def test_trainable_layers_freeze_the_lower_layers_of_policy_and_value(ppo_world,
 
 def test_nan_reward_stops_with_a_clear_message(ppo_world, tmp_path):
     out = tmp_path / "nan"
-    cfg = ppo_cfg(ppo_world, out, "ppo.steps=6", "train.save_every=2", "reward.kind=function",
-                  "reward.function=tests.stage.test_ppo:nan_after_two_calls")
+    cfg = ppo_cfg(
+        ppo_world,
+        out,
+        "ppo.steps=6",
+        "train.save_every=2",
+        "reward.kind=function",
+        "reward.function=tests.stage.test_ppo:nan_after_two_calls",
+    )
     NAN_CALLS.clear()
     with pytest.raises(FloatingPointError, match=r"NaN/inf at step 3.*step-000002"):
         run(cfg)
@@ -270,8 +342,18 @@ def nan_after_two_calls(prompts, responses, response_ids):
 def test_kl_warning_and_offloaded_bf16_reference(ppo_world, tmp_path, caplog):
     out = tmp_path / "klw"
     with caplog.at_level(logging.WARNING, logger="instructrl.ppo.train"):
-        run(ppo_cfg(ppo_world, out, "ppo.steps=3", "kl.warn_above=1e-9", "optim.lr=1e-2",
-                    "memory.offload_frozen=true", "memory.frozen_dtype=bf16", "rollout.engine=hf"))
+        run(
+            ppo_cfg(
+                ppo_world,
+                out,
+                "ppo.steps=3",
+                "kl.warn_above=1e-9",
+                "optim.lr=1e-2",
+                "memory.offload_frozen=true",
+                "memory.frozen_dtype=bf16",
+                "rollout.engine=hf",
+            )
+        )
     assert any("kl.warn_above" in r.message for r in caplog.records)
     kl = series(out, "ppo/kl")
     assert 0 < abs(kl[0]) < 0.5  # a bf16 copy of the reference: not exactly the fp32 policy, but close
@@ -281,16 +363,19 @@ def test_cli_help_and_config_errors():
     env = {**os.environ, "PYTHONPATH": str(ROOT / "src")}
     out = subprocess.run([sys.executable, "-m", "instructrl.cli", "--help"], capture_output=True, text=True, env=env)
     assert out.returncode == 0 and "ppo" in out.stdout
-    out = subprocess.run([sys.executable, "-m", "instructrl.cli", "ppo", "--help"], capture_output=True, text=True,
-                         env=env)
+    out = subprocess.run(
+        [sys.executable, "-m", "instructrl.cli", "ppo", "--help"], capture_output=True, text=True, env=env
+    )
     assert out.returncode == 0
     for key in ("kl.coef", "ptx.coef", "ppo.lam", "value.cliprange", "rollout.engine", "memory.offload_frozen"):
         assert key in out.stdout
-    bad = subprocess.run([sys.executable, "-m", "instructrl.cli", "ppo", "reward.kind=function"],
-                         capture_output=True, text=True, env=env)
+    bad = subprocess.run(
+        [sys.executable, "-m", "instructrl.cli", "ppo", "reward.kind=function"], capture_output=True, text=True, env=env
+    )
     assert bad.returncode == 2 and "reward.kind=function needs reward.function" in bad.stderr
-    bad = subprocess.run([sys.executable, "-m", "instructrl.cli", "ppo", "reward.kind=rm"],
-                         capture_output=True, text=True, env=env)
+    bad = subprocess.run(
+        [sys.executable, "-m", "instructrl.cli", "ppo", "reward.kind=rm"], capture_output=True, text=True, env=env
+    )
     assert bad.returncode == 2 and "'target_tokens'" in bad.stderr
 
 

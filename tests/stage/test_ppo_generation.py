@@ -5,9 +5,9 @@ batch size, stop strings, seeded sampling, nucleus sampling at a tiny top_p = gr
 import pytest
 import torch
 
-from instructrl.models.loading import load_model, load_tokenizer
 from instructrl.models.cached_generation import CachedGenerator
 from instructrl.models.generation import HFGenerator
+from instructrl.models.loading import load_model, load_tokenizer
 from tests.stage.test_ppo import WORDS, one_thread, ppo_world  # noqa: F401  (shared fixtures)
 
 
@@ -20,8 +20,13 @@ def sft(ppo_world):  # noqa: F811
 def prompts() -> list:
     out = [f"Count to {w}." for w in WORDS] + [f"Add {a} and {b}." for a, b in ((1, 2), (7, 8), (9, 9))]
     out += [f"Write {w} words about the sea." for w in WORDS[:6]]
-    out += [[{"role": "user", "content": "Add 2 and 3."}, {"role": "assistant", "content": "5"},
-             {"role": "user", "content": "Count to five."}]]
+    out += [
+        [
+            {"role": "user", "content": "Add 2 and 3."},
+            {"role": "assistant", "content": "5"},
+            {"role": "user", "content": "Count to five."},
+        ]
+    ]
     return out
 
 
@@ -49,8 +54,9 @@ def test_stop_strings_and_max_new_tokens(sft):
     assert all(" three" not in g.text and "sea" not in g.text for g in ours)
     for n in (1, 2):
         short = CachedGenerator(model, tok, 4).generate(ps, max_new_tokens=n, temperature=0)
-        assert [g.token_ids for g in short] == [g.token_ids for g in
-                                                HFGenerator(model, tok, 4).generate(ps, max_new_tokens=n, temperature=0)]
+        assert [g.token_ids for g in short] == [
+            g.token_ids for g in HFGenerator(model, tok, 4).generate(ps, max_new_tokens=n, temperature=0)
+        ]
         assert all(len(g.token_ids) == n for g in short)
 
 

@@ -45,31 +45,52 @@ def data(tmp_path_factory) -> tuple[Path, Path]:
         if i % 10 == 0 and k > 2:  # a tie: the labeler could not separate the two worst
             worst = max(ranks)
             ranks = [worst - 1 if r == worst else r for r in ranks]
-        rows.append(Ranking(prompt=" ".join(rng.choice(WORDS) for _ in range(5)), responses=responses, ranks=ranks,
-                            id=f"r{i}", meta={"conversation": f"c{i // 2}"}))
+        rows.append(
+            Ranking(
+                prompt=" ".join(rng.choice(WORDS) for _ in range(5)),
+                responses=responses,
+                ranks=ranks,
+                id=f"r{i}",
+                meta={"conversation": f"c{i // 2}"},
+            )
+        )
     d = tmp_path_factory.mktemp("rmdata")
     write_jsonl(d / "rankings.jsonl", rows)
-    write_jsonl(d / "demos.jsonl", [Demonstration(prompt=f"say {w}", response=f"{w} great {w}", id=f"d{i}")
-                                    for i, w in enumerate(WORDS)])
+    write_jsonl(
+        d / "demos.jsonl",
+        [Demonstration(prompt=f"say {w}", response=f"{w} great {w}", id=f"d{i}") for i, w in enumerate(WORDS)],
+    )
     return d / "rankings.jsonl", d / "demos.jsonl"
 
 
 def args_for(tiny_model_dir, data, out, *extra):
     rankings, demos = data
-    return [f"model.name_or_path={tiny_model_dir}", f"data.train=[{rankings}]", f"data.demonstrations=[{demos}]",
-            f"run.out_dir={out}", *extra]
+    return [
+        f"model.name_or_path={tiny_model_dir}",
+        f"data.train=[{rankings}]",
+        f"data.demonstrations=[{demos}]",
+        f"run.out_dir={out}",
+        *extra,
+    ]
 
 
 def test_rm_learns_the_preference_and_normalizes(tiny_model_dir, data, tmp_path):
-    cfg = load_config(RMConfig, CONFIG, args_for(tiny_model_dir, data, tmp_path / "rm", "train.max_steps=null",
-                                                 "train.epochs=2"))
+    cfg = load_config(
+        RMConfig, CONFIG, args_for(tiny_model_dir, data, tmp_path / "rm", "train.max_steps=null", "train.epochs=2")
+    )
     # held-out accuracy of the untrained model, on the same split the stage makes
     tok = load_tokenizer(str(tiny_model_dir))
     held = split_by_conversation(read_jsonl(data[0], Ranking), cfg.data.eval_fraction, cfg.data.split_salt)[1]
     held_ex, _ = encode_rankings(tok, held, cfg.model.max_seq_len)
     torch.manual_seed(cfg.run.seed)
-    before = evaluate(init_reward_model(str(tiny_model_dir), tokenizer=tok), held_ex, tok.pad_token_id, 8,
-                      torch.device("cpu"), torch.float32)
+    before = evaluate(
+        init_reward_model(str(tiny_model_dir), tokenizer=tok),
+        held_ex,
+        tok.pad_token_id,
+        8,
+        torch.device("cpu"),
+        torch.float32,
+    )
 
     final = run(cfg)
     rows = read_metrics(tmp_path / "rm")
@@ -92,7 +113,9 @@ def test_rm_learns_the_preference_and_normalizes(tiny_model_dir, data, tmp_path)
     scores = rm.score_texts(tok2, [d.prompt for d in demos], [d.response for d in demos], max_len=256)
     assert sum(scores) / len(scores) == pytest.approx(0.0, abs=1e-4)
     # the loaded model ranks like the trained one: a 'great' response beats an 'awful' one
-    good, bad = rm.score_texts(tok2, ["sea poem"] * 2, ["great great great great fox dog", "awful awful awful awful fox dog"])
+    good, bad = rm.score_texts(
+        tok2, ["sea poem"] * 2, ["great great great great fox dog", "awful awful awful awful fox dog"]
+    )
     assert good > bad
 
     # running again finds final/ and does nothing
@@ -100,8 +123,15 @@ def test_rm_learns_the_preference_and_normalizes(tiny_model_dir, data, tmp_path)
 
 
 def test_resume_after_sigkill_is_exact(tiny_model_dir, data, tmp_path, sigkill_when):
-    args = args_for(tiny_model_dir, data, tmp_path / "ref", "train.max_steps=16", "train.save_every=3",
-                    "train.keep_checkpoints=0", "train.batch_size=6")
+    args = args_for(
+        tiny_model_dir,
+        data,
+        tmp_path / "ref",
+        "train.max_steps=16",
+        "train.save_every=3",
+        "train.keep_checkpoints=0",
+        "train.batch_size=6",
+    )
     ref = run(load_config(RMConfig, CONFIG, args))
     out = tmp_path / "killed"
     args = [a for a in args if not a.startswith("run.out_dir=")] + [f"run.out_dir={out}"]
@@ -119,18 +149,37 @@ def test_resume_after_sigkill_is_exact(tiny_model_dir, data, tmp_path, sigkill_w
     assert [r["rm/loss"] for r in rows] == pytest.approx([r["rm/loss"] for r in ref_rows], abs=1e-6)
     assert rows[-1]["rm/pairs_seen"] == ref_rows[-1]["rm/pairs_seen"]
     assert json.loads((resumed / REWARD_FILE).read_text())["bias"] == pytest.approx(
-        json.loads((ref / REWARD_FILE).read_text())["bias"], abs=1e-6)
+        json.loads((ref / REWARD_FILE).read_text())["bias"], abs=1e-6
+    )
 
 
 def test_lora_and_top_layers(tiny_model_dir, data, tmp_path):
-    final = run(load_config(RMConfig, CONFIG, args_for(tiny_model_dir, data, tmp_path / "lora", "lora.enabled=true",
-                                                       "lora.r=4", "train.max_steps=4", "optim.lr=1e-2")))
+    final = run(
+        load_config(
+            RMConfig,
+            CONFIG,
+            args_for(
+                tiny_model_dir,
+                data,
+                tmp_path / "lora",
+                "lora.enabled=true",
+                "lora.r=4",
+                "train.max_steps=4",
+                "optim.lr=1e-2",
+            ),
+        )
+    )
     assert not (final / "adapter_config.json").exists()  # merged
     rm, _ = load_reward_model(final)
     assert not hasattr(rm.model, "peft_config")
     out = tmp_path / "top"
-    run(load_config(RMConfig, CONFIG, args_for(tiny_model_dir, data, out, "train.trainable_layers=1",
-                                               "train.max_steps=3", "train.save_every=0")))
+    run(
+        load_config(
+            RMConfig,
+            CONFIG,
+            args_for(tiny_model_dir, data, out, "train.trainable_layers=1", "train.max_steps=3", "train.save_every=0"),
+        )
+    )
     init = load_file(str(tiny_model_dir / "model.safetensors"))
     trained = load_file(str(out / "final" / "model.safetensors"))
     frozen = [k for k in trained if k.startswith("model.layers.0.") or k.startswith("model.embed")]
@@ -146,16 +195,34 @@ def test_train_on_builtin_data_then_score_from_the_cli(tiny_model_dir, data, tmp
     out = tmp_path / "builtin"
     # the tiny config's default data: synthetic rankings from the built-in demonstrations
     with caplog.at_level("INFO"):
-        run(load_config(RMConfig, CONFIG, [f"model.name_or_path={tiny_model_dir}", f"run.out_dir={out}",
-                                           "train.max_steps=3"]))
+        run(
+            load_config(
+                RMConfig, CONFIG, [f"model.name_or_path={tiny_model_dir}", f"run.out_dir={out}", "train.max_steps=3"]
+            )
+        )
     assert "synthetic rankings of K=4" in caplog.text
-    rows = [{"prompt": "say sea", "response": "sea great sea", "policy": "x"},
-            {"prompt": [{"role": "user", "content": "hi"}], "response": "hello"}]
+    rows = [
+        {"prompt": "say sea", "response": "sea great sea", "policy": "x"},
+        {"prompt": [{"role": "user", "content": "hi"}], "response": "hello"},
+    ]
     write_jsonl(tmp_path / "samples.jsonl", rows)
     env = {**os.environ, "PYTHONPATH": str(ROOT / "src")}
-    r = subprocess.run([sys.executable, "-m", "instructrl.cli", "rm", "score", f"model={out}",
-                        f"input={tmp_path / 'samples.jsonl'}", f"run.out_dir={tmp_path / 'scored'}",
-                        "run.precision=fp32"], capture_output=True, text=True, env=env)
+    r = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "instructrl.cli",
+            "rm",
+            "score",
+            f"model={out}",
+            f"input={tmp_path / 'samples.jsonl'}",
+            f"run.out_dir={tmp_path / 'scored'}",
+            "run.precision=fp32",
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+    )
     assert r.returncode == 0, r.stderr[-2000:]
     scored = [json.loads(ln) for ln in (tmp_path / "scored" / "scores.jsonl").read_text().splitlines()]
     assert [s["policy"] for s in scored[:1]] == ["x"] and all(isinstance(s["score"], float) for s in scored)
@@ -170,5 +237,10 @@ def test_train_on_builtin_data_then_score_from_the_cli(tiny_model_dir, data, tmp
     # a bad record names file, line and field
     (tmp_path / "bad.jsonl").write_text('{"prompt": "p", "response": "r"}\n{"prompt": "", "response": "r"}\n')
     with pytest.raises(RecordError, match="bad.jsonl:2: field 'prompt'"):
-        score(load_config(RMScoreConfig, None, [f"model={out}", f"input={tmp_path / 'bad.jsonl'}",
-                                                f"run.out_dir={tmp_path / 'bad'}"]))
+        score(
+            load_config(
+                RMScoreConfig,
+                None,
+                [f"model={out}", f"input={tmp_path / 'bad.jsonl'}", f"run.out_dir={tmp_path / 'bad'}"],
+            )
+        )

@@ -31,22 +31,52 @@ def demos(tmp_path_factory) -> Path:
     rows = []
     for i in range(96):
         a, b = rng.randint(1, 9), rng.randint(1, 9)
-        rows.append(Demonstration(prompt=f"Add {a} and {b}.", response=f"The sum of {a} and {b} is {a + b}.",
-                                  id=f"d{i}", user_id=f"u{i % 12}", category="other"))
-    rows.append(Demonstration(type="few-shot", instruction="Reverse the word.", user_id="u1",
-                              examples=[{"query": w, "response": w[::-1]} for w in ("cat", "dog", "sun", "pen")]))
-    rows.append(Demonstration(prompt=[{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello!"},
-                                      {"role": "user", "content": "Add 2 and 2."}],
-                              response="The sum of 2 and 2 is 4.", user_id="u2", category="chat"))
+        rows.append(
+            Demonstration(
+                prompt=f"Add {a} and {b}.",
+                response=f"The sum of {a} and {b} is {a + b}.",
+                id=f"d{i}",
+                user_id=f"u{i % 12}",
+                category="other",
+            )
+        )
+    rows.append(
+        Demonstration(
+            type="few-shot",
+            instruction="Reverse the word.",
+            user_id="u1",
+            examples=[{"query": w, "response": w[::-1]} for w in ("cat", "dog", "sun", "pen")],
+        )
+    )
+    rows.append(
+        Demonstration(
+            prompt=[
+                {"role": "user", "content": "Hi"},
+                {"role": "assistant", "content": "Hello!"},
+                {"role": "user", "content": "Add 2 and 2."},
+            ],
+            response="The sum of 2 and 2 is 4.",
+            user_id="u2",
+            category="chat",
+        )
+    )
     path = tmp_path_factory.mktemp("demos") / "demos.jsonl"
     write_jsonl(path, rows)
     return path
 
 
 def cfg_for(tiny_model_dir, demos, out, *extra):
-    return load_config(SFTConfig, ROOT / "configs/tiny/sft.yaml",
-                       [f"model.name_or_path={tiny_model_dir}", f"data.train={demos}", f"run.out_dir={out}",
-                        "data.valid_fraction=0.2", *extra])
+    return load_config(
+        SFTConfig,
+        ROOT / "configs/tiny/sft.yaml",
+        [
+            f"model.name_or_path={tiny_model_dir}",
+            f"data.train={demos}",
+            f"run.out_dir={out}",
+            "data.valid_fraction=0.2",
+            *extra,
+        ],
+    )
 
 
 def is_finite_number(value) -> bool:
@@ -70,13 +100,22 @@ def test_sft_learns_and_writes_outputs(tiny_model_dir, demos, tmp_path):
 
 
 def test_resume_after_sigkill_is_exact(tiny_model_dir, demos, tmp_path, sigkill_when):
-    args = [f"model.name_or_path={tiny_model_dir}", f"data.train={demos}", "data.valid_fraction=0.2",
-            "train.max_steps=30", "train.save_every=3", "train.keep_checkpoints=0", "model.dropout=0.1"]
+    args = [
+        f"model.name_or_path={tiny_model_dir}",
+        f"data.train={demos}",
+        "data.valid_fraction=0.2",
+        "train.max_steps=30",
+        "train.save_every=3",
+        "train.keep_checkpoints=0",
+        "model.dropout=0.1",
+    ]
     ref = run(load_config(SFTConfig, ROOT / "configs/tiny/sft.yaml", args + [f"run.out_dir={tmp_path / 'ref'}"]))
 
     out = tmp_path / "killed"
-    sigkill_when(["sft", "--config", str(ROOT / "configs/tiny/sft.yaml"), *args, f"run.out_dir={out}"],
-                 out / "step-000006" / "state.json")
+    sigkill_when(
+        ["sft", "--config", str(ROOT / "configs/tiny/sft.yaml"), *args, f"run.out_dir={out}"],
+        out / "step-000006" / "state.json",
+    )
     assert not (out / "final").exists(), "the kill came too late to test anything"
 
     resumed = run(load_config(SFTConfig, ROOT / "configs/tiny/sft.yaml", args + [f"run.out_dir={out}"]))
@@ -106,8 +145,19 @@ LORA_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", 
 
 def test_lora_and_packing(tiny_model_dir, demos, tmp_path):
     rank = 4
-    final = run(cfg_for(tiny_model_dir, demos, tmp_path / "lora", "lora.enabled=true", f"lora.r={rank}",
-                        "data.packing=true", "train.epochs=2", "train.max_steps=null", "optim.lr=1e-2"))
+    final = run(
+        cfg_for(
+            tiny_model_dir,
+            demos,
+            tmp_path / "lora",
+            "lora.enabled=true",
+            f"lora.r={rank}",
+            "data.packing=true",
+            "train.epochs=2",
+            "train.max_steps=null",
+            "optim.lr=1e-2",
+        )
+    )
     # final/ is a merged, plain model directory that loads without peft
     from instructrl.models.loading import load_model, load_tokenizer
 
@@ -140,29 +190,35 @@ def test_lora_and_packing(tiny_model_dir, demos, tmp_path):
     per_epoch = [sum(r["sft/epoch"] == epoch for r in rows) for epoch in (0, 1)]
     unpacked = math.ceil(len(lengths) / 8)
     assert per_epoch[0] == per_epoch[1], per_epoch
-    assert math.ceil(fewest_rows / 8) <= per_epoch[0] <= math.ceil(most_rows / 8) < unpacked, \
-        (per_epoch, fewest_rows, most_rows, unpacked)
+    assert math.ceil(fewest_rows / 8) <= per_epoch[0] <= math.ceil(most_rows / 8) < unpacked, (
+        per_epoch,
+        fewest_rows,
+        most_rows,
+        unpacked,
+    )
 
 
 def test_cli_help_lists_stages_and_fields():
     env = {**os.environ, "PYTHONPATH": str(ROOT / "src")}
     out = subprocess.run([sys.executable, "-m", "instructrl.cli", "--help"], capture_output=True, text=True, env=env)
     assert out.returncode == 0 and "sft" in out.stdout
-    out = subprocess.run([sys.executable, "-m", "instructrl.cli", "sft", "--help"], capture_output=True, text=True,
-                         env=env)
+    out = subprocess.run(
+        [sys.executable, "-m", "instructrl.cli", "sft", "--help"], capture_output=True, text=True, env=env
+    )
     assert out.returncode == 0
     for key in ("optim.lr", "train.epochs", "data.packing", "lora.r", "run.out_dir", "model.dropout"):
         assert key in out.stdout
     assert "Residual/attention dropout" in out.stdout
-    bad = subprocess.run([sys.executable, "-m", "instructrl.cli", "sft", "train.epochz=3"], capture_output=True,
-                         text=True, env=env)
+    bad = subprocess.run(
+        [sys.executable, "-m", "instructrl.cli", "sft", "train.epochz=3"], capture_output=True, text=True, env=env
+    )
     assert bad.returncode == 2 and "unknown key 'train.epochz'" in bad.stderr and "epochs" in bad.stderr
 
 
 def test_select_by_reward_model_score(tiny_model_dir, demos, tmp_path):
     """final/ is the epoch whose greedy validation responses the reward model scores highest."""
-    from instructrl.models.loading import load_model, load_tokenizer
     from instructrl.models.generation import HFGenerator
+    from instructrl.models.loading import load_model, load_tokenizer
     from instructrl.models.scalar import init_reward_model, load_reward_model, save_reward_info
 
     tok = load_tokenizer(str(tiny_model_dir))
@@ -173,9 +229,19 @@ def test_select_by_reward_model_score(tiny_model_dir, demos, tmp_path):
     tok.save_pretrained(rm_dir)
     save_reward_info(rm_dir, bias=0.25)
 
-    final = run(cfg_for(tiny_model_dir, demos, tmp_path / "sel", "train.epochs=3", "train.max_steps=null",
-                        "train.select_by=rm_score", f"train.reward_model={rm_dir}", "train.rm_eval_prompts=6",
-                        "train.rm_eval_max_new_tokens=8"))
+    final = run(
+        cfg_for(
+            tiny_model_dir,
+            demos,
+            tmp_path / "sel",
+            "train.epochs=3",
+            "train.max_steps=null",
+            "train.select_by=rm_score",
+            f"train.reward_model={rm_dir}",
+            "train.rm_eval_prompts=6",
+            "train.rm_eval_max_new_tokens=8",
+        )
+    )
     rows = [r for r in read_metrics(tmp_path / "sel") if "sft/rm_score" in r]
     assert len(rows) == 4  # before training and after each of 3 epochs
     state = json.loads((final / "state.json").read_text())
@@ -186,9 +252,11 @@ def test_select_by_reward_model_score(tiny_model_dir, demos, tmp_path):
     _, valid = sft_data.user_split(load_demonstrations(str(demos)), 0.2, seed=0)
     prompts = [c[:-1] for c in sft_data.to_conversations(valid, 2, 3, seed=0)][:6]
     model = load_model(str(final)).eval()
-    gens = HFGenerator(model, load_tokenizer(str(final)), batch_size=8).generate(prompts, max_new_tokens=8,
-                                                                                 temperature=0.0)
+    gens = HFGenerator(model, load_tokenizer(str(final)), batch_size=8).generate(
+        prompts, max_new_tokens=8, temperature=0.0
+    )
     rm2, rm_tok = load_reward_model(rm_dir)
-    scores = rm2.score_texts(rm_tok, prompts, [g.text for g in gens],
-                             ended=[g.finish_reason != "length" for g in gens])  # cut responses: no EOS
+    scores = rm2.score_texts(
+        rm_tok, prompts, [g.text for g in gens], ended=[g.finish_reason != "length" for g in gens]
+    )  # cut responses: no EOS
     assert sum(scores) / len(scores) == pytest.approx(state["rm_score"], abs=1e-3)

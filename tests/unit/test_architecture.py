@@ -55,8 +55,9 @@ def module_files(src: Path) -> tuple[dict[str, Path], list[str]]:
         name = ".".join(parts)
         if name in modules:
             package, single = sorted([f, modules[name]], key=lambda p: p.name != "__init__.py")
-            clashes.append(f"{single.relative_to(src.parent)} is shadowed by the package "
-                           f"{package.parent.relative_to(src.parent)}/")
+            clashes.append(
+                f"{single.relative_to(src.parent)} is shadowed by the package {package.parent.relative_to(src.parent)}/"
+            )
             modules[name] = package
         else:
             modules[name] = f
@@ -115,9 +116,14 @@ def imports_of(module: str, path: Path, modules: dict[str, Path], src: Path) -> 
             for alias in node.names:
                 submodule = f"{base}.{alias.name}"
                 add(node, submodule if submodule in modules else resolve(base, modules))
-        elif (isinstance(node, ast.Call) and isinstance(node.func, (ast.Attribute, ast.Name))
-              and (node.func.attr if isinstance(node.func, ast.Attribute) else node.func.id) == "import_module"
-              and node.args and isinstance(node.args[0], ast.Constant) and isinstance(node.args[0].value, str)):
+        elif (
+            isinstance(node, ast.Call)
+            and isinstance(node.func, (ast.Attribute, ast.Name))
+            and (node.func.attr if isinstance(node.func, ast.Attribute) else node.func.id) == "import_module"
+            and node.args
+            and isinstance(node.args[0], ast.Constant)
+            and isinstance(node.args[0].value, str)
+        ):
             add(node, resolve(node.args[0].value, modules))
     return edges
 
@@ -232,24 +238,32 @@ def write_tree(root: Path, files: dict[str, str]) -> Path:
 
 
 def test_reader_finds_every_kind_of_import(tmp_path):
-    src = write_tree(tmp_path, {
-        "__init__.py": "",
-        "ppo/__init__.py": "",
-        "ppo/train.py": ("from typing import TYPE_CHECKING\n"
-                         "from instructrl.ppo import loss\n"  # a submodule named in `from pkg import name`
-                         "from . import reward\n"
-                         "from .loss import policy_loss\n"
-                         "if TYPE_CHECKING:\n"
-                         "    from instructrl.rm.model import RM\n"
-                         "def run():\n"
-                         "    import instructrl.sft.data as sft_data\n"
-                         "    importlib.import_module('instructrl.eval.run')\n"),
-        "ppo/loss.py": "import torch\nfrom instructrl.ppo import train\n",
-        "ppo/reward.py": "from instructrl.ppo import helper_name\n",  # a name in the package's __init__
-        "rm/__init__.py": "", "rm/model.py": "",
-        "sft/__init__.py": "", "sft/data.py": "",
-        "eval/__init__.py": "", "eval/run.py": "",
-    })
+    src = write_tree(
+        tmp_path,
+        {
+            "__init__.py": "",
+            "ppo/__init__.py": "",
+            "ppo/train.py": (
+                "from typing import TYPE_CHECKING\n"
+                "from instructrl.ppo import loss\n"  # a submodule named in `from pkg import name`
+                "from . import reward\n"
+                "from .loss import policy_loss\n"
+                "if TYPE_CHECKING:\n"
+                "    from instructrl.rm.model import RM\n"
+                "def run():\n"
+                "    import instructrl.sft.data as sft_data\n"
+                "    importlib.import_module('instructrl.eval.run')\n"
+            ),
+            "ppo/loss.py": "import torch\nfrom instructrl.ppo import train\n",
+            "ppo/reward.py": "from instructrl.ppo import helper_name\n",  # a name in the package's __init__
+            "rm/__init__.py": "",
+            "rm/model.py": "",
+            "sft/__init__.py": "",
+            "sft/data.py": "",
+            "eval/__init__.py": "",
+            "eval/run.py": "",
+        },
+    )
     modules, edges, clashes = package_edges(src)
     got = {(e.source, e.target, e.line, e.lazy) for e in edges}
     assert got == {
@@ -266,32 +280,47 @@ def test_reader_finds_every_kind_of_import(tmp_path):
     offenses = sorted(f"{layer_offense(e)}" for e in edges if layer_offense(e))
     assert offenses == ["stage ppo imports stage eval", "stage ppo imports stage rm", "stage ppo imports stage sft"]
     (found,) = cycles(edges)
-    assert [(e.source, e.target) for e in found] == [("instructrl.ppo.loss", "instructrl.ppo.train"),
-                                                     ("instructrl.ppo.train", "instructrl.ppo.loss")]
+    assert [(e.source, e.target) for e in found] == [
+        ("instructrl.ppo.loss", "instructrl.ppo.train"),
+        ("instructrl.ppo.train", "instructrl.ppo.loss"),
+    ]
 
 
 def test_reader_layer_rules_and_clashes(tmp_path):
-    src = write_tree(tmp_path, {
-        "__init__.py": "",
-        "cli.py": "import instructrl.sft.train\ndef main():\n    from instructrl.ppo import train\n",
-        "utils/__init__.py": "",
-        "utils/run.py": "from instructrl.models.checkpoint import x\nfrom instructrl import config\n",
-        "models/__init__.py": "", "models/checkpoint.py": "from ..utils import run\n",
-        "config.py": "",
-        "eval/__init__.py": "", "eval/judge.py": "from instructrl.label import labeler\n",
-        "label/__init__.py": "", "label/labeler.py": "from instructrl.eval import judge\n",
-        "pipeline.py": "", "pipeline/__init__.py": "from instructrl.sft import train\n",
-        "sft/__init__.py": "", "sft/train.py": "",
-        "ppo/__init__.py": "", "ppo/train.py": "",
-    })
+    src = write_tree(
+        tmp_path,
+        {
+            "__init__.py": "",
+            "cli.py": "import instructrl.sft.train\ndef main():\n    from instructrl.ppo import train\n",
+            "utils/__init__.py": "",
+            "utils/run.py": "from instructrl.models.checkpoint import x\nfrom instructrl import config\n",
+            "models/__init__.py": "",
+            "models/checkpoint.py": "from ..utils import run\n",
+            "config.py": "",
+            "eval/__init__.py": "",
+            "eval/judge.py": "from instructrl.label import labeler\n",
+            "label/__init__.py": "",
+            "label/labeler.py": "from instructrl.eval import judge\n",
+            "pipeline.py": "",
+            "pipeline/__init__.py": "from instructrl.sft import train\n",
+            "sft/__init__.py": "",
+            "sft/train.py": "",
+            "ppo/__init__.py": "",
+            "ppo/train.py": "",
+        },
+    )
     _, edges, clashes = package_edges(src)
     offenses = sorted(f"{e.path}:{e.line} {layer_offense(e)}" for e in edges if layer_offense(e))
-    assert offenses == ["instructrl/cli.py:1 cli imports a stage at import time",
-                        "instructrl/label/labeler.py:1 stage label imports stage eval",
-                        "instructrl/utils/run.py:1 utils imports models"]
+    assert offenses == [
+        "instructrl/cli.py:1 cli imports a stage at import time",
+        "instructrl/label/labeler.py:1 stage label imports stage eval",
+        "instructrl/utils/run.py:1 utils imports models",
+    ]
     assert clashes == ["instructrl/pipeline.py is shadowed by the package instructrl/pipeline/"]
     assert sorted(" ".join(e.target for e in c) for c in cycles(edges)) == [
-        "instructrl.label.labeler instructrl.eval.judge", "instructrl.utils.run instructrl.models.checkpoint"]
+        "instructrl.label.labeler instructrl.eval.judge",
+        "instructrl.utils.run instructrl.models.checkpoint",
+    ]
 
 
 # ---------------------------------------------------------------------------------- the package

@@ -25,8 +25,9 @@ def test_paths_pass_through_and_unknown_builtins_name_the_choices(tmp_path):
 def test_demonstration_text_of_plain_and_few_shot():
     plain = Demonstration(prompt="Name a color.", response="Blue.")
     assert demonstration_text(plain) == "Name a color.\n\nBlue."
-    few = Demonstration(instruction="Antonyms.", examples=[{"query": "hot", "response": "cold"},
-                                                           {"query": "up", "response": "down"}])
+    few = Demonstration(
+        instruction="Antonyms.", examples=[{"query": "hot", "response": "cold"}, {"query": "up", "response": "down"}]
+    )
     assert demonstration_text(few) == "Antonyms.\n\nhot\ncold\n\nup\ndown"
     demos = load_demonstrations("builtin:demo")
     assert all(demonstration_text(d).strip() for d in demos) and Path(resolve("builtin:demo")).exists()

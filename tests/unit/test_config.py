@@ -61,8 +61,9 @@ def test_wrong_type_and_literal(tmp_path):
 
 
 def test_overrides_coerce_and_validate(tmp_path):
-    cfg = load_config(Cfg, None, ["inner.lr=1e-4", "flag=true", "inner.names=[a, b]", "inner.limit=7",
-                                  "run.out_dir=123"])
+    cfg = load_config(
+        Cfg, None, ["inner.lr=1e-4", "flag=true", "inner.names=[a, b]", "inner.limit=7", "run.out_dir=123"]
+    )
     assert cfg.inner.lr == pytest.approx(1e-4) and cfg.flag is True
     assert cfg.inner.names == ["a", "b"] and cfg.inner.limit == 7
     assert cfg.run.out_dir == "123"  # a string field keeps the text as typed
@@ -109,8 +110,11 @@ def test_every_shipped_yaml_loads():
     """Every YAML under configs/ loads strictly into the config class the CLI gives its stage; a file
     that maps to no stage fails the test (it would otherwise never be checked)."""
     root = Path(__file__).resolve().parents[2] / "configs"
-    files = sorted(f for f in [*root.rglob("*.yaml"), *root.rglob("*.yml")]
-                   if f.relative_to(root).parts[0] not in CONFIG_FOLDERS_SKIPPED)
+    files = sorted(
+        f
+        for f in [*root.rglob("*.yaml"), *root.rglob("*.yml")]
+        if f.relative_to(root).parts[0] not in CONFIG_FOLDERS_SKIPPED
+    )
     assert len(files) >= 16, files  # tiny/ and default/ for six stages, rm_hh, three run presets
     problems, checked = [], []
     for f in files:

@@ -22,8 +22,16 @@ def test_yaml_loads(which):
 
 
 def test_inputs_override_builds_sections():
-    cfg = load_config(CurateConfig, None, ["inputs=[{path: a.jsonl, source: api, fields: {text: q}}]", "split.train=0.7", "split.test=0.2"])
-    assert cfg.inputs[0].path == "a.jsonl" and cfg.inputs[0].fields.text == "q" and cfg.inputs[0].fields.user_id == "user_id"
+    cfg = load_config(
+        CurateConfig,
+        None,
+        ["inputs=[{path: a.jsonl, source: api, fields: {text: q}}]", "split.train=0.7", "split.test=0.2"],
+    )
+    assert (
+        cfg.inputs[0].path == "a.jsonl"
+        and cfg.inputs[0].fields.text == "q"
+        and cfg.inputs[0].fields.user_id == "user_id"
+    )
     assert (cfg.split.train, cfg.split.valid, cfg.split.test) == (0.7, 0.1, 0.2)
 
 

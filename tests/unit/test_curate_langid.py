@@ -62,7 +62,11 @@ def test_scores_match_langid_log_probabilities(reference):
 def test_restricted_language_set():
     ident = BatchLangId(languages=["en", "fr", "de"])
     assert sorted(ident.languages) == ["de", "en", "fr"]
-    assert ident.classify(["The cat sat on the mat.", "Le chat est sur le tapis.", "Die Katze sitzt."]) == ["en", "fr", "de"]
+    assert ident.classify(["The cat sat on the mat.", "Le chat est sur le tapis.", "Die Katze sitzt."]) == [
+        "en",
+        "fr",
+        "de",
+    ]
 
 
 def test_disk_cache_round_trip(tmp_path, monkeypatch):

@@ -41,7 +41,11 @@ POSITIVES = [
     ("the host 2001:4860:4860::8888 is down", "ip_address", "2001:4860:4860::8888"),
     ("IBAN GB82 WEST 1234 5698 7654 32 thanks", "iban", "GB82 WEST 1234 5698 7654 32"),
     ("pay to DE89370400440532013000.", "iban", "DE89370400440532013000"),
-    ("Ship it to 350 Fifth Avenue, New York, NY 10118 by Monday", "street_address", "350 Fifth Avenue, New York, NY 10118"),
+    (
+        "Ship it to 350 Fifth Avenue, New York, NY 10118 by Monday",
+        "street_address",
+        "350 Fifth Avenue, New York, NY 10118",
+    ),
     ("We live at 10 Downing Street, London SW1A 2AA now", "street_address", "10 Downing Street, London SW1A 2AA"),
 ]
 

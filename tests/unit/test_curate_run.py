@@ -17,8 +17,10 @@ from instructrl.data.curate.run import run  # noqa: E402
 from instructrl.data.curate.write import check_splits  # noqa: E402
 from instructrl.records import Prompt, RecordError, from_dict, read_jsonl, to_dict  # noqa: E402
 
-ROMAN = ("Write a detailed essay about the history of the Roman Empire, covering its rise, "
-         "the emperors, the economy and its fall in the west.")
+ROMAN = (
+    "Write a detailed essay about the history of the Roman Empire, covering its rise, "
+    "the emperors, the economy and its fall in the west."
+)
 assert len(ROMAN) > 100
 
 ROWS = [
@@ -27,14 +29,41 @@ ROWS = [
     {"id": "a2", "user_id": "alice", "timestamp": "2023-01-03T00:00:00Z", "prompt": ROMAN},
     {"id": "c1", "user_id": "carol", "timestamp": "2023-01-04T00:00:00Z", "prompt": ROMAN + " Also mention Byzantium."},
     *[
-        {"id": f"h{i}", "user_id": "heavy", "timestamp": f"2023-02-0{i}T00:00:00Z", "prompt": f"Tell me an interesting fact about the number {i}."}
+        {
+            "id": f"h{i}",
+            "user_id": "heavy",
+            "timestamp": f"2023-02-0{i}T00:00:00Z",
+            "prompt": f"Tell me an interesting fact about the number {i}.",
+        }
         for i in range(1, 8)
     ],
-    {"id": "d1", "user_id": "dave", "timestamp": "2023-03-01T00:00:00Z", "prompt": "Please email me at dave.smith@example.com about the trip to Rome."},
-    {"id": "e1", "user_id": "erin", "timestamp": "2023-03-02T00:00:00Z", "prompt": "Bonjour, je voudrais réserver une table pour deux personnes ce soir."},
+    {
+        "id": "d1",
+        "user_id": "dave",
+        "timestamp": "2023-03-01T00:00:00Z",
+        "prompt": "Please email me at dave.smith@example.com about the trip to Rome.",
+    },
+    {
+        "id": "e1",
+        "user_id": "erin",
+        "timestamp": "2023-03-02T00:00:00Z",
+        "prompt": "Bonjour, je voudrais réserver une table pour deux personnes ce soir.",
+    },
     {"id": "f1", "timestamp": "2023-03-03T00:00:00Z", "prompt": "A prompt without a user id."},
-    {"id": "g1", "user_id": "gina", "org_id": "acme", "timestamp": "2023-03-04T00:00:00Z", "prompt": "How do I bake sourdough bread at home?"},
-    {"id": "k1", "user_id": "hank", "org_id": "acme", "timestamp": "2023-03-05T00:00:00Z", "prompt": "How can I explain photosynthesis to my young daughter?"},
+    {
+        "id": "g1",
+        "user_id": "gina",
+        "org_id": "acme",
+        "timestamp": "2023-03-04T00:00:00Z",
+        "prompt": "How do I bake sourdough bread at home?",
+    },
+    {
+        "id": "k1",
+        "user_id": "hank",
+        "org_id": "acme",
+        "timestamp": "2023-03-05T00:00:00Z",
+        "prompt": "How can I explain photosynthesis to my young daughter?",
+    },
 ]
 BROKEN_LINE = 3  # the broken JSON line is written after the first 2 rows
 
@@ -51,14 +80,18 @@ def make_cfg(tmp_path: Path, inputs: list[dict], *overrides: str) -> CurateConfi
     cfg_path = tmp_path / "curate.yaml"
     import yaml
 
-    cfg_path.write_text(yaml.safe_dump({
-        "run": {"out_dir": str(tmp_path / "out"), "seed": 0, "progress": False},
-        "inputs": inputs,
-        "on_error": "skip",
-        "lang": {"keep": ["en"]},
-        "cap": {"max_per_user": 5, "keep": "earliest"},
-        "stats": {"tokenizer": "whitespace"},
-    }))
+    cfg_path.write_text(
+        yaml.safe_dump(
+            {
+                "run": {"out_dir": str(tmp_path / "out"), "seed": 0, "progress": False},
+                "inputs": inputs,
+                "on_error": "skip",
+                "lang": {"keep": ["en"]},
+                "cap": {"max_per_user": 5, "keep": "earliest"},
+                "stats": {"tokenizer": "whitespace"},
+            }
+        )
+    )
     return load_config(CurateConfig, cfg_path, list(overrides))
 
 
@@ -71,8 +104,16 @@ def test_every_rule_with_known_counts(tmp_path):
     out = run(make_cfg(tmp_path, [{"path": str(log)}]))
     rep = json.loads((out / "report.json").read_text())
     removed = {f["step"]: f["removed"] for f in rep["filters"]}
-    assert removed == {"bad input": 2, "too_short": 0, "too_long": 0, "pii": 0, "language": 1,
-                       "exact_duplicate": 1, "shared_prefix": 1, "user_cap": 2}
+    assert removed == {
+        "bad input": 2,
+        "too_short": 0,
+        "too_long": 0,
+        "pii": 0,
+        "language": 1,
+        "exact_duplicate": 1,
+        "shared_prefix": 1,
+        "user_cap": 2,
+    }
     assert rep["inputs"][0]["bad"] == {"broken record": 1, "missing user id": 1}
     assert rep["summary"]["read"] == 17 and rep["summary"]["kept"] == 10 and rep["summary"]["users"] == 6
 
@@ -86,7 +127,11 @@ def test_every_rule_with_known_counts(tmp_path):
     for name, recs in splits.items():
         assert all(p.split == name for p in recs)
     users = {name: {p.user_id for p in recs} for name, recs in splits.items()}
-    assert not users["train"] & users["valid"] and not users["train"] & users["test"] and not users["valid"] & users["test"]
+    assert (
+        not users["train"] & users["valid"]
+        and not users["train"] & users["test"]
+        and not users["valid"] & users["test"]
+    )
     assert sum(map(len, splits.values())) == 10
     assert rep["check"]["ok"] and rep["check"]["prompts"] == {k: len(v) for k, v in splits.items()}
     heavy = [s for s, recs in splits.items() if any(p.user_id == "heavy" for p in recs)]
@@ -126,8 +171,10 @@ def test_unreadable_file_is_counted_or_stops(tmp_path):
 def test_truncated_file_keeps_what_was_read(tmp_path):
     import gzip
 
-    rows = [{"id": f"t{i}", "user_id": f"u{i % 50}", "prompt": f"Question number {i}: why is the sky blue on planet {i}?"}
-            for i in range(3000)]
+    rows = [
+        {"id": f"t{i}", "user_id": f"u{i % 50}", "prompt": f"Question number {i}: why is the sky blue on planet {i}?"}
+        for i in range(3000)
+    ]
     data = gzip.compress("".join(json.dumps(r) + "\n" for r in rows).encode())
     path = tmp_path / "cut.jsonl.gz"
     path.write_bytes(data[: len(data) * 3 // 4])  # the end of the stream is missing
@@ -207,14 +254,25 @@ def test_csv_parquet_and_hf_dataset_agree_with_jsonl(tmp_path):
 
 def test_chat_messages_and_field_paths(tmp_path):
     rows = [
-        {"conv": {"turns": [{"role": "user", "content": "hi there"}, {"role": "assistant", "content": "hello"},
-                            {"role": "user", "content": "call me at 415-555-2671 please"}]}, "who": {"name": "zed"}},
+        {
+            "conv": {
+                "turns": [
+                    {"role": "user", "content": "hi there"},
+                    {"role": "assistant", "content": "hello"},
+                    {"role": "user", "content": "call me at 415-555-2671 please"},
+                ]
+            },
+            "who": {"name": "zed"},
+        },
         {"conv": {"turns": [{"role": "assistant", "content": "hello"}]}, "who": {"name": "amy"}},
     ]
     path = tmp_path / "chat.jsonl"
     path.write_text("".join(json.dumps(r) + "\n" for r in rows))
-    out = run(make_cfg(tmp_path, [{"path": str(path), "fields": {"messages": "conv.turns", "user_id": "who.name"}}],
-                       "lang.keep=[]"))
+    out = run(
+        make_cfg(
+            tmp_path, [{"path": str(path), "fields": {"messages": "conv.turns", "user_id": "who.name"}}], "lang.keep=[]"
+        )
+    )
     recs = [p for recs in read_out(out).values() for p in recs]
     assert len(recs) == 1 and recs[0].type == "chat" and recs[0].category == "chat"
     assert recs[0].prompt[-1]["content"] == "call me at [PHONE] please" and recs[0].user_id == "zed"
@@ -237,7 +295,10 @@ def test_worker_processes_write_the_same_files(tmp_path):
 def test_token_sample_counts_a_stable_subset(tmp_path):
     from instructrl.data.select import hash64
 
-    rows = [{"id": f"s{i}", "user_id": f"u{i}", "prompt": f"Tell me something new about topic number {i} please"} for i in range(400)]
+    rows = [
+        {"id": f"s{i}", "user_id": f"u{i}", "prompt": f"Tell me something new about topic number {i} please"}
+        for i in range(400)
+    ]
     path = tmp_path / "many.jsonl"
     path.write_text("".join(json.dumps(r) + "\n" for r in rows))
     out = run(make_cfg(tmp_path, [{"path": str(path)}], "lang.keep=[]", "stats.token_sample=0.25"))
@@ -257,8 +318,10 @@ def test_bom_is_accepted_and_invalid_utf8_is_named_by_line(tmp_path, workers):
     rep = json.loads((out / "report.json").read_text())
     assert rep["summary"]["read"] == 4 and rep["inputs"][0]["bad"] == {}
     bad = tmp_path / "latin1.jsonl"
-    bad.write_bytes(b"\n".join(good[:2] + ['{"id": "z", "user_id": "zoe", "prompt": "caf\xe9"}'.encode("latin-1")]
-                               + good[2:]) + b"\n")
+    bad.write_bytes(
+        b"\n".join(good[:2] + ['{"id": "z", "user_id": "zoe", "prompt": "caf\xe9"}'.encode("latin-1")] + good[2:])
+        + b"\n"
+    )
     with pytest.raises(RecordError, match=r"latin1\.jsonl:3: not valid UTF-8 .*save the file as UTF-8"):
         run(make_cfg(tmp_path / "b", [{"path": str(bad)}], "on_error=stop", f"workers={workers}"))
     out = run(make_cfg(tmp_path / "c", [{"path": str(bad)}], f"workers={workers}"))

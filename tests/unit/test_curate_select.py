@@ -14,7 +14,9 @@ from instructrl.text.category import tag
 def test_normalize_and_hash_are_stable():
     assert normalize("  Hello\n\tWORLD  again ") == "hello world again"
     # blake2b-8 of a fixed string never changes between processes (Python's hash() would)
-    assert select.hash64("abc") == int.from_bytes(__import__("hashlib").blake2b(b"abc", digest_size=8).digest(), "little")
+    assert select.hash64("abc") == int.from_bytes(
+        __import__("hashlib").blake2b(b"abc", digest_size=8).digest(), "little"
+    )
     assert select.hash64("abc") != select.hash64("abd")
 
 
@@ -80,8 +82,13 @@ def test_balanced_split_hits_prompt_fractions_with_big_users():
 
 
 def test_disjoint_violations_counts_shared_keys():
-    v = select.disjoint_violations({"train": np.array([1, 2, 2, 3], np.uint64), "valid": np.array([3, 4], np.uint64),
-                                    "test": np.array([5], np.uint64)})
+    v = select.disjoint_violations(
+        {
+            "train": np.array([1, 2, 2, 3], np.uint64),
+            "valid": np.array([3, 4], np.uint64),
+            "test": np.array([5], np.uint64),
+        }
+    )
     assert v == {"train&valid": 1, "train&test": 0, "valid&test": 0}
 
 
@@ -107,7 +114,14 @@ def test_split_groups_by_org_joins_users_and_orgs():
         ("Write a poem about the sea.", "generation"),
         ("Why is the sky blue?", "open_qa"),
         ("python vs julia", "other"),
-        ([{"role": "user", "content": "hi"}, {"role": "assistant", "content": "hello"}, {"role": "user", "content": "tell me more"}], "chat"),
+        (
+            [
+                {"role": "user", "content": "hi"},
+                {"role": "assistant", "content": "hello"},
+                {"role": "user", "content": "tell me more"},
+            ],
+            "chat",
+        ),
     ],
 )
 def test_category_rules(prompt, expected):

@@ -2,8 +2,8 @@
 
 from collections import Counter
 
-from instructrl.records import CATEGORIES
 from instructrl.builtin import load_demonstrations
+from instructrl.records import CATEGORIES
 from instructrl.sft.data import to_conversations
 
 

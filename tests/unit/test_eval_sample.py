@@ -18,9 +18,14 @@ def policy(tiny_model_dir):
 
 def test_sequence_logprobs_match_a_direct_computation(policy):
     model, tok, _ = policy
-    inputs = ["Write a short poem about the sea.", [{"role": "user", "content": "Hi"},
-                                                    {"role": "assistant", "content": "Hello!"},
-                                                    {"role": "user", "content": "What is the capital of France?"}]]
+    inputs = [
+        "Write a short poem about the sea.",
+        [
+            {"role": "user", "content": "Hi"},
+            {"role": "assistant", "content": "Hello!"},
+            {"role": "user", "content": "What is the capital of France?"},
+        ],
+    ]
     responses = [[45, 120, 300, tok.eos_token_id], [7, 8]]
     got = sequence_logprobs(model, tok, inputs, responses, temperature=0.7, batch_size=2)
     from instructrl.models.loading import render_prompt
@@ -57,20 +62,33 @@ def test_the_samplers_logprobs_equal_a_forward_pass(policy):
     rows joining and leaving) against sequence_logprobs' one forward pass over prompt + response."""
     model, tok, _ = policy
     gen = make_generator(model, tok, batch_size=3, progress=False)
-    prompts = [Prompt(prompt=t, id=f"p{i}") for i, t in enumerate(
-        ["Write a haiku.", "Name a color.", "Tell me a long story about a dragon and a knight.", "Hi", "Count to 5."])]
+    prompts = [
+        Prompt(prompt=t, id=f"p{i}")
+        for i, t in enumerate(
+            [
+                "Write a haiku.",
+                "Name a color.",
+                "Tell me a long story about a dragon and a knight.",
+                "Hi",
+                "Count to 5.",
+            ]
+        )
+    ]
     for temperature, top_p in ((0.7, 1.0), (1.0, 0.9)):
-        ss = sample_prompts(gen, prompts, n=2, max_new_tokens=12, temperature=temperature, top_p=top_p, seed=5,
-                            keep_token_ids=True)
+        ss = sample_prompts(
+            gen, prompts, n=2, max_new_tokens=12, temperature=temperature, top_p=top_p, seed=5, keep_token_ids=True
+        )
         assert all(s.logprob is not None and s.logprob < 0 for s in ss)
-        direct = sequence_logprobs(model, tok, [s.prompt for s in ss], [s.meta["token_ids"] for s in ss],
-                                   temperature=temperature, batch_size=4)
+        direct = sequence_logprobs(
+            model, tok, [s.prompt for s in ss], [s.meta["token_ids"] for s in ss], temperature=temperature, batch_size=4
+        )
         assert [s.logprob for s in ss] == pytest.approx(direct, abs=1e-3)
 
 
 def test_few_shot_prefix_leaves_out_test_users_and_long_answers(tmp_path):
-    demos = [Demonstration(prompt=f"q{i}", response="a short answer here", id=f"d{i}", user_id=f"u{i % 3}")
-             for i in range(9)]
+    demos = [
+        Demonstration(prompt=f"q{i}", response="a short answer here", id=f"d{i}", user_id=f"u{i % 3}") for i in range(9)
+    ]
     demos.append(Demonstration(prompt="long", response="word " * 80, id="long", user_id="u9"))
     demos.append(Demonstration(prompt="Same as a test prompt", response="fine answer ok", id="dup", user_id="u8"))
     path = write_jsonl(tmp_path / "d.jsonl", demos)

@@ -6,8 +6,15 @@ import math
 import numpy as np
 import pytest
 
-from instructrl.eval.winrate import (bootstrap_ci, kl_estimate, outcome_values, preference_accuracy, ranking_accuracy,
-                                     summarize, win_rate)
+from instructrl.eval.winrate import (
+    bootstrap_ci,
+    kl_estimate,
+    outcome_values,
+    preference_accuracy,
+    ranking_accuracy,
+    summarize,
+    win_rate,
+)
 
 
 def test_win_rate_counts_ties_half():

@@ -33,9 +33,16 @@ def keyword_judge(text: str) -> str:
     m = _ONE.search(text)
     assert m, f"unexpected judge prompt: {text[:200]}"
     r = m.group(1)
-    return json.dumps({"likert": 6 if "GOOD" in r else 2, "fails_instruction": "GOOD" not in r, "toxic": False,
-                       "off_topic": False, "hallucination": "FAKE" in r,
-                       "inappropriate_for_customer_assistant": False})
+    return json.dumps(
+        {
+            "likert": 6 if "GOOD" in r else 2,
+            "fails_instruction": "GOOD" not in r,
+            "toxic": False,
+            "off_topic": False,
+            "hallucination": "FAKE" in r,
+            "inappropriate_for_customer_assistant": False,
+        }
+    )
 
 
 def handler(fn):
@@ -53,11 +60,21 @@ def make_judge(server, **kw):
     return LLMJudge.from_config(cfg, Rubric(toxicity="lexicon"))
 
 
-@pytest.mark.parametrize("text,verdict", [
-    ("Verdict: A", "A"), ("verdict: b", "B"), ("**Verdict:** tie", "tie"), ("Verdict: Response B", "B"),
-    ("A is shorter. Verdict: A\n...on reflection, Verdict: B", "B"), ("B", "B"), (" tie. ", "tie"),
-    ("I cannot decide.", None), ("", None), ("Verdict: neither", None),
-])
+@pytest.mark.parametrize(
+    "text,verdict",
+    [
+        ("Verdict: A", "A"),
+        ("verdict: b", "B"),
+        ("**Verdict:** tie", "tie"),
+        ("Verdict: Response B", "B"),
+        ("A is shorter. Verdict: A\n...on reflection, Verdict: B", "B"),
+        ("B", "B"),
+        (" tie. ", "tie"),
+        ("I cannot decide.", None),
+        ("", None),
+        ("Verdict: neither", None),
+    ],
+)
 def test_parse_verdict(text, verdict):
     assert parse_verdict(text) == verdict
 
@@ -104,10 +121,19 @@ def test_position_biased_judge_gives_ties():
 
 def test_rank_by_copeland_with_likert_and_flags(server):
     judge = make_judge(server)
-    p = Prompt(prompt="Write a greeting for a shop.", id="g1", user_id="u1", category="generation",
-               constraints=[{"kind": "max_words", "value": 6}])
-    responses = ["Welcome, GOOD to see you!", "Hello there.", "Hi, GOOD day and thanks for visiting our little shop",
-                 "GOOD"]
+    p = Prompt(
+        prompt="Write a greeting for a shop.",
+        id="g1",
+        user_id="u1",
+        category="generation",
+        constraints=[{"kind": "max_words", "value": 6}],
+    )
+    responses = [
+        "Welcome, GOOD to see you!",
+        "Hello there.",
+        "Hi, GOOD day and thanks for visiting our little shop",
+        "GOOD",
+    ]
     r = judge.rank(p, responses, finish_reasons=["stop", "stop", "length", "stop"])
     # the GOOD ones win against "Hello there." and tie each other: Copeland 2.0, 2.0, 0.0, 2.0 (no pair of GOOD
     # responses is decided), so the three tie at rank 1

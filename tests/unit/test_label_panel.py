@@ -21,8 +21,10 @@ from instructrl.records import Prompt, from_dict, to_dict
 from instructrl.records import Ranking as RankingRecord
 
 TOPICS = ["honey bees", "volcanoes", "the moon", "coffee", "bicycles", "rain forests", "chess", "bread"]
-FILLER = ("they are interesting because people study them closely and learn new facts about how they change "
-          "over time in many places around the world").split()
+FILLER = (
+    "they are interesting because people study them closely and learn new facts about how they change "
+    "over time in many places around the world"
+).split()
 
 
 def synthetic_groups(n: int, seed: int = 0) -> list:
@@ -33,9 +35,12 @@ def synthetic_groups(n: int, seed: int = 0) -> list:
         topic = TOPICS[i % len(TOPICS)]
         limit = int(rng.integers(20, 60))
         kw = topic.split()[-1]
-        p = Prompt(prompt=f"Write about {topic} in at most {limit} words and use the word {kw}.", id=f"s{i}",
-                   lang="en", constraints=[{"kind": "max_words", "value": limit},
-                                           {"kind": "include_keywords", "value": [kw]}])
+        p = Prompt(
+            prompt=f"Write about {topic} in at most {limit} words and use the word {kw}.",
+            id=f"s{i}",
+            lang="en",
+            constraints=[{"kind": "max_words", "value": limit}, {"kind": "include_keywords", "value": [kw]}],
+        )
         k = int(rng.integers(4, 10))
         responses, frs = [], []
         for j in range(k):
@@ -98,14 +103,18 @@ def test_rng_for_is_order_independent():
 
 def test_quality_is_the_documented_weighted_mean(rubric):
     lab = Labeler("x", rubric, base_noise=0.0)
-    p = Prompt(prompt="Describe a calm lake at dawn in at most 30 words.", lang="en",
-               constraints=[{"kind": "max_words", "value": 30}])
+    p = Prompt(
+        prompt="Describe a calm lake at dawn in at most 30 words.",
+        lang="en",
+        constraints=[{"kind": "max_words", "value": 30}],
+    )
     resp = "A calm lake at dawn lies silver and still, mist drifting over the water while a heron waits on the shore."
     a = rubric.assess(p, resp, "stop")
     f = lab.features(p, a)
     assert f["constraints"] == 1.0 and f["complete"] == 1.0 and f["reference"] is None
     expected = sum(DEFAULT_WEIGHTS[k] * v for k, v in f.items() if v is not None) / sum(
-        DEFAULT_WEIGHTS[k] for k, v in f.items() if v is not None)
+        DEFAULT_WEIGHTS[k] for k, v in f.items() if v is not None
+    )
     assert lab.quality(p, a) == pytest.approx(expected)
     # the penalties multiply: toxic, degenerate and failing keeps (1-0.6)(1-0.6)(1-0.4) of its mean
     rude = "you idiot " * 8
@@ -113,15 +122,22 @@ def test_quality_is_the_documented_weighted_mean(rubric):
     assert b.flags()["toxic"] and b.flags()["fails_instruction"] and b.flags()["degenerate"]
     fb = lab.features(p, b)
     mean = sum(DEFAULT_WEIGHTS[k] * v for k, v in fb.items() if v is not None) / sum(
-        DEFAULT_WEIGHTS[k] for k, v in fb.items() if v is not None)
+        DEFAULT_WEIGHTS[k] for k, v in fb.items() if v is not None
+    )
     assert lab.quality(p, b) == pytest.approx(mean * 0.4 * 0.4 * 0.6)
     assert lab.quality(p, rubric.assess(p, "")) == 0.0
 
 
 def test_noise_free_labeler_ranks_by_quality_and_ties_duplicates(rubric):
     lab = Labeler("x", rubric, base_noise=0.0, tie_margin=0.0)
-    p = Prompt(prompt="List two fruits as bullet points.", lang="en", constraints=[{"kind": "exact_bullets", "value": 2}],
-               id="q1", user_id="u9", category="brainstorming")
+    p = Prompt(
+        prompt="List two fruits as bullet points.",
+        lang="en",
+        constraints=[{"kind": "exact_bullets", "value": 2}],
+        id="q1",
+        user_id="u9",
+        category="brainstorming",
+    )
     good, bad = "- Apple\n- Banana", "Apple and banana are both fruits that grow on trees."
     r = lab.rank(p, [bad, good, good, "apple " * 10], rng=0)
     assert r.ranks[1] == r.ranks[2] == 1 and r.ranks[0] == 2 and r.ranks[3] == 3
@@ -148,10 +164,15 @@ def test_labeler_is_deterministic_given_a_seed(rubric):
 
 def test_likert_tracks_quality(rubric):
     lab = Labeler("x", rubric, base_noise=0.05)
-    p = Prompt(prompt="Explain what a rainbow is in two sentences.", lang="en",
-               constraints=[{"kind": "max_sentences", "value": 2}])
-    good = "A rainbow is an arc of colours that appears when sunlight is bent and reflected inside raindrops. " \
-           "Each colour leaves the drops at a slightly different angle."
+    p = Prompt(
+        prompt="Explain what a rainbow is in two sentences.",
+        lang="en",
+        constraints=[{"kind": "max_sentences", "value": 2}],
+    )
+    good = (
+        "A rainbow is an arc of colours that appears when sunlight is bent and reflected inside raindrops. "
+        "Each colour leaves the drops at a slightly different angle."
+    )
     js_good = [lab.judge(p, good, s, "stop").likert for s in range(30)]
     js_bad = [lab.judge(p, "rainbow rainbow rainbow " * 6, s, "stop").likert for s in range(30)]
     assert np.mean(js_good) >= 6.0 and np.mean(js_bad) <= 3.0
@@ -159,8 +180,11 @@ def test_likert_tracks_quality(rubric):
 
 def test_compare(rubric):
     lab = Labeler("x", rubric, base_noise=0.0)
-    p = Prompt(prompt="Write one sentence about owls, in lowercase.", lang="en",
-               constraints=[{"kind": "all_lowercase", "value": True}])
+    p = Prompt(
+        prompt="Write one sentence about owls, in lowercase.",
+        lang="en",
+        constraints=[{"kind": "all_lowercase", "value": True}],
+    )
     a, b = "owls hunt silently at night with soft feathers.", "OWLS HUNT SILENTLY AT NIGHT WITH SOFT FEATHERS."
     assert lab.compare(p, a, b, 0) == "win" and lab.compare(p, b, a, 0) == "loss" and lab.compare(p, a, a, 0) == "tie"
 
@@ -172,8 +196,9 @@ def test_demonstrations(rubric):
     assert d.response == "2 + 2 = 4." and d.meta["from"] == "reference" and d.source == "simulated"
     assert d.type == "few-shot" and d.id == "r1"
     assert lab.demonstrate(ref, ["4", "5"], use_reference=False).meta["from"] == "best_of_n"
-    p = Prompt(prompt="Name three colours as a numbered list.", lang="en",
-               constraints=[{"kind": "numbered_items", "value": 3}])
+    p = Prompt(
+        prompt="Name three colours as a numbered list.", lang="en", constraints=[{"kind": "numbered_items", "value": 3}]
+    )
     cands = ["red, green", "1. Red\n2. Green\n3. Blue", "1. Red\n2. Green"]
     d = lab.demonstrate(p, cands)
     assert d.response == cands[1] and d.meta["n"] == 3  # noise-free: the best by the rubric, whatever the noise

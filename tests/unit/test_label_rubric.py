@@ -72,17 +72,20 @@ def test_counting_helpers():
     assert parse_json_object('```\n{"k": 1}\n```') == {"k": 1}
 
 
-@pytest.mark.parametrize("c,msg", [
-    ({"kind": "max_word", "value": 3}, "unknown constraint kind 'max_word'"),
-    ({"kind": "max_words", "value": "3"}, "max_words takes a non-negative integer"),
-    ({"kind": "max_words", "value": True}, "non-negative integer"),
-    ({"kind": "include_keywords", "value": []}, "non-empty list"),
-    ({"kind": "include_keywords", "value": "cat"}, "non-empty list"),
-    ({"kind": "no_commas", "value": False}, "takes the value true"),
-    ({"kind": "language", "value": ""}, "non-empty string"),
-    ({"kind": "no_commas"}, "exactly 'kind' and 'value'"),
-    ({"kind": "no_commas", "value": True, "extra": 1}, "exactly 'kind' and 'value'"),
-])
+@pytest.mark.parametrize(
+    "c,msg",
+    [
+        ({"kind": "max_word", "value": 3}, "unknown constraint kind 'max_word'"),
+        ({"kind": "max_words", "value": "3"}, "max_words takes a non-negative integer"),
+        ({"kind": "max_words", "value": True}, "non-negative integer"),
+        ({"kind": "include_keywords", "value": []}, "non-empty list"),
+        ({"kind": "include_keywords", "value": "cat"}, "non-empty list"),
+        ({"kind": "no_commas", "value": False}, "takes the value true"),
+        ({"kind": "language", "value": ""}, "non-empty string"),
+        ({"kind": "no_commas"}, "exactly 'kind' and 'value'"),
+        ({"kind": "no_commas", "value": True, "extra": 1}, "exactly 'kind' and 'value'"),
+    ],
+)
 def test_validate_constraint_errors(c, msg):
     with pytest.raises(ValueError, match=msg):
         validate_constraint(c, "prompts.jsonl:3: constraints[0]")
@@ -106,16 +109,19 @@ def test_repetition_and_length_and_overlap():
     assert echo_fraction("tell me about the barn", "a barn is a farm building for animals") == 0.0
 
 
-@pytest.mark.parametrize("text,cut", [
-    ("It was a sunny day and we walked along the beach until the", True),
-    ("We went to the shop, bought apples,", True),
-    ("Here is the code:\n```python\nprint(1)\n", True),
-    ("It was a sunny day and we walked along the beach until sunset.", False),
-    ("Paris", False),
-    ("- apples\n- bananas and other fruit of every kind you can find", False),
-    ('{"a": 1}', False),
-    ("", False),
-])
+@pytest.mark.parametrize(
+    "text,cut",
+    [
+        ("It was a sunny day and we walked along the beach until the", True),
+        ("We went to the shop, bought apples,", True),
+        ("Here is the code:\n```python\nprint(1)\n", True),
+        ("It was a sunny day and we walked along the beach until sunset.", False),
+        ("Paris", False),
+        ("- apples\n- bananas and other fruit of every kind you can find", False),
+        ('{"a": 1}', False),
+        ("", False),
+    ],
+)
 def test_truncation_heuristic(text, cut):
     assert looks_truncated(text) is cut
 
@@ -144,10 +150,15 @@ def test_toxicity_classifier_offline(rubric):
 
 
 def test_flags_per_problem(rubric):
-    p = Prompt(prompt="Write a short paragraph about honey bees and how they make honey.", lang="en",
-               constraints=[{"kind": "max_words", "value": 40}, {"kind": "include_keywords", "value": ["nectar"]}])
-    good = "Honey bees collect nectar from flowers, carry it back to the hive and fan it with their wings until " \
-           "the water evaporates and it thickens into honey."
+    p = Prompt(
+        prompt="Write a short paragraph about honey bees and how they make honey.",
+        lang="en",
+        constraints=[{"kind": "max_words", "value": 40}, {"kind": "include_keywords", "value": ["nectar"]}],
+    )
+    good = (
+        "Honey bees collect nectar from flowers, carry it back to the hive and fan it with their wings until "
+        "the water evaporates and it thickens into honey."
+    )
     flags = rubric.assess(p, good, "stop").flags()
     assert set(flags) == set(FLAGS) and not any(flags.values())
 
@@ -164,8 +175,9 @@ def test_flags_per_problem(rubric):
     off = "The stock market fell sharply today as investors worried about rising interest rates and inflation."
     a = rubric.assess(p, off, "stop")
     assert a.topic == 0.0 and not a.off_topic  # the prompt has only 2 content words (honey, bee): too few to flag
-    p3 = Prompt(prompt="Write a short paragraph about honey bees, their hives and how they make honey from flowers.",
-                lang="en")
+    p3 = Prompt(
+        prompt="Write a short paragraph about honey bees, their hives and how they make honey from flowers.", lang="en"
+    )
     a = rubric.assess(p3, off, "stop")
     assert a.topic == 0.0 and a.flags()["off_topic"]
     assert not a.flags()["fails_instruction"]  # off topic alone is a lexical guess: it lowers the score only
@@ -195,8 +207,11 @@ def test_language_mismatch_and_translation_prompts(rubric):
 
 
 def test_reference_and_hallucination(rubric):
-    p = Prompt(prompt="In what year did Apollo 11 land on the Moon?", reference="Apollo 11 landed on the Moon in 1969.",
-               lang="en")
+    p = Prompt(
+        prompt="In what year did Apollo 11 land on the Moon?",
+        reference="Apollo 11 landed on the Moon in 1969.",
+        lang="en",
+    )
     right = rubric.assess(p, "Apollo 11 landed on the Moon in July 1969.")
     wrong = rubric.assess(p, "Apollo 11 landed on the Moon in 1972.")
     unrelated = rubric.assess(p, "I really enjoy baking bread on rainy weekends with my friends.")
@@ -205,8 +220,11 @@ def test_reference_and_hallucination(rubric):
     assert unrelated.reference_f1 == 0.0 and unrelated.hallucination
     listed = rubric.assess(p, "1. Apollo 11 landed on the Moon in 1969.\n2. Armstrong walked first.")
     assert not listed.hallucination  # list markers are not claims
-    closed = Prompt(prompt="Extract the population of Lyon from the text: Lyon has 522,000 residents.",
-                    category="extraction", lang="en")
+    closed = Prompt(
+        prompt="Extract the population of Lyon from the text: Lyon has 522,000 residents.",
+        category="extraction",
+        lang="en",
+    )
     assert not rubric.assess(closed, "Lyon has 522,000 residents.").hallucination
     assert rubric.assess(closed, "Lyon has 910,000 residents.").hallucination
 
@@ -221,16 +239,20 @@ def test_echo_is_a_failure_except_for_rewrites(rubric):
 
 
 def test_chat_topic_includes_earlier_turns(rubric):
-    chat = [{"role": "user", "content": "Who was the first president of the United States?"},
-            {"role": "assistant", "content": "George Washington was the first president of the United States."},
-            {"role": "user", "content": "How long did he serve?"}]
+    chat = [
+        {"role": "user", "content": "Who was the first president of the United States?"},
+        {"role": "assistant", "content": "George Washington was the first president of the United States."},
+        {"role": "user", "content": "How long did he serve?"},
+    ]
     a = rubric.assess(chat, "George Washington served two terms, about eight years, from 1789 to 1797.")
     assert not a.off_topic and not a.flags()["fails_instruction"]
 
 
 def test_short_lists_are_not_language_mismatches(rubric):
-    p = Prompt(prompt="Classify each animal as a mammal, bird, reptile or fish. Answer as a numbered list.\n"
-                      "1. dolphin\n2. penguin\n3. iguana\n4. salmon\n5. bat")
+    p = Prompt(
+        prompt="Classify each animal as a mammal, bird, reptile or fish. Answer as a numbered list.\n"
+        "1. dolphin\n2. penguin\n3. iguana\n4. salmon\n5. bat"
+    )
     a = rubric.assess(p, "1. mammal\n2. bird\n3. reptile\n4. fish\n5. mammal")
     assert not a.lang_mismatch and not any(a.flags().values())
 
@@ -256,8 +278,10 @@ def test_without_langid_language_checks_are_skipped(monkeypatch):
 
     monkeypatch.setattr(language, "get_identifier", missing)
     rubric = Rubric(toxicity="lexicon")
-    p = Prompt(prompt="Describe the sea in French, in one sentence please, for a small child who is learning.",
-               constraints=[{"kind": "language", "value": "fr"}])
+    p = Prompt(
+        prompt="Describe the sea in French, in one sentence please, for a small child who is learning.",
+        constraints=[{"kind": "language", "value": "fr"}],
+    )
     a = rubric.assess(p, "The sea is big and blue and full of fish that swim all day long in the waves.")
     assert a.lang is None and a.constraints_satisfied == 1.0 and not a.lang_mismatch
 

@@ -6,9 +6,9 @@ import math
 import pytest
 import torch
 
+from instructrl.models.forward import entropy_from_logits, token_logprobs
 from instructrl.ppo.advantages import RunningMoments, gae, last_index, normalize_scores, sequence_kl, shape_rewards
 from instructrl.ppo.kl_control import AdaptiveKLController, FixedKLController, build_kl_controller
-from instructrl.models.forward import entropy_from_logits, token_logprobs
 from instructrl.ppo.loss import policy_loss, value_loss
 from instructrl.ppo.ptx import collate_blocks, make_blocks, ptx_nll_from_logits, split_blocks
 from instructrl.utils.masked import masked_whiten
@@ -134,8 +134,9 @@ def test_running_moments_and_score_normalization():
     m2 = RunningMoments()
     out = normalize_scores(T([1.0, 3.0]), "running", m2)
     torch.testing.assert_close(out, T([-1.0, 1.0]), atol=1e-6, rtol=0)
-    torch.testing.assert_close(normalize_scores(T([1.0, 2.0, 3.0]), "batch"),
-                               T([-1.0, 0.0, 1.0]) / math.sqrt(2 / 3), atol=1e-6, rtol=0)
+    torch.testing.assert_close(
+        normalize_scores(T([1.0, 2.0, 3.0]), "batch"), T([-1.0, 0.0, 1.0]) / math.sqrt(2 / 3), atol=1e-6, rtol=0
+    )
     torch.testing.assert_close(normalize_scores(T([-5.0, 0.5, 5.0]), "none", clip=1.0), T([-1.0, 0.5, 1.0]))
 
 

@@ -6,11 +6,11 @@ import json
 import pytest
 import torch
 
-from instructrl.models.loading import load_model, load_tokenizer
+from instructrl.models.forward import collate, encode_prompts, response_logprobs
 from instructrl.models.generation import HFGenerator
+from instructrl.models.loading import load_model, load_tokenizer
 from instructrl.models.scalar import ScalarRewardModel, init_reward_model
 from instructrl.ppo.reward import TokenFractionReward, load_callable, single_token_id
-from instructrl.models.forward import collate, encode_prompts, response_logprobs
 from instructrl.ppo.rollout import collect, load_prompts, make_reference, prompt_batch, value_predictions
 from instructrl.records import RecordError
 
@@ -79,10 +79,23 @@ def test_rollout_logprobs_equal_recomputed_ones(tiny):
     ids = encode_prompts(tok, prompts, 64)
     value = init_reward_model(path, tokenizer=tok).eval()
     ref = make_reference(model, model, 1.0, frozen_device=torch.device("cpu"), offload=False, chunk=4)
-    ro = collect(prompts, ids, generator=HFGenerator(model, tok, 4), policy=model, reference=ref, value_model=value,
-                 reward=lambda p, r, i, f: [float(len(x)) for x in i], pad_id=tok.pad_token_id,
-                 device=torch.device("cpu"), autocast_ctx=torch.no_grad, max_new_tokens=10, temperature=1.0, top_p=1.0,
-                 seed=1, forward_batch_size=4)
+    ro = collect(
+        prompts,
+        ids,
+        generator=HFGenerator(model, tok, 4),
+        policy=model,
+        reference=ref,
+        value_model=value,
+        reward=lambda p, r, i, f: [float(len(x)) for x in i],
+        pad_id=tok.pad_token_id,
+        device=torch.device("cpu"),
+        autocast_ctx=torch.no_grad,
+        max_new_tokens=10,
+        temperature=1.0,
+        top_p=1.0,
+        seed=1,
+        forward_batch_size=4,
+    )
     assert ro.scores.tolist() == [float(m) for m in ro.batch.mask.sum(-1).tolist()]
     assert ro.batch.start.tolist() == [len(x) for x in ids]
     # the reference is the same model: KL exactly 0
@@ -106,10 +119,18 @@ def test_prompt_batches_cover_every_prompt_once_per_pass():
 
 def test_load_prompts_formats_and_errors(tmp_path):
     p = tmp_path / "p.jsonl"
-    p.write_text("\n".join([json.dumps("plain string"), json.dumps({"prompt": "from a record", "id": "x"}),
-                            json.dumps({"text": "from text"}),
-                            json.dumps({"prompt": [{"role": "user", "content": "chat"}]}),
-                            json.dumps({"instruction": "few-shot", "examples": []})]) + "\n")
+    p.write_text(
+        "\n".join(
+            [
+                json.dumps("plain string"),
+                json.dumps({"prompt": "from a record", "id": "x"}),
+                json.dumps({"text": "from text"}),
+                json.dumps({"prompt": [{"role": "user", "content": "chat"}]}),
+                json.dumps({"instruction": "few-shot", "examples": []}),
+            ]
+        )
+        + "\n"
+    )
     got = load_prompts([str(p)])
     assert got == ["plain string", "from a record", "from text", [{"role": "user", "content": "chat"}]]
     assert load_prompts([str(p)], max_prompts=2) == got[:2]
@@ -200,8 +221,10 @@ def test_sampler_copy_follows_the_policy_in_half_precision(tiny_model_dir):
     assert sampler_weights(load_config(PPOConfig, None, ["lora.enabled=true"]), policy, torch.bfloat16) is None
     assert sampler_weights(load_config(PPOConfig, None, ["rollout.weights=policy"]), policy, torch.bfloat16) is None
     assert sampler_weights(cfg, ref, torch.bfloat16) is None  # a bf16 policy needs no bf16 copy
-    assert isinstance(sampler_weights(load_config(PPOConfig, None, ["rollout.weights=fp16"]), ref, torch.bfloat16),
-                      SamplerCopy)
+    assert isinstance(
+        sampler_weights(load_config(PPOConfig, None, ["rollout.weights=fp16"]), ref, torch.bfloat16), SamplerCopy
+    )
     with pytest.raises(ValueError, match="LoRA"):
-        sampler_weights(load_config(PPOConfig, None, ["lora.enabled=true", "rollout.weights=bf16"]), policy,
-                        torch.bfloat16)
+        sampler_weights(
+            load_config(PPOConfig, None, ["lora.enabled=true", "rollout.weights=bf16"]), policy, torch.bfloat16
+        )

@@ -35,7 +35,11 @@ def test_truncate_pair_keeps_a_quarter_for_the_prompt_then_cuts_the_response_end
 def test_truncate_group_cuts_one_prompt_for_all_responses():
     assert truncate_group([1, 2], [[10], [11, 12]], 8) == ([1, 2], [[10], [11, 12]], False)
     # the longest response (3) leaves 5 prompt tokens; the others keep the same prompt
-    assert truncate_group(list(range(10)), [[100, 101, 102], [103]], 8) == ([5, 6, 7, 8, 9], [[100, 101, 102], [103]], True)
+    assert truncate_group(list(range(10)), [[100, 101, 102], [103]], 8) == (
+        [5, 6, 7, 8, 9],
+        [[100, 101, 102], [103]],
+        True,
+    )
     # a very long response: the prompt keeps max_len // 4 = 2 tokens, responses are cut to 6
     p, rs, cut = truncate_group(list(range(10)), [list(range(100, 110)), [7, 8]], 8)
     assert (p, rs, cut) == ([8, 9], [list(range(100, 106)), [7, 8]], True)
@@ -58,8 +62,12 @@ def test_pad_batch():
 
 
 def _r(prompt, conv, k=2, ds="d"):
-    return Ranking(prompt=prompt, responses=[f"r{i}" for i in range(k)], ranks=list(range(1, k + 1)),
-                   meta={"conversation": conv, "dataset": ds})
+    return Ranking(
+        prompt=prompt,
+        responses=[f"r{i}" for i in range(k)],
+        ranks=list(range(1, k + 1)),
+        meta={"conversation": conv, "dataset": ds},
+    )
 
 
 def test_split_by_conversation_keeps_conversations_together_and_is_stable():
@@ -73,13 +81,21 @@ def test_split_by_conversation_keeps_conversations_together_and_is_stable():
     train2, held2 = split_by_conversation(sub, 0.3, salt="s")
     assert {id(r) for r in held2} == {id(r) for r in held if r in sub}
     # another salt gives another split
-    assert {r.meta["conversation"] for r in split_by_conversation(rankings, 0.3, salt="t")[1]} != \
-        {r.meta["conversation"] for r in held}
+    assert {r.meta["conversation"] for r in split_by_conversation(rankings, 0.3, salt="t")[1]} != {
+        r.meta["conversation"] for r in held
+    }
 
 
 def test_split_key_defaults_to_first_user_turn():
-    a = Ranking(prompt=[{"role": "user", "content": "same start"}, {"role": "assistant", "content": "x"},
-                        {"role": "user", "content": "more"}], responses=["a", "b"], ranks=[1, 2])
+    a = Ranking(
+        prompt=[
+            {"role": "user", "content": "same start"},
+            {"role": "assistant", "content": "x"},
+            {"role": "user", "content": "more"},
+        ],
+        responses=["a", "b"],
+        ranks=[1, 2],
+    )
     b = Ranking(prompt="same start", responses=["a", "b"], ranks=[1, 2])
     for salt in ("a", "b", "c", "d"):
         t, h = split_by_conversation([a, b], 0.5, salt=salt)
@@ -114,18 +130,21 @@ def test_epoch_batches_cover_everything_once_and_depend_on_seed_and_epoch_only()
 
 
 def test_length_rules():
-    rs = [Ranking(prompt="p", responses=["long answer", "short"], ranks=[1, 2]),
-          Ranking(prompt="p", responses=["tiny", "much longer"], ranks=[1, 2]),
-          Ranking(prompt="p", responses=["same", "size"], ranks=[1, 2]),
-          Ranking(prompt="p", responses=["a", "bb", "ccc"], ranks=[1, 2, 3])]  # shorter always wins here
+    rs = [
+        Ranking(prompt="p", responses=["long answer", "short"], ranks=[1, 2]),
+        Ranking(prompt="p", responses=["tiny", "much longer"], ranks=[1, 2]),
+        Ranking(prompt="p", responses=["same", "size"], ranks=[1, 2]),
+        Ranking(prompt="p", responses=["a", "bb", "ccc"], ranks=[1, 2, 3]),
+    ]  # shorter always wins here
     # longer wins: 1 + 0 + 0.5 + 0 (3 pairs) over 6 pairs
     assert length_rule_accuracy(rs, True) == 1.5 / 6
     assert length_rule_accuracy(rs, False) == 4.5 / 6
 
 
 def test_synthetic_rankings_order_by_noise():
-    demos = [Demonstration(prompt=f"q{i}", response=" ".join(f"w{i}_{j}" for j in range(20)), id=f"d{i}")
-             for i in range(6)]
+    demos = [
+        Demonstration(prompt=f"q{i}", response=" ".join(f"w{i}_{j}" for j in range(20)), id=f"d{i}") for i in range(6)
+    ]
     rs = synthetic_rankings(demos, 5, seed=0)
     assert len(rs) == 6
     for r, d in zip(rs, demos):

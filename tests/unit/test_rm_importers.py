@@ -25,8 +25,11 @@ H, A = "\n\nHuman: ", "\n\nAssistant: "
 
 def test_parse_hh_transcript():
     assert parse_hh_transcript(f"{H}hi there{A}hello{H}how are you?{A} fine ") == [
-        {"role": "user", "content": "hi there"}, {"role": "assistant", "content": "hello"},
-        {"role": "user", "content": "how are you?"}, {"role": "assistant", "content": "fine"}]
+        {"role": "user", "content": "hi there"},
+        {"role": "assistant", "content": "hello"},
+        {"role": "user", "content": "how are you?"},
+        {"role": "assistant", "content": "fine"},
+    ]
     with pytest.raises(ValueError):
         parse_hh_transcript("no turns at all")
 
@@ -53,19 +56,25 @@ def test_hh_file_with_skips_and_multiturn_prompt(tmp_path):
     assert res.fmt == "hh"
     assert [r.responses for r in res.rankings] == [["4", "5"], ["knock knock", "no"]]
     assert res.rankings[0].prompt == "What is 2+2?" and res.rankings[0].ranks == [1, 2]
-    assert res.rankings[1].prompt == [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "hello"},
-                                      {"role": "user", "content": "tell a joke"}]
+    assert res.rankings[1].prompt == [
+        {"role": "user", "content": "hi"},
+        {"role": "assistant", "content": "hello"},
+        {"role": "user", "content": "tell a joke"},
+    ]
     assert res.rankings[0].meta["dataset"] == "helpful-base_test"
     assert res.rankings[0].id == "helpful-base_test:1"
     assert res.skipped == Counter({"identical responses": 1, "empty response": 1})
     assert "skipped 1 empty response, 1 identical responses" in res.summary()
 
 
-@pytest.mark.parametrize("row,field,reason", [
-    ({"chosen": f"{H}q{A}a"}, "rejected", "missing"),
-    ({"chosen": f"{H}q{A}a", "rejected": 3}, "rejected", "expected a transcript string"),
-    ({"chosen": "plain text", "rejected": f"{H}q{A}a"}, "chosen", "transcript"),
-])
+@pytest.mark.parametrize(
+    "row,field,reason",
+    [
+        ({"chosen": f"{H}q{A}a"}, "rejected", "missing"),
+        ({"chosen": f"{H}q{A}a", "rejected": 3}, "rejected", "expected a transcript string"),
+        ({"chosen": "plain text", "rejected": f"{H}q{A}a"}, "chosen", "transcript"),
+    ],
+)
 def test_hh_malformed_names_file_line_and_field(tmp_path, row, field, reason):
     path = _write(tmp_path / "hh.jsonl", [{"chosen": f"{H}q{A}a", "rejected": f"{H}q{A}b"}, row])
     with pytest.raises(RecordError) as e:
@@ -74,35 +83,77 @@ def test_hh_malformed_names_file_line_and_field(tmp_path, row, field, reason):
 
 
 def _msg(text, role, rank=None, replies=(), deleted=False, mid=""):
-    return {"message_id": mid or text, "text": text, "role": role, "rank": rank, "deleted": deleted,
-            "lang": "en", "replies": list(replies)}
+    return {
+        "message_id": mid or text,
+        "text": text,
+        "role": role,
+        "rank": rank,
+        "deleted": deleted,
+        "lang": "en",
+        "replies": list(replies),
+    }
 
 
 def test_oasst_tree(tmp_path):
-    tree = {"message_tree_id": "t1", "tree_state": "ready_for_export", "prompt": _msg("root question", "prompter", replies=[
-        _msg("ok answer", "assistant", rank=1, replies=[
-            _msg("follow-up", "prompter", rank=0, replies=[
-                _msg("deep best", "assistant", rank=0), _msg("deep worst", "assistant", rank=1),
-                _msg("gone", "assistant", rank=2, deleted=True)]),
-            _msg("other follow-up", "prompter", rank=1)]),
-        _msg("best answer", "assistant", rank=0),
-        _msg("worst answer", "assistant", rank=2),
-        _msg("unranked answer", "assistant"),
-    ])}
-    single = {"message_tree_id": "t2", "prompt": _msg("lonely", "prompter", replies=[_msg("only", "assistant", rank=0)])}
+    tree = {
+        "message_tree_id": "t1",
+        "tree_state": "ready_for_export",
+        "prompt": _msg(
+            "root question",
+            "prompter",
+            replies=[
+                _msg(
+                    "ok answer",
+                    "assistant",
+                    rank=1,
+                    replies=[
+                        _msg(
+                            "follow-up",
+                            "prompter",
+                            rank=0,
+                            replies=[
+                                _msg("deep best", "assistant", rank=0),
+                                _msg("deep worst", "assistant", rank=1),
+                                _msg("gone", "assistant", rank=2, deleted=True),
+                            ],
+                        ),
+                        _msg("other follow-up", "prompter", rank=1),
+                    ],
+                ),
+                _msg("best answer", "assistant", rank=0),
+                _msg("worst answer", "assistant", rank=2),
+                _msg("unranked answer", "assistant"),
+            ],
+        ),
+    }
+    single = {
+        "message_tree_id": "t2",
+        "prompt": _msg("lonely", "prompter", replies=[_msg("only", "assistant", rank=0)]),
+    }
     res = load_rankings(_write(tmp_path / "trees.jsonl", [tree, single]))
     assert res.fmt == "oasst"
     by_prompt = {json.dumps(r.prompt): r for r in res.rankings}
     top = by_prompt[json.dumps("root question")]
     assert top.responses == ["ok answer", "best answer", "worst answer"] and top.ranks == [2, 1, 3]
     assert top.meta["conversation"] == "oasst:t1" and top.id == "root question"
-    deep = by_prompt[json.dumps([{"role": "user", "content": "root question"},
-                                 {"role": "assistant", "content": "ok answer"},
-                                 {"role": "user", "content": "follow-up"}])]
+    deep = by_prompt[
+        json.dumps(
+            [
+                {"role": "user", "content": "root question"},
+                {"role": "assistant", "content": "ok answer"},
+                {"role": "user", "content": "follow-up"},
+            ]
+        )
+    ]
     assert deep.responses == ["deep best", "deep worst"] and deep.ranks == [1, 2]
     assert len(res.rankings) == 2
-    assert res.skipped == Counter({"ranked user replies (not assistant responses)": 1, "deleted replies": 1,
-                                   "unranked replies beside ranked ones": 1})
+    assert res.skipped == Counter(
+        {
+            "ranked user replies (not assistant responses)": 1,
+            "deleted replies": 1,
+            "unranked replies beside ranked ones": 1,
+        }
+    )
 
 
 def test_oasst_malformed(tmp_path):
@@ -113,9 +164,11 @@ def test_oasst_malformed(tmp_path):
 
 
 def test_own_records_ranking_and_comparison(tmp_path):
-    rows = [{"prompt": "p", "responses": ["a", "b", "c"], "ranks": [1, 1, 2], "id": "r1"},
-            {"prompt": "p2", "chosen": "good", "rejected": "bad"},
-            {"prompt": "p3", "responses": ["a", "b"], "ranks": [1, 1]}]
+    rows = [
+        {"prompt": "p", "responses": ["a", "b", "c"], "ranks": [1, 1, 2], "id": "r1"},
+        {"prompt": "p2", "chosen": "good", "rejected": "bad"},
+        {"prompt": "p3", "responses": ["a", "b"], "ranks": [1, 1]},
+    ]
     res = load_rankings(_write(tmp_path / "mine.jsonl", rows))
     assert res.fmt == "ranking"
     assert [r.ranks for r in res.rankings] == [[1, 1, 2], [1, 2]]
@@ -135,9 +188,12 @@ def test_unknown_format_is_a_clear_error(tmp_path):
 def test_hf_dataset_on_disk(tmp_path):
     datasets = pytest.importorskip("datasets")
     pr = datasets.Dataset.from_dict({"prompt": ["q1", "q2"], "chosen": ["good", "same"], "rejected": ["bad", "same"]})
-    conv = datasets.Dataset.from_dict({
-        "chosen": [[{"role": "user", "content": "hey"}, {"role": "assistant", "content": "hello!"}]],
-        "rejected": [[{"role": "user", "content": "hey"}, {"role": "assistant", "content": "go away"}]]})
+    conv = datasets.Dataset.from_dict(
+        {
+            "chosen": [[{"role": "user", "content": "hey"}, {"role": "assistant", "content": "hello!"}]],
+            "rejected": [[{"role": "user", "content": "hey"}, {"role": "assistant", "content": "go away"}]],
+        }
+    )
     datasets.DatasetDict({"train": pr, "test": conv}).save_to_disk(str(tmp_path / "prefs"))
     res = load_rankings(tmp_path / "prefs")
     assert res.fmt == "hf"

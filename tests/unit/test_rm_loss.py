@@ -97,11 +97,17 @@ def test_agrees_with_a_naive_loop():
     scores = torch.randn(sum(len(r) for r in ranks))
     naive, off = [], 0
     for r in ranks:
-        terms = [-torch.nn.functional.logsigmoid(scores[off + i] - scores[off + j])
-                 for i in range(len(r)) for j in range(len(r)) if r[i] < r[j]]
+        terms = [
+            -torch.nn.functional.logsigmoid(scores[off + i] - scores[off + j])
+            for i in range(len(r))
+            for j in range(len(r))
+            if r[i] < r[j]
+        ]
         naive.append(torch.stack(terms).mean())
         off += len(r)
-    assert float(kway_loss(scores, build_pair_index(ranks))) == pytest.approx(float(torch.stack(naive).mean()), abs=1e-6)
+    assert float(kway_loss(scores, build_pair_index(ranks))) == pytest.approx(
+        float(torch.stack(naive).mean()), abs=1e-6
+    )
 
 
 def test_pair_stats():

@@ -33,9 +33,18 @@ def _batch(tok, pairs, max_len=64):
     return pad_batch([encode_for_reward(tok, p, r, max_len)[0] for p, r in pairs], tok.pad_token_id)
 
 
-PAIRS = [("What is the capital of France?", "Paris."), ("Write a poem", "The sea is blue and the sky is wide."),
-         ([{"role": "user", "content": "hi"}, {"role": "assistant", "content": "hello"},
-           {"role": "user", "content": "one two three"}], "four")]
+PAIRS = [
+    ("What is the capital of France?", "Paris."),
+    ("Write a poem", "The sea is blue and the sky is wide."),
+    (
+        [
+            {"role": "user", "content": "hi"},
+            {"role": "assistant", "content": "hello"},
+            {"role": "user", "content": "one two three"},
+        ],
+        "four",
+    ),
+]
 
 
 def test_input_ends_with_eos_after_the_rendered_prompt(tok):
@@ -98,8 +107,9 @@ def test_freeze_lower_layers(rm):
 
 
 def test_lora_head_trains_and_merges_to_the_same_scores(rm, tok):
-    rm.model = apply_lora(rm.model, LoraConfig(r=4, alpha=8, dropout=0.0, target_modules=["q_proj", "v_proj"]),
-                          task_type="SEQ_CLS")
+    rm.model = apply_lora(
+        rm.model, LoraConfig(r=4, alpha=8, dropout=0.0, target_modules=["q_proj", "v_proj"]), task_type="SEQ_CLS"
+    )
     trainable = [n for n, p in rm.named_parameters() if p.requires_grad]
     assert any("lora_" in n for n in trainable) and any("score" in n for n in trainable)
     ids, mask = _batch(tok, PAIRS)
@@ -119,9 +129,12 @@ def test_prompt_computed_once_gives_the_same_scores_and_gradients(rm, tok):
     from instructrl.rm.data import RankedExample, collate
     from instructrl.rm.score import score_batch
 
-    exs = [RankedExample(tok("What is the capital of France?")["input_ids"], [[11, 12, 2], [13, 2], [14, 15, 16, 2]],
-                         [1, 2, 3]),
-           RankedExample(tok("hi")["input_ids"], [[20, 21, 22, 23, 2], [24, 2]], [2, 1])]
+    exs = [
+        RankedExample(
+            tok("What is the capital of France?")["input_ids"], [[11, 12, 2], [13, 2], [14, 15, 16, 2]], [1, 2, 3]
+        ),
+        RankedExample(tok("hi")["input_ids"], [[20, 21, 22, 23, 2], [24, 2]], [2, 1]),
+    ]
     b = collate(exs, tok.pad_token_id)
     rm.train()
     grads = []
@@ -157,15 +170,21 @@ def test_a_cut_off_response_is_read_without_eos(rm, tok):
     # PPO's reward reads the sampler's finish reasons: "length" means the sampler cut the response
     body = tok("The sea is blue and", add_special_tokens=False)["input_ids"]
     reward = RewardModelReward(rm, tok, device=torch.device("cpu"), amp_dtype=torch.float32, batch_size=2, max_len=64)
-    assert reward(prompts, texts, [body + [tok.eos_token_id], body], ["stop", "length"]) == pytest.approx(want, abs=1e-5)
+    assert reward(prompts, texts, [body + [tok.eos_token_id], body], ["stop", "length"]) == pytest.approx(
+        want, abs=1e-5
+    )
 
 
 def test_rankings_with_finish_reasons_encode_cut_responses_without_eos(tok):
     from instructrl.records import Ranking
     from instructrl.rm.data import encode_rankings
 
-    r = Ranking(prompt="Write a poem", responses=["Roses are red.", "The sea is blue and"], ranks=[1, 2],
-                meta={"finish_reasons": ["stop", "length"]})
+    r = Ranking(
+        prompt="Write a poem",
+        responses=["Roses are red.", "The sea is blue and"],
+        ranks=[1, 2],
+        meta={"finish_reasons": ["stop", "length"]},
+    )
     plain = Ranking(prompt="Write a poem", responses=["Roses are red.", "The sea is blue and"], ranks=[1, 2])
     (ex, ex_plain), _ = encode_rankings(tok, [r, plain], 64)
     assert ex.responses[0][-1] == tok.eos_token_id and ex.responses[1][-1] != tok.eos_token_id

@@ -8,8 +8,12 @@ import pytest
 from instructrl.models.generation import Generation, Generator, HFGenerator, OpenAIError, OpenAIGenerator, cut_at_stop
 from tests.openai_stub import OpenAIStub, by_prompt, from_generator, scripted
 
-PROMPTS = ["Write a poem about the sea.", "Hi", [{"role": "user", "content": "What is the capital of France?"}],
-           "List three ideas for a birthday party, please, with details."]
+PROMPTS = [
+    "Write a poem about the sea.",
+    "Hi",
+    [{"role": "user", "content": "What is the capital of France?"}],
+    "List three ideas for a birthday party, please, with details.",
+]
 
 
 @pytest.fixture(scope="module")
@@ -82,8 +86,9 @@ def test_openai_routes_params_and_order():
         gen = OpenAIGenerator(server.base_url, "stub-model", api_key_env=None, concurrency=3)
         prompts = [f"prompt number {i}" for i in range(7)]
         out = gen.generate(prompts, raw=True, max_new_tokens=5, temperature=0.5, stop=["@@"], seed=10)
-        assert [g.text for g in out] == [f"[completions] mpt number {i} seed={10 + i} max=5 stops=1 t=0.5"
-                                         for i in range(7)]
+        assert [g.text for g in out] == [
+            f"[completions] mpt number {i} seed={10 + i} max=5 stops=1 t=0.5" for i in range(7)
+        ]
         assert all(g.finish_reason == "stop" and g.token_ids == [] for g in out)
         chat = gen.generate([[{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hello there"}]])
         assert chat[0].text == "[chat] Hello there seed=None max=256 stops=0 t=1.0"
@@ -123,5 +128,6 @@ def test_stub_serves_a_generator(hf):
     direct = hf.generate(["Hello there"], raw=True, max_new_tokens=8, temperature=0)[0]
     with OpenAIStub(from_generator(hf)) as server:
         via = OpenAIGenerator(server.base_url, "tiny", api_key_env=None).generate(
-            ["Hello there"], raw=True, max_new_tokens=8, temperature=0)[0]
+            ["Hello there"], raw=True, max_new_tokens=8, temperature=0
+        )[0]
     assert via.text == direct.text and via.finish_reason == direct.finish_reason

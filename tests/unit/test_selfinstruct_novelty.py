@@ -19,8 +19,19 @@ def ref_f1(a: str, b: str) -> float:
 
 
 def test_tokens_match_rouge_score_on_awkward_text():
-    texts = ["Hello, World! It's 2024...", "naïve café — Ünïcödé", "C++ & C# / Java_8", "", "   ", "KELVIN \u212a sign",
-             "İstanbul", "tabs\tand\nnewlines", "a-b-c 1.5 x", "日本語のテキスト mixed with English", "don't won't can't"]
+    texts = [
+        "Hello, World! It's 2024...",
+        "naïve café — Ünïcödé",
+        "C++ & C# / Java_8",
+        "",
+        "   ",
+        "KELVIN \u212a sign",
+        "İstanbul",
+        "tabs\tand\nnewlines",
+        "a-b-c 1.5 x",
+        "日本語のテキスト mixed with English",
+        "don't won't can't",
+    ]
     for t in texts:
         assert rouge_tokens(t) == SCORER._tokenizer.tokenize(t), t
 
@@ -51,7 +62,7 @@ def _pool_and_candidates(n_pool=200, n_cand=80, seed=1):
         words = rng.choice(base).split()
         pool.append(" ".join(rng.choice(vocab) if rng.random() < 0.4 else w for w in words))
     cands = []
-    for i in range(n_cand):
+    for _ in range(n_cand):
         words = rng.choice(pool).split()
         for _ in range(rng.randint(0, 4)):
             k = rng.randrange(len(words))
@@ -63,8 +74,14 @@ def _pool_and_candidates(n_pool=200, n_cand=80, seed=1):
     # scores that are exactly 0.7 in exact arithmetic (LCS 7, 10 + 10 tokens) and just around it
     ten = "w0 w1 w2 w3 w4 w5 w6 w7 w8 w9"
     pool.append(ten)
-    cands += ["w0 w1 w2 w3 w4 w5 w6 x7 x8 x9", "w0 w1 w2 w3 w4 w5 x6 x7 x8 x9", "w0 w1 w2 w3 w4 w5 w6 w7 x8 x9",
-              "w0 w1 w2 w3 w4 w5 w6 x7 x8", "", "zzz unknown tokens only"]
+    cands += [
+        "w0 w1 w2 w3 w4 w5 w6 x7 x8 x9",
+        "w0 w1 w2 w3 w4 w5 x6 x7 x8 x9",
+        "w0 w1 w2 w3 w4 w5 w6 w7 x8 x9",
+        "w0 w1 w2 w3 w4 w5 w6 x7 x8",
+        "",
+        "zzz unknown tokens only",
+    ]
     return pool, cands
 
 
@@ -123,8 +140,9 @@ def test_repeated_tokens_bound_is_exact():
     pool = ["a a a b b c", "b a b a b a", "c c c c", "a b c a b c a b c"]
     index = NoveltyIndex(pool, threshold=0.7)
     for cand in ["a a b b c c", "a b a b", "c c a", "a b c", "b b b b b b"]:
-        expected = sorted(((j, ref_f1(p, cand)) for j, p in enumerate(pool) if ref_f1(p, cand) >= 0.4),
-                          key=lambda x: (-x[1], x[0]))
+        expected = sorted(
+            ((j, ref_f1(p, cand)) for j, p in enumerate(pool) if ref_f1(p, cand) >= 0.4), key=lambda x: (-x[1], x[0])
+        )
         assert index.scores_at_least(cand, 0.4) == expected
 
 

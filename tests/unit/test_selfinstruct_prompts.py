@@ -6,10 +6,10 @@ import json
 
 import pytest
 
+from instructrl.builtin import resolve
 from instructrl.config import load_config
 from instructrl.data.selfinstruct import prompts as templates
 from instructrl.data.selfinstruct.config import SelfInstructConfig
-from instructrl.builtin import resolve
 from instructrl.data.selfinstruct.tasks import Instance, Task, load_tasks, to_demonstrations
 from instructrl.records import RecordError
 
@@ -61,12 +61,21 @@ def test_real_seed_tasks_load(shared_data):
     assert tasks[0].id == "seed_task_0" and tasks[0].name == "breakfast_suggestion"
 
 
-@pytest.mark.parametrize("line,field", [
-    ({"instances": [{"input": "", "output": "x"}], "is_classification": False}, "instruction"),
-    ({"instruction": "Do it.", "instances": [], "is_classification": False}, "instances"),
-    ({"instruction": "Do it.", "instances": [{"input": 1, "output": "x"}], "is_classification": False}, "instances[0]"),
-    ({"instruction": "Do it.", "instances": [{"input": "", "output": "x"}], "is_classification": "no"}, "is_classification"),
-])
+@pytest.mark.parametrize(
+    "line,field",
+    [
+        ({"instances": [{"input": "", "output": "x"}], "is_classification": False}, "instruction"),
+        ({"instruction": "Do it.", "instances": [], "is_classification": False}, "instances"),
+        (
+            {"instruction": "Do it.", "instances": [{"input": 1, "output": "x"}], "is_classification": False},
+            "instances[0]",
+        ),
+        (
+            {"instruction": "Do it.", "instances": [{"input": "", "output": "x"}], "is_classification": "no"},
+            "is_classification",
+        ),
+    ],
+)
 def test_bad_seed_file_names_file_line_and_field(tmp_path, line, field):
     path = tmp_path / "seeds.jsonl"
     good = {"instruction": "Fine.", "instances": [{"input": "", "output": "ok"}], "is_classification": False}
@@ -77,8 +86,17 @@ def test_bad_seed_file_names_file_line_and_field(tmp_path, line, field):
 
 def test_unknown_keys_go_to_meta_and_ids_default(tmp_path):
     path = tmp_path / "s.jsonl"
-    path.write_text(json.dumps({"instruction": "Do it.", "instances": [{"input": "", "output": "ok"}],
-                                "is_classification": False, "motivation_app": "Gmail"}) + "\n")
+    path.write_text(
+        json.dumps(
+            {
+                "instruction": "Do it.",
+                "instances": [{"input": "", "output": "ok"}],
+                "is_classification": False,
+                "motivation_app": "Gmail",
+            }
+        )
+        + "\n"
+    )
     (task,) = load_tasks(path)
     assert task.id == "seed_1" and task.meta == {"motivation_app": "Gmail"}
 

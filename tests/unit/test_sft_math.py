@@ -4,9 +4,9 @@ import random
 import pytest
 import torch
 
+from instructrl.models.forward import masked_lm_loss, response_lm_loss
 from instructrl.records import Demonstration
 from instructrl.sft import data as sft_data
-from instructrl.models.forward import masked_lm_loss, response_lm_loss
 from instructrl.utils.optim import lr_lambda
 
 
@@ -47,10 +47,14 @@ def test_packing_matches_separate_examples(tiny_model_dir):
 
     model = load_model(str(tiny_model_dir)).eval()
     rng = random.Random(0)
-    exs = [sft_data.Example([rng.randrange(5, 200) for _ in range(n)], [False] * (n // 2) + [True] * (n - n // 2))
-           for n in (7, 5, 9, 4)]
-    separate = sum(float(response_lm_loss(model, sft_data.collate([e], 0).input_ids, None, sft_data.collate([e], 0).mask)[0])
-                   for e in exs)
+    exs = [
+        sft_data.Example([rng.randrange(5, 200) for _ in range(n)], [False] * (n // 2) + [True] * (n - n // 2))
+        for n in (7, 5, 9, 4)
+    ]
+    separate = sum(
+        float(response_lm_loss(model, sft_data.collate([e], 0).input_ids, None, sft_data.collate([e], 0).mask)[0])
+        for e in exs
+    )
     packed = sft_data.pack(exs, max_len=16, pad_id=0, rows=4)
     assert sum(b.input_ids.shape[0] for b in packed) == 2  # 7+5+4 and 9 -> two rows of <= 16 tokens
     assert sum(b.n_tokens for b in packed) == 7 + 5 + 9 + 4  # the pad tail of the shorter row is not counted
@@ -67,8 +71,12 @@ def test_encode_chat_masks_only_assistant_turns(tiny_model_dir):
     from instructrl.models.loading import encode_chat, load_tokenizer
 
     tok = load_tokenizer(str(tiny_model_dir))
-    conv = [{"role": "user", "content": "one"}, {"role": "assistant", "content": "two"},
-            {"role": "user", "content": "three"}, {"role": "assistant", "content": "four"}]
+    conv = [
+        {"role": "user", "content": "one"},
+        {"role": "assistant", "content": "two"},
+        {"role": "user", "content": "three"},
+        {"role": "assistant", "content": "four"},
+    ]
     ids, mask = encode_chat(tok, conv, "last")
     assert tok.decode([i for i, m in zip(ids, mask) if m]) == "four<|im_end|>"
     ids_all, mask_all = encode_chat(tok, conv, "all")
@@ -79,8 +87,7 @@ def test_encode_chat_masks_only_assistant_turns(tiny_model_dir):
 
 
 def test_fallback_template_for_tokenizers_without_one(tiny_model_dir):
-    from instructrl.models.loading import FALLBACK_CHAT_TEMPLATE, encode_chat, load_tokenizer
-    from instructrl.models.loading import normalize_tokenizer
+    from instructrl.models.loading import FALLBACK_CHAT_TEMPLATE, encode_chat, load_tokenizer, normalize_tokenizer
 
     tok = load_tokenizer(str(tiny_model_dir))
     tok.chat_template = None
@@ -94,8 +101,11 @@ def test_fallback_template_for_tokenizers_without_one(tiny_model_dir):
 
 
 def test_few_shot_expansion():
-    d = Demonstration(type="few-shot", instruction="Reverse the word.",
-                      examples=[{"query": q, "response": q[::-1]} for q in ("cat", "dog", "sun", "map", "pen")])
+    d = Demonstration(
+        type="few-shot",
+        instruction="Reverse the word.",
+        examples=[{"query": q, "response": q[::-1]} for q in ("cat", "dog", "sun", "map", "pen")],
+    )
     pts = sft_data.expand_few_shot(d, variants=2, k=3, rng=random.Random(0))
     assert len(pts) == 5 * 2
     for prompt, resp in pts:
@@ -128,8 +138,10 @@ def test_epoch_batches_deterministic_and_complete():
     assert sum(int(x.attention_mask.sum()) for x in a) == sum(n + 2 for n in range(40))
     # length grouping: much less padding than random batches
     padded = sum(x.input_ids.numel() for x in a)
-    rand = sum(x.input_ids.numel() for x in sft_data.epoch_batches(exs, batch_size=4, seed=1, epoch=0, pad_id=0,
-                                                             length_grouping=False))
+    rand = sum(
+        x.input_ids.numel()
+        for x in sft_data.epoch_batches(exs, batch_size=4, seed=1, epoch=0, pad_id=0, length_grouping=False)
+    )
     assert padded < 0.8 * rand
 
 

@@ -32,10 +32,15 @@ class FieldMap:
     org_id: str | None = option("org_id", "Organization id (optional in each record).")
     id: str | None = option("id", "Record id; absent: '<input name>-<line>'.")
     timestamp: str | None = option(
-        "timestamp", "Time the prompt was written (ISO 8601 or Unix seconds); the earliest copy of a duplicate survives."
+        "timestamp",
+        "Time the prompt was written (ISO 8601 or Unix seconds); the earliest copy of a duplicate survives.",
     )
-    source: str | None = option("source", f"Where the prompt came from ({', '.join(SOURCES)}); absent: the input's 'source'.")
-    type: str | None = option("type", f"Prompt type ({', '.join(PROMPT_TYPES)}); absent: 'plain' (or 'chat' for messages).")
+    source: str | None = option(
+        "source", f"Where the prompt came from ({', '.join(SOURCES)}); absent: the input's 'source'."
+    )
+    type: str | None = option(
+        "type", f"Prompt type ({', '.join(PROMPT_TYPES)}); absent: 'plain' (or 'chat' for messages)."
+    )
     category: str | None = option("category", f"Use-case category if the log has one ({', '.join(CATEGORIES)}).")
     lang: str | None = option("lang", "Language code given by the log (used only when lang.detect is false).")
     response: str | None = option(
@@ -47,7 +52,9 @@ class FieldMap:
 class InputConfig:
     """One input file (or saved Hugging Face dataset) and how to read it."""
 
-    path: str = option("", "JSONL (.jsonl/.json/.gz), CSV, Parquet file, or a directory written by datasets.save_to_disk.")
+    path: str = option(
+        "", "JSONL (.jsonl/.json/.gz), CSV, Parquet file, or a directory written by datasets.save_to_disk."
+    )
     format: Literal["auto", "jsonl", "csv", "parquet", "hf"] = option("auto", "File format; 'auto' decides by suffix.")
     name: str = option("", "Short name used in record ids and the report; empty: the file name without suffix.")
     source: str = option("import", f"Default 'source' of its prompts ({', '.join(SOURCES)}).")
@@ -80,7 +87,8 @@ class DedupConfig:
     )
     keep: Literal["earliest", "first"] = option(
         "earliest",
-        "Which copy survives: 'earliest' timestamp (ties and missing timestamps: input order), or 'first' in input order.",
+        "Which copy survives: 'earliest' timestamp (ties and missing timestamps: input order), "
+        "or 'first' in input order.",
     )
 
 
@@ -98,7 +106,9 @@ class CapConfig:
 class SplitConfig:
     """Train/valid/test split by user (or organization): no user appears in two splits."""
 
-    by: Literal["user", "org"] = option("user", "Group key: user id, or organization id (users without one: their user id).")
+    by: Literal["user", "org"] = option(
+        "user", "Group key: user id, or organization id (users without one: their user id)."
+    )
     method: Literal["hash", "balanced"] = option(
         "hash",
         "'hash': a seeded hash of the group key picks the split, so a user keeps its split when the log grows; "
@@ -111,23 +121,32 @@ class SplitConfig:
     def __post_init__(self) -> None:
         fr = (self.train, self.valid, self.test)
         if any(f < 0 for f in fr) or abs(sum(fr) - 1.0) > 1e-6:
-            raise ValueError(f"split fractions must be >= 0 and sum to 1, got train={self.train} valid={self.valid} test={self.test}")
+            raise ValueError(
+                f"split fractions must be >= 0 and sum to 1, got train={self.train} valid={self.valid} test={self.test}"
+            )
 
 
 @dataclasses.dataclass
 class PIIConfig:
     """Personal data (see instructrl.data.pii for how each entity is decided)."""
 
-    action: Literal["mask", "drop", "off"] = option("mask", "Mask findings ('[EMAIL]'), drop the whole prompt, or skip detection.")
-    entities: list[str] = option(
-        ["email", "phone", "credit_card", "national_id", "ip_address", "iban", "street_address"], "Entities to look for."
+    action: Literal["mask", "drop", "off"] = option(
+        "mask", "Mask findings ('[EMAIL]'), drop the whole prompt, or skip detection."
     )
-    phone_regions: list[str] = option(["US", "GB"], "Regions whose national phone formats count (international '+' form always does).")
+    entities: list[str] = option(
+        ["email", "phone", "credit_card", "national_id", "ip_address", "iban", "street_address"],
+        "Entities to look for.",
+    )
+    phone_regions: list[str] = option(
+        ["US", "GB"], "Regions whose national phone formats count (international '+' form always does)."
+    )
     address_countries: list[str] = option(["US", "GB", "CA"], "Countries whose postal addresses pyap looks for.")
     national_ids: list[str] = option(
         ["us.ssn", "es.dni", "in_.aadhaar"], "python-stdnum formats of national id numbers (also: gb.nhs, de.idnr)."
     )
-    ip_public_only: bool = option(True, "Count only public IP addresses (192.168.x.x, 127.0.0.1 are not personal data).")
+    ip_public_only: bool = option(
+        True, "Count only public IP addresses (192.168.x.x, 127.0.0.1 are not personal data)."
+    )
     mask_format: str = option("[{ENTITY}]", "Replacement text; {ENTITY} / {entity} is the entity name.")
 
 
@@ -195,7 +214,8 @@ class CurateConfig:
     stats: StatsConfig = section(StatsConfig, "Statistics report.")
     batch_size: int = option(4096, "Records processed together (language id and token counts run per batch).")
     workers: int = option(
-        0, "Worker processes that clean batches in parallel (0: all in this process); the output is the same either way."
+        0,
+        "Worker processes that clean batches in parallel (0: all in this process); the output is the same either way.",
     )
 
     def __post_init__(self) -> None:

@@ -193,7 +193,11 @@ class PIIDetector:
         return out
 
     def _ibans(self, text: str) -> list[Finding]:
-        return [Finding("iban", m.start(), m.end(), m.group()) for m in _IBAN.finditer(text) if self._iban.is_valid(m.group())]
+        return [
+            Finding("iban", m.start(), m.end(), m.group())
+            for m in _IBAN.finditer(text)
+            if self._iban.is_valid(m.group())
+        ]
 
     def _addresses(self, text: str) -> list[Finding]:
         out = []

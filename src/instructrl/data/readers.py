@@ -17,9 +17,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from instructrl.records import CATEGORIES, PROMPT_TYPES, SOURCES, Prompt, RecordError, check_messages
-
 from instructrl.data.config import FieldMap, InputConfig
+from instructrl.records import CATEGORIES, PROMPT_TYPES, SOURCES, Prompt, RecordError, check_messages
 
 _MISSING = object()
 
@@ -40,7 +39,11 @@ def input_format(inp: InputConfig) -> str:
         return "csv"
     if last in (".parquet", ".pq"):
         return "parquet"
-    raise RecordError(str(p), None, f"cannot tell the format from the suffix '{last}'; set inputs[].format ({', '.join(('jsonl', 'csv', 'parquet', 'hf'))})")
+    raise RecordError(
+        str(p),
+        None,
+        f"cannot tell the format from the suffix '{last}'; set inputs[].format (jsonl, csv, parquet, hf)",
+    )
 
 
 def iter_raw(inp: InputConfig, raw: bool = False) -> Iterator[tuple[str, int, Any]]:
@@ -80,7 +83,7 @@ def _lines(path: Path) -> Iterator[tuple[int, bytes]]:
         with _open_bytes(path) as fh:
             for lineno, line in enumerate(fh, 1):
                 if lineno == 1 and line.startswith(_BOM):
-                    line = line[len(_BOM):]
+                    line = line[len(_BOM) :]
                 if line.strip():
                     yield lineno, line
     except (OSError, EOFError) as e:
@@ -88,8 +91,11 @@ def _lines(path: Path) -> Iterator[tuple[int, bytes]]:
 
 
 def utf8_error(where: str, e: UnicodeDecodeError) -> RecordError:
-    return RecordError(where, None, f"not valid UTF-8 (byte 0x{e.object[e.start]:02x} at byte {e.start} "
-                                                 "of the line); save the file as UTF-8")
+    return RecordError(
+        where,
+        None,
+        f"not valid UTF-8 (byte 0x{e.object[e.start]:02x} at byte {e.start} of the line); save the file as UTF-8",
+    )
 
 
 def _iter_jsonl(path: Path) -> Iterator[tuple[str, int, Any]]:
@@ -98,7 +104,11 @@ def _iter_jsonl(path: Path) -> Iterator[tuple[str, int, Any]]:
         try:
             yield f"{path}:{lineno}", lineno, loads(line)
         except json.JSONDecodeError as e:
-            yield f"{path}:{lineno}", lineno, RecordError(f"{path}:{lineno}", None, f"not valid JSON ({e.msg}, column {e.colno})")
+            yield (
+                f"{path}:{lineno}",
+                lineno,
+                RecordError(f"{path}:{lineno}", None, f"not valid JSON ({e.msg}, column {e.colno})"),
+            )
         except UnicodeDecodeError as e:
             yield f"{path}:{lineno}", lineno, utf8_error(f"{path}:{lineno}", e)
 
@@ -254,7 +264,9 @@ def to_prompt(obj: Any, where: str, index: int, name: str, default_source: str, 
         text = _value(obj, fm.text)
         if text is None:
             field = fm.text or fm.messages
-            raise RecordError(where, field, "missing prompt text" + ("" if fm.messages is None else f" (and no '{fm.messages}')"))
+            raise RecordError(
+                where, field, "missing prompt text" + ("" if fm.messages is None else f" (and no '{fm.messages}')")
+            )
         if not isinstance(text, str):
             raise RecordError(where, fm.text, f"expected a string, got {type(text).__name__}")
         extra = _value(obj, fm.input)
@@ -270,7 +282,9 @@ def to_prompt(obj: Any, where: str, index: int, name: str, default_source: str, 
     else:
         user = _as_id(_value(obj, fm.user_id), fm.user_id, where)
         if user is None:
-            raise RecordError(where, fm.user_id, "missing user id (set inputs[].fields.user_id: null if the log has none)")
+            raise RecordError(
+                where, fm.user_id, "missing user id (set inputs[].fields.user_id: null if the log has none)"
+            )
     org = _as_id(_value(obj, fm.org_id), fm.org_id or "org_id", where)
     source = _value(obj, fm.source)
     if source is None:

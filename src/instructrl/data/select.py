@@ -29,6 +29,7 @@ class KeyColumns(Protocol):
 
     def np(self, name: str) -> np.ndarray: ...
 
+
 _M1 = np.uint64(0xBF58476D1CE4E5B9)
 _M2 = np.uint64(0x94D049BB133111EB)
 

@@ -50,13 +50,15 @@ def build_report(cfg: Any, names: list[str], reader: Any, status: np.ndarray, sp
     inputs = []
     for i, (inp, name) in enumerate(zip(cfg.inputs, names)):
         in_kept = cols.np("input")[kept] == i
-        inputs.append({
-            "name": name,
-            "path": inp.path,
-            "read": int(reader.read[name]),
-            "bad": {reason: int(n) for (nm, reason), n in sorted(reader.bad.items()) if nm == name},
-            "kept": int(in_kept.sum()),
-        })
+        inputs.append(
+            {
+                "name": name,
+                "path": inp.path,
+                "read": int(reader.read[name]),
+                "bad": {reason: int(n) for (nm, reason), n in sorted(reader.bad.items()) if nm == name},
+                "kept": int(in_kept.sum()),
+            }
+        )
 
     filters = [{"step": "bad input", "removed": int(n_bad)}]
     for step in ("too_short", "too_long", "pii", "language"):
@@ -115,8 +117,12 @@ def build_report(cfg: Any, names: list[str], reader: Any, status: np.ndarray, sp
             "records_by_entity": dict(sorted((k, int(v)) for k, v in reader.pii_records.items())),
         },
         "splits": splits,
-        "split_config": {"by": cfg.split.by, "method": cfg.split.method, "seed": cfg.run.seed,
-                         "targets": {"train": cfg.split.train, "valid": cfg.split.valid, "test": cfg.split.test}},
+        "split_config": {
+            "by": cfg.split.by,
+            "method": cfg.split.method,
+            "seed": cfg.run.seed,
+            "targets": {"train": cfg.split.train, "valid": cfg.split.valid, "test": cfg.split.test},
+        },
         "tokenizer": cfg.stats.tokenizer,
         "token_sample": cfg.stats.token_sample,
         "prompt_tokens": prompt_tokens,
@@ -152,29 +158,43 @@ def render_markdown(r: dict) -> str:
         "",
         f"{s['read']} records read, {s['bad']} bad, {s['kept']} kept: "
         f"{s['train']} train / {s['valid']} valid / {s['test']} test from {s['users']} users "
-        f"(split by {r['split_config']['by']}, method {r['split_config']['method']}, seed {r['split_config']['seed']}).",
+        f"(split by {r['split_config']['by']}, method {r['split_config']['method']}, "
+        f"seed {r['split_config']['seed']}).",
         "",
         "## Inputs",
         "",
     ]
-    out += _md_table(["input", "path", "read", "bad", "kept"], [
-        [i["name"], i["path"], i["read"], ", ".join(f"{k}: {v}" for k, v in i["bad"].items()) or 0, i["kept"]] for i in r["inputs"]
-    ])
+    out += _md_table(
+        ["input", "path", "read", "bad", "kept"],
+        [
+            [i["name"], i["path"], i["read"], ", ".join(f"{k}: {v}" for k, v in i["bad"].items()) or 0, i["kept"]]
+            for i in r["inputs"]
+        ],
+    )
     out += ["## What each filter removed", "", "In pipeline order; each step sees what the previous ones left.", ""]
     out += _md_table(["step", "removed"], [[f["step"], f["removed"]] for f in r["filters"]])
     p = r["pii"]
-    out += [f"## Personal data ({p['action']})", "",
-            f"{p['records_masked']} records masked, {p['records_dropped']} dropped. Records per entity found:", ""]
+    out += [
+        f"## Personal data ({p['action']})",
+        "",
+        f"{p['records_masked']} records masked, {p['records_dropped']} dropped. Records per entity found:",
+        "",
+    ]
     out += _md_table(["entity", "records"], [[k, v] for k, v in p["records_by_entity"].items()] or [["(none)", 0]])
     out += ["## Prompts per split and source", ""]
     sources = sorted({src for v in r["splits"].values() for src in v["by_source"]})
-    out += _md_table(["split"] + sources + ["total"], [
-        [name] + [v["by_source"].get(src, 0) for src in sources] + [v["prompts"]] for name, v in r["splits"].items()
-    ])
+    out += _md_table(
+        ["split"] + sources + ["total"],
+        [[name] + [v["by_source"].get(src, 0) for src in sources] + [v["prompts"]] for name, v in r["splits"].items()],
+    )
     out += ["## Prompts per user", ""]
-    out += _md_table(["split", "users", "prompts", "average per user", "most by one user"], [
-        [name, v["users"], v["prompts"], v["avg_prompts_per_user"], v["max_prompts_per_user"]] for name, v in r["splits"].items()
-    ])
+    out += _md_table(
+        ["split", "users", "prompts", "average per user", "most by one user"],
+        [
+            [name, v["users"], v["prompts"], v["avg_prompts_per_user"], v["max_prompts_per_user"]]
+            for name, v in r["splits"].items()
+        ],
+    )
     sample = "" if r["token_sample"] >= 1 else f"; counted on a {r['token_sample']:.0%} hash sample of the prompts"
     out += [f"## Prompt lengths in tokens ({r['tokenizer']}{sample}) per split", ""]
     out += _md_table(["split"] + _STAT_COLS, _stat_rows(r["prompt_tokens"]))
@@ -184,15 +204,23 @@ def render_markdown(r: dict) -> str:
         out += ["## Demonstration lengths in tokens", ""]
         out += _md_table(["split"] + _STAT_COLS, _stat_rows(r["demonstration_tokens"]))
     out += ["## Languages (langid)", ""]
-    out += _md_table(["language", *SPLITS, "all"], [[k, *(v[x] for x in SPLITS), v["all"]] for k, v in r["languages"].items()])
+    out += _md_table(
+        ["language", *SPLITS, "all"], [[k, *(v[x] for x in SPLITS), v["all"]] for k, v in r["languages"].items()]
+    )
     out += ["## Use-case categories", ""]
-    out += _md_table(["category", *SPLITS, "all"], [[k, *(v[x] for x in SPLITS), v["all"]] for k, v in r["categories"].items()])
+    out += _md_table(
+        ["category", *SPLITS, "all"], [[k, *(v[x] for x in SPLITS), v["all"]] for k, v in r["categories"].items()]
+    )
     c = r["check"]
     shared = sum(c["users_shared"].values())
-    out += ["## Check", "",
-            f"Re-read the written files: {', '.join(f'{v} {k}' for k, v in c['prompts'].items())} prompts; "
-            f"users shared between splits: {shared} "
-            f"({'ok' if c['ok'] else 'FAILED'}).", ""]
+    out += [
+        "## Check",
+        "",
+        f"Re-read the written files: {', '.join(f'{v} {k}' for k, v in c['prompts'].items())} prompts; "
+        f"users shared between splits: {shared} "
+        f"({'ok' if c['ok'] else 'FAILED'}).",
+        "",
+    ]
     if r["errors"]:
         out += ["## First bad records", ""] + [f"- {e}" for e in r["errors"]] + [""]
     return "\n".join(out)

@@ -15,8 +15,10 @@ class PolicySpec:
     name: str = option("", "Short name used in tables, plots and file names (letters, digits, '_', '-').")
     model: str = option("", "Model directory, run directory with final/, hub id, or 'default'.")
     few_shot: bool = option(
-        False, "Prefix every prompt with eval.few_shot_k demonstrations as earlier chat turns (the paper's "
-               "'GPT-3 prompted' baseline).")
+        False,
+        "Prefix every prompt with eval.few_shot_k demonstrations as earlier chat turns (the paper's "
+        "'GPT-3 prompted' baseline).",
+    )
 
     def __post_init__(self) -> None:
         import re
@@ -31,17 +33,26 @@ class PolicySpec:
 class EvalConfig:
     """Sample every policy on held-out test prompts; the held-out panel compares each with the baseline."""
 
-    run: RunConfig = section(RunConfig, "Output directory (samples/<policy>.jsonl, comparisons.jsonl, results.json, "
-                                        "metrics.jsonl), seed, device, precision.")
-    prompts: str = option("", "Prompt JSONL (or a builtin: name) of the test prompts (users unseen in training); constraints and "
-                              "reference answers in the records are used by the labelers.")
+    run: RunConfig = section(
+        RunConfig,
+        "Output directory (samples/<policy>.jsonl, comparisons.jsonl, results.json, "
+        "metrics.jsonl), seed, device, precision.",
+    )
+    prompts: str = option(
+        "",
+        "Prompt JSONL (or a builtin: name) of the test prompts (users unseen in training); constraints and "
+        "reference answers in the records are used by the labelers.",
+    )
     policies: list[PolicySpec] = option([], "Policies to evaluate, in the order of tables and plots.")
     baseline: str = option("sft", "Name of the policy every other one is compared with (its win rate is 0.5).")
     panel_file: str = option(
-        "", "panels.json of a labeling run (`instructrl label`) whose held-out panel judges: 'path#heldout'; "
-            "a plain path means its 'heldout' panel.")
-    reward_model: str | None = option(None, "Reward-model checkpoint whose accuracy on the held-out panel's "
-                                            "comparisons is measured (null: skip).")
+        "",
+        "panels.json of a labeling run (`instructrl label`) whose held-out panel judges: 'path#heldout'; "
+        "a plain path means its 'heldout' panel.",
+    )
+    reward_model: str | None = option(
+        None, "Reward-model checkpoint whose accuracy on the held-out panel's comparisons is measured (null: skip)."
+    )
     kl_reference: str | None = option("sft", "Name of the policy KL is measured to (null: skip KL).")
     max_prompts: int | None = option(None, "Evaluate at most this many test prompts (the first ones).")
     max_new_tokens: int = option(128, "Longest response; longer ones are cut (the labelers flag them truncated).")
@@ -51,12 +62,15 @@ class EvalConfig:
     batch_size: int = option(16, "Sequences decoded together.")
     forward_batch_size: int = option(8, "Sequences per forward pass for log-probs and reward scores.")
     engine: Literal["cached", "hf"] = option("cached", "Generation engine (see instructrl.models.cached_generation).")
-    dtype: Literal["fp32", "bf16", "fp16"] = option("fp32", "Weight dtype of the policies while they sample, of the KL "
-                                                               "reference and of the reward model.")
+    dtype: Literal["fp32", "bf16", "fp16"] = option(
+        "fp32", "Weight dtype of the policies while they sample, of the KL reference and of the reward model."
+    )
     few_shot_k: int = option(3, "Demonstrations in the few-shot prefix.")
     few_shot_demos: list[str] = option(
-        ["builtin:demo"], "Demonstration JSONL the few-shot prefix is drawn from (plain ones with short responses; "
-                          "never from a test user).")
+        ["builtin:demo"],
+        "Demonstration JSONL the few-shot prefix is drawn from (plain ones with short responses; "
+        "never from a test user).",
+    )
     few_shot_max_words: int = option(60, "Longest response (in words) a few-shot demonstration may have.")
     bootstrap: int = option(2000, "Bootstrap resamples of the prompts for the confidence intervals.")
     confidence: float = option(0.95, "Confidence level of the intervals.")

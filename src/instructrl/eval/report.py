@@ -60,9 +60,12 @@ def collect(run_dir: Path) -> dict:
         rows = _read_metrics(run_dir / name / "metrics.jsonl")
         train = [r for r in rows if "ppo/score" in r]
         ptx = [r for r in rows if "ppo/ptx_eval_loss" in r]
-        d["ppo"][name] = {"steps": [r["step"] for r in train], "score": [r["ppo/score"] for r in train],
-                          "kl": [r["ppo/kl"] for r in train],
-                          "ptx_eval": [(r["step"], float(r["ppo/ptx_eval_loss"])) for r in ptx]}
+        d["ppo"][name] = {
+            "steps": [r["step"] for r in train],
+            "score": [r["ppo/score"] for r in train],
+            "kl": [r["ppo/kl"] for r in train],
+            "ptx_eval": [(r["step"], float(r["ppo/ptx_eval_loss"])) for r in ptx],
+        }
     rm_state = _read_json(run_dir / "rm" / "final" / "state.json") or {}
     d["rm_eval"] = rm_state.get("eval") or {}
     d["labels"] = _read_json(run_dir / "rankings" / "metrics.json") or {}
@@ -159,17 +162,26 @@ def targets(policies: dict[str, dict], ppo: dict) -> list[tuple[str, str, bool |
     out: list[tuple[str, str, bool | None]] = []
     p = policies.get("ppo")
     if p:
-        out.append(("PPO win rate against SFT >= 60% with the interval above 50%",
-                    f"{p['win_rate']:.3f} [{p['win_low']:.3f}, {p['win_high']:.3f}]",
-                    p["win_rate"] >= 0.6 and p["win_low"] > 0.5))
+        out.append(
+            (
+                "PPO win rate against SFT >= 60% with the interval above 50%",
+                f"{p['win_rate']:.3f} [{p['win_low']:.3f}, {p['win_high']:.3f}]",
+                p["win_rate"] >= 0.6 and p["win_low"] > 0.5,
+            )
+        )
     q = policies.get("ppo_ptx")
     if p and q:
         gap = q["win_rate"] - p["win_rate"]
         out.append(("PPO-ptx within 5 points of PPO", f"{gap * 100:+.1f} points", abs(gap) <= 0.05 or gap > 0))
     lp, lq = ppo.get("ppo", {}).get("ptx_eval"), ppo.get("ppo_ptx", {}).get("ptx_eval")
     if lp and lq:
-        out.append(("PPO-ptx's held-out pretraining loss lower than PPO's",
-                    f"{lq[-1][1]:.4f} vs {lp[-1][1]:.4f} (SFT: {lp[0][1]:.4f})", lq[-1][1] < lp[-1][1]))
+        out.append(
+            (
+                "PPO-ptx's held-out pretraining loss lower than PPO's",
+                f"{lq[-1][1]:.4f} vs {lp[-1][1]:.4f} (SFT: {lp[0][1]:.4f})",
+                lq[-1][1] < lp[-1][1],
+            )
+        )
     return out
 
 
@@ -189,62 +201,102 @@ def render_markdown(d: dict, figures: dict[str, str]) -> str:
     prompts = d["steps"].get("curate", {}).get("prompts", {})
     labels = d["labels"]
     total = sum(t["seconds"] for t in d["timings"])
-    lines += [f"Base model `{cfg.get('model', '?')}`; prompts: " + ", ".join(f"{k} {v}" for k, v in prompts.items())
-              + f". Run time of all steps: {total / 60:.1f} min.", ""]
+    lines += [
+        f"Base model `{cfg.get('model', '?')}`; prompts: "
+        + ", ".join(f"{k} {v}" for k, v in prompts.items())
+        + f". Run time of all steps: {total / 60:.1f} min.",
+        "",
+    ]
     if labels:
-        lines += [f"Simulated labelers: training panel agreement {_fmt(labels.get('label/agreement/train'))}, "
-                  f"held-out panel agreement {_fmt(labels.get('label/agreement/heldout'))}, between the panels "
-                  f"{_fmt(labels.get('label/agreement/train_vs_heldout'))} (pairwise, ties half; InstructGPT: 72.6% "
-                  "and 77.3%).", ""]
+        lines += [
+            f"Simulated labelers: training panel agreement {_fmt(labels.get('label/agreement/train'))}, "
+            f"held-out panel agreement {_fmt(labels.get('label/agreement/heldout'))}, between the panels "
+            f"{_fmt(labels.get('label/agreement/train_vs_heldout'))} (pairwise, ties half; InstructGPT: 72.6% "
+            "and 77.3%).",
+            "",
+        ]
     if r:
         pol = r["policies"]
-        lines += [f"## Win rate against SFT ({r['prompts']} test prompts, users unseen in training)", "",
-                  f"![win rate]({figures['winrate']})", "",
-                  "| policy | win rate | interval | wins / ties / losses | Likert (1-7) | RM score | KL to SFT | "
-                  "words | tokens | cut |", "|---|---|---|---|---|---|---|---|---|---|"]
+        lines += [
+            f"## Win rate against SFT ({r['prompts']} test prompts, users unseen in training)",
+            "",
+            f"![win rate]({figures['winrate']})",
+            "",
+            "| policy | win rate | interval | wins / ties / losses | Likert (1-7) | RM score | KL to SFT | "
+            "words | tokens | cut |",
+            "|---|---|---|---|---|---|---|---|---|---|",
+        ]
         for p in pol:
-            lines.append(f"| {_label(p['name'])} | {p['win_rate']:.3f} | [{p['win_low']:.3f}, {p['win_high']:.3f}] | "
-                         f"{p['wins']} / {p['ties']} / {p['losses']} | {p['likert']:.2f} [{p['likert_low']:.2f}, "
-                         f"{p['likert_high']:.2f}] | {_fmt(p['rm_score'])} | {_fmt(p['kl'])} | {p['words']:.1f} | "
-                         f"{p['tokens']:.1f} | {p['cut']:.2f} |")
-        lines += ["", f"Sampling temperature {r['temperature']}, at most {r['max_new_tokens']} new tokens; KL is "
-                  "nats per response between the sampling distributions; 'cut' is the share of responses that hit "
-                  "the token limit.", ""]
+            lines.append(
+                f"| {_label(p['name'])} | {p['win_rate']:.3f} | [{p['win_low']:.3f}, {p['win_high']:.3f}] | "
+                f"{p['wins']} / {p['ties']} / {p['losses']} | {p['likert']:.2f} [{p['likert_low']:.2f}, "
+                f"{p['likert_high']:.2f}] | {_fmt(p['rm_score'])} | {_fmt(p['kl'])} | {p['words']:.1f} | "
+                f"{p['tokens']:.1f} | {p['cut']:.2f} |"
+            )
+        lines += [
+            "",
+            f"Sampling temperature {r['temperature']}, at most {r['max_new_tokens']} new tokens; KL is "
+            "nats per response between the sampling distributions; 'cut' is the share of responses that hit "
+            "the token limit.",
+            "",
+        ]
         tg = targets({p["name"]: p for p in pol}, d["ppo"])
         if tg:
             lines += ["## Targets", "", "| target | measured | met |", "|---|---|---|"]
             lines += [f"| {w} | {m} | {'yes' if ok else 'no'} |" for w, m, ok in tg]
             lines.append("")
         flags = list(pol[0]["flags"])
-        lines += ["## Metadata", "", f"![metadata flags]({figures['flags']})", "",
-                  "| policy | " + " | ".join(f.replace("_", " ") for f in flags) + " |",
-                  "|---|" + "---|" * len(flags)]
+        lines += [
+            "## Metadata",
+            "",
+            f"![metadata flags]({figures['flags']})",
+            "",
+            "| policy | " + " | ".join(f.replace("_", " ") for f in flags) + " |",
+            "|---|" + "---|" * len(flags),
+        ]
         lines += [f"| {_label(p['name'])} | " + " | ".join(f"{p['flags'][f]:.2f}" for f in flags) + " |" for p in pol]
         lines.append("")
     if "ppo" in figures:
         lines += ["## PPO", "", f"![PPO reward and KL]({figures['ppo']})", ""]
         rows = [(n, m["ptx_eval"]) for n, m in d["ppo"].items() if m["ptx_eval"]]
         if rows:
-            lines += ["Held-out pretraining loss (nats per token):", "", "| run | at the start (SFT) | at the end |",
-                      "|---|---|---|"]
+            lines += [
+                "Held-out pretraining loss (nats per token):",
+                "",
+                "| run | at the start (SFT) | at the end |",
+                "|---|---|---|",
+            ]
             lines += [f"| {_label(n)} | {pe[0][1]:.4f} | {pe[-1][1]:.4f} |" for n, pe in rows]
             lines.append("")
     if "rm" in figures:
-        lines += ["## Reward model", "", f"![reward model accuracy]({figures['rm']})", "",
-                  "Accuracy is the share of a labeler's non-tied preferences the reward model agrees with (equal "
-                  "scores half).", ""]
+        lines += [
+            "## Reward model",
+            "",
+            f"![reward model accuracy]({figures['rm']})",
+            "",
+            "Accuracy is the share of a labeler's non-tied preferences the reward model agrees with (equal "
+            "scores half).",
+            "",
+        ]
     if r and r.get("examples"):
         names = [p["name"] for p in r["policies"]]
-        lines += ["## Examples", "", "| prompt | " + " | ".join(_label(n) for n in names) + " |",
-                  "|---|" + "---|" * len(names)]
+        lines += [
+            "## Examples",
+            "",
+            "| prompt | " + " | ".join(_label(n) for n in names) + " |",
+            "|---|" + "---|" * len(names),
+        ]
         for ex in r["examples"]:
-            lines.append(f"| {_md_cell(ex['prompt'], 300)} | " + " | ".join(_md_cell(ex["responses"][n]) for n in names)
-                         + " |")
+            lines.append(
+                f"| {_md_cell(ex['prompt'], 300)} | " + " | ".join(_md_cell(ex["responses"][n]) for n in names) + " |"
+            )
         lines.append("")
     if d["timings"]:
         lines += ["## Run time", "", "| step | seconds | |", "|---|---|---|"]
-        lines += [f"| {t['step']} | {t['seconds']:.1f} | {'done in an earlier run' if t['skipped'] else ''} |"
-                  for t in d["timings"]]
+        lines += [
+            f"| {t['step']} | {t['seconds']:.1f} | {'done in an earlier run' if t['skipped'] else ''} |"
+            for t in d["timings"]
+        ]
         lines += [f"| total | {total:.1f} | |", ""]
     return "\n".join(lines)
 
@@ -259,10 +311,12 @@ def render_html(markdown: str, title: str) -> str:
         s = re.sub(r"`([^`]+)`", r"<code>\1</code>", s)
         return s
 
-    out = [f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title><style>"
-           "body{font-family:sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;line-height:1.4}"
-           "table{border-collapse:collapse;margin:1em 0;font-size:0.9em}td,th{border:1px solid #ccc;padding:4px 6px;"
-           "vertical-align:top;text-align:left}img{max-width:100%}code{background:#f3f3f3}</style></head><body>"]
+    out = [
+        f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title><style>"
+        "body{font-family:sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;line-height:1.4}"
+        "table{border-collapse:collapse;margin:1em 0;font-size:0.9em}td,th{border:1px solid #ccc;padding:4px 6px;"
+        "vertical-align:top;text-align:left}img{max-width:100%}code{background:#f3f3f3}</style></head><body>"
+    ]
     lines = markdown.split("\n")
     i = 0
     while i < len(lines):
@@ -313,7 +367,10 @@ def write_report(run_dir: str | Path) -> Path:
     bars = []
     if d["rm_eval"].get("pairs"):
         bars.append(("training panel,\nheld-out rankings", d["rm_eval"]["accuracy"], d["rm_eval"]["pairs"]))
-    for key, what in (("heldout_rankings", "held-out panel,\ntest responses"), ("vs_baseline", "held-out panel,\nvs SFT")):
+    for key, what in (
+        ("heldout_rankings", "held-out panel,\ntest responses"),
+        ("vs_baseline", "held-out panel,\nvs SFT"),
+    ):
         v = (r or {}).get("rm_accuracy", {}).get(key)
         if v and v["pairs"]:
             bars.append((what, v["accuracy"], v["pairs"]))

@@ -29,10 +29,18 @@ from typing import Any
 from instructrl.builtin import load_demonstrations, resolve
 from instructrl.config import save_config
 from instructrl.eval.config import EvalConfig, PolicySpec
-from instructrl.models.generation import is_cut
 from instructrl.eval.winrate import bootstrap_ci, kl_estimate, preference_accuracy, ranking_accuracy, summarize
-from instructrl.records import Demonstration, Prompt, Sample, atomic_write_text, prompt_messages, prompt_text, \
-    read_jsonl, write_jsonl
+from instructrl.models.generation import is_cut
+from instructrl.records import (
+    Demonstration,
+    Prompt,
+    Sample,
+    atomic_write_text,
+    prompt_messages,
+    prompt_text,
+    read_jsonl,
+    write_jsonl,
+)
 
 log = logging.getLogger("instructrl.eval")
 
@@ -60,12 +68,21 @@ def few_shot_prefix(cfg: EvalConfig, test: list[Prompt]) -> list[Demonstration]:
     prompt, drawn with the run's seed."""
     users = {p.user_id for p in test if p.user_id}
     texts = {prompt_text(p.prompt).strip().lower() for p in test}
-    pool = [d for spec in cfg.few_shot_demos for d in load_demonstrations(spec)
-            if isinstance(d.prompt, str) and d.response and d.user_id not in users
-            and d.prompt.strip().lower() not in texts and 3 <= len(d.response.split()) <= cfg.few_shot_max_words]
+    pool = [
+        d
+        for spec in cfg.few_shot_demos
+        for d in load_demonstrations(spec)
+        if isinstance(d.prompt, str)
+        and d.response
+        and d.user_id not in users
+        and d.prompt.strip().lower() not in texts
+        and 3 <= len(d.response.split()) <= cfg.few_shot_max_words
+    ]
     if len(pool) < cfg.few_shot_k:
-        raise ValueError(f"eval: only {len(pool)} demonstrations in {cfg.few_shot_demos} fit the few-shot prefix "
-                         f"(plain, {cfg.few_shot_max_words} words at most, no test user); few_shot_k={cfg.few_shot_k}")
+        raise ValueError(
+            f"eval: only {len(pool)} demonstrations in {cfg.few_shot_demos} fit the few-shot prefix "
+            f"(plain, {cfg.few_shot_max_words} words at most, no test user); few_shot_k={cfg.few_shot_k}"
+        )
     return random.Random(cfg.run.seed).sample(pool, cfg.few_shot_k)
 
 
@@ -80,8 +97,9 @@ def with_prefix(prompt: Any, shots: list[Demonstration]) -> list[dict]:
 # --------------------------------------------------------------------------- sampling
 
 
-def sample_policy(cfg: EvalConfig, spec: PolicySpec, prompts: list[Prompt], shots: list[Demonstration],
-                  with_logprobs: bool) -> list[Sample]:
+def sample_policy(
+    cfg: EvalConfig, spec: PolicySpec, prompts: list[Prompt], shots: list[Demonstration], with_logprobs: bool
+) -> list[Sample]:
     """One response per prompt (token ids and, for KL, the log-prob under the policy kept)."""
     from instructrl.eval.sample import load_policy, sample_prompts, sequence_logprobs
     from instructrl.models.engines import make_generator
@@ -90,19 +108,47 @@ def sample_policy(cfg: EvalConfig, spec: PolicySpec, prompts: list[Prompt], shot
     model, tok, device = load_policy(spec.model, device=cfg.run.device, dtype=cfg.dtype)
     amp_dtype = resolve_precision(cfg.run.precision, device)
     inputs = [with_prefix(p.prompt, shots) if spec.few_shot else p.prompt for p in prompts]
-    gen = make_generator(model, tok, engine=cfg.engine, batch_size=cfg.batch_size,
-                         max_prompt_tokens=cfg.max_prompt_tokens, progress=cfg.run.progress)
-    log.info("eval: sampling %s (%s%s) on %d prompts", spec.name, spec.model, ", few-shot prefix" if spec.few_shot else "",
-             len(prompts))
-    samples = sample_prompts(gen, prompts, inputs=inputs, policy=spec.name, max_new_tokens=cfg.max_new_tokens,
-                             temperature=cfg.temperature, top_p=cfg.top_p, seed=cfg.run.seed,
-                             autocast_ctx=lambda: autocast(device, amp_dtype), keep_token_ids=True)
+    gen = make_generator(
+        model,
+        tok,
+        engine=cfg.engine,
+        batch_size=cfg.batch_size,
+        max_prompt_tokens=cfg.max_prompt_tokens,
+        progress=cfg.run.progress,
+    )
+    log.info(
+        "eval: sampling %s (%s%s) on %d prompts",
+        spec.name,
+        spec.model,
+        ", few-shot prefix" if spec.few_shot else "",
+        len(prompts),
+    )
+    samples = sample_prompts(
+        gen,
+        prompts,
+        inputs=inputs,
+        policy=spec.name,
+        max_new_tokens=cfg.max_new_tokens,
+        temperature=cfg.temperature,
+        top_p=cfg.top_p,
+        seed=cfg.run.seed,
+        autocast_ctx=lambda: autocast(device, amp_dtype),
+        keep_token_ids=True,
+    )
     if with_logprobs and any(s.logprob is None for s in samples):
         # CachedGenerator reports the log-prob of what it drew (at the temperature, before top-p);
         # other engines get a forward pass
-        lps = sequence_logprobs(model, tok, inputs, [s.meta["token_ids"] for s in samples],
-                                temperature=cfg.temperature, max_prompt_tokens=cfg.max_prompt_tokens,
-                                batch_size=cfg.forward_batch_size, device=device, autocast_ctx=lambda: autocast(device, amp_dtype))
+        lps = sequence_logprobs(
+            model,
+            tok,
+            inputs,
+            [s.meta["token_ids"] for s in samples],
+            temperature=cfg.temperature,
+            max_prompt_tokens=cfg.max_prompt_tokens,
+            batch_size=cfg.forward_batch_size,
+            device=device,
+            autocast_ctx=lambda: autocast(device, amp_dtype),
+        )
         for s, lp in zip(samples, lps):
             s.logprob = lp
     for s in samples:
@@ -114,8 +160,9 @@ def sample_policy(cfg: EvalConfig, spec: PolicySpec, prompts: list[Prompt], shot
     return samples
 
 
-def reference_logprobs(cfg: EvalConfig, ref: PolicySpec, prompts: list[Prompt], samples: dict[str, list[Sample]]
-                       ) -> dict[str, list[float]]:
+def reference_logprobs(
+    cfg: EvalConfig, ref: PolicySpec, prompts: list[Prompt], samples: dict[str, list[Sample]]
+) -> dict[str, list[float]]:
     """Log-probs of every other policy's responses under the reference policy (its own prompt, no prefix)."""
     from instructrl.eval.sample import load_policy, sequence_logprobs
     from instructrl.utils.device import autocast, resolve_precision
@@ -129,9 +176,17 @@ def reference_logprobs(cfg: EvalConfig, ref: PolicySpec, prompts: list[Prompt], 
         if ss[0].meta.get("vocab") != len(tok):
             log.warning("eval: %s has a different vocabulary than %s; no KL for it", name, ref.name)
             continue
-        out[name] = sequence_logprobs(model, tok, [p.prompt for p in prompts], [s.meta["token_ids"] for s in ss],
-                                      temperature=cfg.temperature, max_prompt_tokens=cfg.max_prompt_tokens,
-                                      batch_size=cfg.forward_batch_size, device=device, autocast_ctx=lambda: autocast(device, amp_dtype))
+        out[name] = sequence_logprobs(
+            model,
+            tok,
+            [p.prompt for p in prompts],
+            [s.meta["token_ids"] for s in ss],
+            temperature=cfg.temperature,
+            max_prompt_tokens=cfg.max_prompt_tokens,
+            batch_size=cfg.forward_batch_size,
+            device=device,
+            autocast_ctx=lambda: autocast(device, amp_dtype),
+        )
     del model
     gc.collect()
     return out
@@ -204,19 +259,29 @@ def run(cfg: EvalConfig) -> Path:
     fr = {n: [s.finish_reason for s in samples[n]] for n in names}
     resp = {n: [s.response for s in samples[n]] for n in names}
     panel.prefetch([(p, resp[n][i], fr[n][i]) for n in names for i, p in enumerate(prompts)])
-    judged = {n: panel.judge_many(prompts, resp[n], seed=cfg.run.seed, finish_reasons=fr[n])
-              for n in tqdm(names, desc="eval judge", disable=not cfg.run.progress)}
+    judged = {
+        n: panel.judge_many(prompts, resp[n], seed=cfg.run.seed, finish_reasons=fr[n])
+        for n in tqdm(names, desc="eval judge", disable=not cfg.run.progress)
+    }
     outcomes: dict[str, list[str]] = {}
     rows = []
     for n in names:
         if n == base:
             continue
-        outcomes[n] = [panel.compare(p, resp[n][i], resp[base][i], rng_for(cfg.run.seed, "eval", n, p.id),
-                                     [fr[n][i], fr[base][i]]) for i, p in enumerate(prompts)]
+        outcomes[n] = [
+            panel.compare(p, resp[n][i], resp[base][i], rng_for(cfg.run.seed, "eval", n, p.id), [fr[n][i], fr[base][i]])
+            for i, p in enumerate(prompts)
+        ]
         rows += [{"prompt_id": p.id, "policy": n, "baseline": base, "outcome": o} for p, o in zip(prompts, outcomes[n])]
     write_jsonl(out / "comparisons.jsonl", rows)
-    rankings = panel.rank_many([(p, [resp[n][i] for n in names], [fr[n][i] for n in names])
-                                for i, p in enumerate(prompts)], seed=cfg.run.seed) if len(names) > 1 else []
+    rankings = (
+        panel.rank_many(
+            [(p, [resp[n][i] for n in names], [fr[n][i] for n in names]) for i, p in enumerate(prompts)],
+            seed=cfg.run.seed,
+        )
+        if len(names) > 1
+        else []
+    )
 
     # ---------------------------------------------------------------- reward model
     rm_scores: dict[str, list[float]] = {}
@@ -229,15 +294,21 @@ def run(cfg: EvalConfig) -> Path:
         device = resolve_device(cfg.run.device)
         rm, rm_tok = load_reward_model(cfg.reward_model, device=device, dtype=DTYPES[cfg.dtype])
         for n in tqdm(names, desc="eval rm score", disable=not cfg.run.progress):
-            rm_scores[n] = rm.score_texts(rm_tok, [p.prompt for p in prompts], resp[n],
-                                          max_len=cfg.max_prompt_tokens + cfg.max_new_tokens,
-                                          batch_size=cfg.forward_batch_size, device=device,
-                                          amp_dtype=resolve_precision(cfg.run.precision, device),
-                                          ended=ended_flags(fr[n], len(resp[n])))
+            rm_scores[n] = rm.score_texts(
+                rm_tok,
+                [p.prompt for p in prompts],
+                resp[n],
+                max_len=cfg.max_prompt_tokens + cfg.max_new_tokens,
+                batch_size=cfg.forward_batch_size,
+                device=device,
+                amp_dtype=resolve_precision(cfg.run.precision, device),
+                ended=ended_flags(fr[n], len(resp[n])),
+            )
         del rm
         gc.collect()
-        acc, n_pairs = ranking_accuracy([[rm_scores[n][i] for n in names] for i in range(len(prompts))],
-                                        [r.ranks for r in rankings])
+        acc, n_pairs = ranking_accuracy(
+            [[rm_scores[n][i] for n in names] for i in range(len(prompts))], [r.ranks for r in rankings]
+        )
         rm_acc["heldout_rankings"] = {"accuracy": acc, "pairs": n_pairs}
         sa = [x for n in outcomes for x in rm_scores[n]]
         sb = [x for n in outcomes for x in rm_scores[base]]
@@ -248,11 +319,16 @@ def run(cfg: EvalConfig) -> Path:
     results = summarize_results(cfg, prompts, samples, judged, outcomes, kl, rm_scores, FLAGS)
     results["rm_accuracy"] = rm_acc
     results["few_shot_prefix"] = [{"id": d.id, "prompt": d.prompt, "response": d.response} for d in shots]
-    results["panel"] = {"name": panel.name, "labelers": [lab.id for lab in panel.labelers],
-                        "calibration": panel.calibration.to_dict() if panel.calibration else None}
+    results["panel"] = {
+        "name": panel.name,
+        "labelers": [lab.id for lab in panel.labelers],
+        "calibration": panel.calibration.to_dict() if panel.calibration else None,
+    }
     pick = random.Random(cfg.run.seed).sample(range(len(prompts)), min(cfg.examples, len(prompts)))
-    results["examples"] = [{"prompt_id": prompts[i].id, "prompt": prompts[i].prompt,
-                            "responses": {n: resp[n][i] for n in names}} for i in sorted(pick)]
+    results["examples"] = [
+        {"prompt_id": prompts[i].id, "prompt": prompts[i].prompt, "responses": {n: resp[n][i] for n in names}}
+        for i in sorted(pick)
+    ]
     atomic_write_text(out / "results.json", json.dumps(results, indent=2, ensure_ascii=False) + "\n")
     flat: dict[str, Any] = {}
     for r in results["policies"]:
@@ -262,13 +338,26 @@ def run(cfg: EvalConfig) -> Path:
     for k, v in rm_acc.items():
         flat[f"eval/rm_accuracy/{k}"] = v["accuracy"]
     MetricsLogger(out).log(0, flat)
-    log.info("eval: %s", ", ".join(f"{r['name']} win {r['win_rate']:.3f} [{r['win_low']:.3f}, {r['win_high']:.3f}]"
-                                   for r in results["policies"]))
+    log.info(
+        "eval: %s",
+        ", ".join(
+            f"{r['name']} win {r['win_rate']:.3f} [{r['win_low']:.3f}, {r['win_high']:.3f}]"
+            for r in results["policies"]
+        ),
+    )
     return out
 
 
-def summarize_results(cfg: EvalConfig, prompts: list[Prompt], samples: dict, judged: dict, outcomes: dict, kl: dict,
-                      rm_scores: dict, flags: tuple) -> dict:
+def summarize_results(
+    cfg: EvalConfig,
+    prompts: list[Prompt],
+    samples: dict,
+    judged: dict,
+    outcomes: dict,
+    kl: dict,
+    rm_scores: dict,
+    flags: tuple,
+) -> dict:
     rows = []
     for spec in cfg.policies:
         n = spec.name
@@ -277,22 +366,42 @@ def summarize_results(cfg: EvalConfig, prompts: list[Prompt], samples: dict, jud
             win = {"win_rate": 0.5, "win_low": 0.5, "win_high": 0.5, "wins": 0, "ties": len(ss), "losses": 0}
         else:
             s = summarize(outcomes[n], resamples=cfg.bootstrap, confidence=cfg.confidence, seed=cfg.run.seed)
-            win = {"win_rate": s.win_rate, "win_low": s.low, "win_high": s.high, "wins": s.wins, "ties": s.ties,
-                   "losses": s.losses}
+            win = {
+                "win_rate": s.win_rate,
+                "win_low": s.low,
+                "win_high": s.high,
+                "wins": s.wins,
+                "ties": s.ties,
+                "losses": s.losses,
+            }
         likert = [j.likert for j in js]
         lo, hi = bootstrap_ci(likert, resamples=cfg.bootstrap, confidence=cfg.confidence, seed=cfg.run.seed)
         counts = Counter(f for j in js for f, on in j.flags.items() if on)
-        rows.append({
-            "name": n, "model": spec.model, "few_shot": spec.few_shot, "baseline": n == cfg.baseline, "n": len(ss),
-            **win,
-            "likert": sum(likert) / len(likert), "likert_low": lo, "likert_high": hi,
-            "flags": {f: counts[f] / len(js) for f in flags},
-            "rm_score": sum(rm_scores[n]) / len(rm_scores[n]) if n in rm_scores else None,
-            "kl": kl.get(n),
-            "words": sum(len(s.response.split()) for s in ss) / len(ss),
-            "tokens": sum(s.meta.get("n_tokens", 0) for s in ss) / len(ss),
-            "cut": sum(is_cut(s.finish_reason) for s in ss) / len(ss),
-        })
-    return {"prompts": len(prompts), "baseline": cfg.baseline, "kl_reference": cfg.kl_reference,
-            "temperature": cfg.temperature, "max_new_tokens": cfg.max_new_tokens, "confidence": cfg.confidence,
-            "policies": rows}
+        rows.append(
+            {
+                "name": n,
+                "model": spec.model,
+                "few_shot": spec.few_shot,
+                "baseline": n == cfg.baseline,
+                "n": len(ss),
+                **win,
+                "likert": sum(likert) / len(likert),
+                "likert_low": lo,
+                "likert_high": hi,
+                "flags": {f: counts[f] / len(js) for f in flags},
+                "rm_score": sum(rm_scores[n]) / len(rm_scores[n]) if n in rm_scores else None,
+                "kl": kl.get(n),
+                "words": sum(len(s.response.split()) for s in ss) / len(ss),
+                "tokens": sum(s.meta.get("n_tokens", 0) for s in ss) / len(ss),
+                "cut": sum(is_cut(s.finish_reason) for s in ss) / len(ss),
+            }
+        )
+    return {
+        "prompts": len(prompts),
+        "baseline": cfg.baseline,
+        "kl_reference": cfg.kl_reference,
+        "temperature": cfg.temperature,
+        "max_new_tokens": cfg.max_new_tokens,
+        "confidence": cfg.confidence,
+        "policies": rows,
+    }

@@ -33,9 +33,20 @@ def load_policy(name_or_path: str, *, device: str = "auto", dtype: str = "fp32")
     return model.eval(), tok, dev
 
 
-def sample_prompts(generator: Any, prompts: Sequence[Prompt], *, n: int = 1, policy: str = "",
-                   inputs: Sequence[PromptText] | None = None, max_new_tokens: int = 128, temperature: float = 1.0,
-                   top_p: float = 1.0, seed: int = 0, autocast_ctx: Any = None, keep_token_ids: bool = False) -> list[Sample]:
+def sample_prompts(
+    generator: Any,
+    prompts: Sequence[Prompt],
+    *,
+    n: int = 1,
+    policy: str = "",
+    inputs: Sequence[PromptText] | None = None,
+    max_new_tokens: int = 128,
+    temperature: float = 1.0,
+    top_p: float = 1.0,
+    seed: int = 0,
+    autocast_ctx: Any = None,
+    keep_token_ids: bool = False,
+) -> list[Sample]:
     """``n`` responses per prompt as Sample records (``meta.prompt_id`` links each to its prompt;
     ``logprob`` is the response's log-prob at ``temperature`` where the generator reports it).
 
@@ -60,19 +71,36 @@ def sample_prompts(generator: Any, prompts: Sequence[Prompt], *, n: int = 1, pol
                 meta["token_ids"] = list(g.token_ids)
             # the sampler's own log-prob of the response, where the engine reports one per token
             lp = float(sum(g.logprobs)) if g.token_ids and len(g.logprobs) == len(g.token_ids) else None
-            out.append(Sample(prompt=p.prompt, response=g.text, id=f"{p.id}#{j}" if n > 1 else p.id, policy=policy,
-                              finish_reason=g.finish_reason, logprob=lp, meta=meta))
+            out.append(
+                Sample(
+                    prompt=p.prompt,
+                    response=g.text,
+                    id=f"{p.id}#{j}" if n > 1 else p.id,
+                    policy=policy,
+                    finish_reason=g.finish_reason,
+                    logprob=lp,
+                    meta=meta,
+                )
+            )
     return out
 
 
 @torch.no_grad()
-def sequence_logprobs(model: Any, tok: Any, inputs: Sequence[PromptText], response_ids: Sequence[Sequence[int]], *,
-                      temperature: float = 1.0, max_prompt_tokens: int | None = None, batch_size: int = 8,
-                      device: torch.device | None = None, autocast_ctx: Any = None) -> list[float]:
+def sequence_logprobs(
+    model: Any,
+    tok: Any,
+    inputs: Sequence[PromptText],
+    response_ids: Sequence[Sequence[int]],
+    *,
+    temperature: float = 1.0,
+    max_prompt_tokens: int | None = None,
+    batch_size: int = 8,
+    device: torch.device | None = None,
+    autocast_ctx: Any = None,
+) -> list[float]:
     """Sum of the log-probs of each response's tokens given its input, under ``model`` at
     ``temperature`` (the prompt encoded as the generators encode it)."""
     import contextlib
-
 
     keep = [i for i, r in enumerate(response_ids) if len(r) > 0]
     out = [0.0] * len(response_ids)

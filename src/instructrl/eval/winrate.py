@@ -48,8 +48,9 @@ def win_rate(outcomes: Sequence) -> float:
     return float(values.mean())
 
 
-def bootstrap_ci(values: Sequence[float], *, resamples: int = 2000, confidence: float = 0.95,
-                 seed: int = 0) -> tuple[float, float]:
+def bootstrap_ci(
+    values: Sequence[float], *, resamples: int = 2000, confidence: float = 0.95, seed: int = 0
+) -> tuple[float, float]:
     """Percentile bootstrap interval of the mean of ``values`` (see the module doc)."""
     x = np.asarray(values, dtype=np.float64)
     if x.size == 0:
@@ -88,8 +89,15 @@ def summarize(outcomes: Sequence, *, resamples: int = 2000, confidence: float = 
     """Win rate, bootstrap interval and win/tie/loss counts of a list of outcomes."""
     values = outcome_values(outcomes)
     low, high = bootstrap_ci(values, resamples=resamples, confidence=confidence, seed=seed)
-    return WinRate(win_rate=float(values.mean()), low=low, high=high, n=int(values.size),
-                   wins=int((values == 1.0).sum()), ties=int((values == 0.5).sum()), losses=int((values == 0.0).sum()))
+    return WinRate(
+        win_rate=float(values.mean()),
+        low=low,
+        high=high,
+        n=int(values.size),
+        wins=int((values == 1.0).sum()),
+        ties=int((values == 0.5).sum()),
+        losses=int((values == 0.0).sum()),
+    )
 
 
 def preference_accuracy(scores_a: Sequence[float], scores_b: Sequence[float], outcomes: Sequence) -> tuple[float, int]:

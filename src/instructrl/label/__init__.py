@@ -15,6 +15,18 @@ from instructrl.label.rubric import FLAGS, Assessment, Rubric
 from instructrl.text.constraints import CONSTRAINT_KINDS, check_constraint
 
 __all__ = [
-    "CONSTRAINT_KINDS", "FLAGS", "OUTCOME_SCORE", "Assessment", "Calibration", "Judgement", "Labeler", "Panel",
-    "Rubric", "build_rubric", "check_constraint", "make_panels", "pairwise_agreement", "rng_for",
+    "CONSTRAINT_KINDS",
+    "FLAGS",
+    "OUTCOME_SCORE",
+    "Assessment",
+    "Calibration",
+    "Judgement",
+    "Labeler",
+    "Panel",
+    "Rubric",
+    "build_rubric",
+    "check_constraint",
+    "make_panels",
+    "pairwise_agreement",
+    "rng_for",
 ]

@@ -129,7 +129,11 @@ def parse_pointwise(text: str) -> dict | None:
             obj = json.loads(m.group(0))
         except json.JSONDecodeError:
             obj = None
-        if isinstance(obj, dict) and isinstance(obj.get("likert"), (int, float)) and not isinstance(obj["likert"], bool):
+        if (
+            isinstance(obj, dict)
+            and isinstance(obj.get("likert"), (int, float))
+            and not isinstance(obj["likert"], bool)
+        ):
             out: dict[str, Any] = {"likert": int(min(7, max(1, round(obj["likert"]))))}
             for f in _JUDGE_FLAGS:
                 if isinstance(obj.get(f), bool):
@@ -142,8 +146,16 @@ def parse_pointwise(text: str) -> dict | None:
 class LLMJudge:
     """A labeler backed by an LLM (see the module doc); same methods as a :class:`~.panel.Panel`."""
 
-    def __init__(self, generator: Generator, *, model: str = "llm", rubric: Rubric | None = None,
-                 temperature: float = 0.0, max_tokens: int = 64, likert: bool = True):
+    def __init__(
+        self,
+        generator: Generator,
+        *,
+        model: str = "llm",
+        rubric: Rubric | None = None,
+        temperature: float = 0.0,
+        max_tokens: int = 64,
+        likert: bool = True,
+    ):
         self.generator, self.model = generator, model
         self.rubric = rubric or Rubric()
         self.temperature, self.max_tokens, self.likert = temperature, max_tokens, likert
@@ -155,18 +167,26 @@ class LLMJudge:
     @classmethod
     def from_config(cls, cfg: Any, rubric: Rubric | None = None) -> LLMJudge:
         """From a :class:`~instructrl.label.config.JudgeConfig`."""
-        gen = OpenAIGenerator(cfg.base_url, cfg.model, cfg.api_key_env, timeout=cfg.timeout,
-                              concurrency=cfg.concurrency)
-        return cls(gen, model=cfg.model, rubric=rubric, temperature=cfg.temperature, max_tokens=cfg.max_tokens,
-                   likert=cfg.likert)
+        gen = OpenAIGenerator(
+            cfg.base_url, cfg.model, cfg.api_key_env, timeout=cfg.timeout, concurrency=cfg.concurrency
+        )
+        return cls(
+            gen,
+            model=cfg.model,
+            rubric=rubric,
+            temperature=cfg.temperature,
+            max_tokens=cfg.max_tokens,
+            likert=cfg.likert,
+        )
 
     # ---- requests
 
     def _ask(self, conversations: list[list[dict]]) -> list[str]:
         if not conversations:
             return []
-        gens = self.generator.generate(conversations, max_new_tokens=self.max_tokens, temperature=self.temperature,
-                                       seed=0)
+        gens = self.generator.generate(
+            conversations, max_new_tokens=self.max_tokens, temperature=self.temperature, seed=0
+        )
         with self._lock:
             self.requests += len(conversations)
         return [g.text for g in gens]
@@ -191,8 +211,14 @@ class LLMJudge:
 
     # ---- the labeler interface
 
-    def compare(self, prompt: Prompt | PromptText, a: str, b: str, rng: Any = None,
-                finish_reasons: Sequence[str | None] | None = None) -> Outcome:
+    def compare(
+        self,
+        prompt: Prompt | PromptText,
+        a: str,
+        b: str,
+        rng: Any = None,
+        finish_reasons: Sequence[str | None] | None = None,
+    ) -> Outcome:
         return self._verdicts([(as_prompt(prompt), a, b)])[0]
 
     def compare_many(self, prompts: Sequence, a: Sequence[str], b: Sequence[str], seed: int = 0) -> list[Outcome]:
@@ -200,15 +226,24 @@ class LLMJudge:
             raise ValueError("prompts, a and b must have the same length")
         return self._verdicts([(as_prompt(p), x, y) for p, x, y in zip(prompts, a, b)])
 
-    def judge_all(self, prompt: Prompt | PromptText, responses: Sequence[str], rng: Any = None,
-                  finish_reasons: Sequence[str | None] | None = None) -> list[Judgement]:
+    def judge_all(
+        self,
+        prompt: Prompt | PromptText,
+        responses: Sequence[str],
+        rng: Any = None,
+        finish_reasons: Sequence[str | None] | None = None,
+    ) -> list[Judgement]:
         """Likert and flags per response: the judge's pointwise answer for the semantic flags and the
         Likert score, the rubric for the mechanical flags."""
         prompt = as_prompt(prompt)
         frs = list(finish_reasons) if finish_reasons is not None else [None] * len(responses)
         assessments = self.rubric.assess_many([(prompt, r, f) for r, f in zip(responses, frs)])
-        answers = self._ask([[{"role": "user", "content": POINTWISE_TEMPLATE.format(
-            prompt=prompt_text(prompt.prompt), response=r)}] for r in responses])
+        answers = self._ask(
+            [
+                [{"role": "user", "content": POINTWISE_TEMPLATE.format(prompt=prompt_text(prompt.prompt), response=r)}]
+                for r in responses
+            ]
+        )
         out = []
         for a, ans in zip(assessments, answers):
             flags = a.flags()
@@ -221,16 +256,30 @@ class LLMJudge:
                     flags[f] = parsed[f]
             likert = parsed.get("likert")
             score = (likert - 1) / 6 if likert is not None else float("nan")
-            out.append(Judgement(likert=likert if likert is not None else likert_of(0.5), flags=flags, score=score,
-                                 quality=score, labeler_id=self.id, assessment=a))
+            out.append(
+                Judgement(
+                    likert=likert if likert is not None else likert_of(0.5),
+                    flags=flags,
+                    score=score,
+                    quality=score,
+                    labeler_id=self.id,
+                    assessment=a,
+                )
+            )
         return out
 
-    def judge(self, prompt: Prompt | PromptText, response: str, rng: Any = None,
-              finish_reason: str | None = None) -> Judgement:
+    def judge(
+        self, prompt: Prompt | PromptText, response: str, rng: Any = None, finish_reason: str | None = None
+    ) -> Judgement:
         return self.judge_all(prompt, [response], rng, [finish_reason])[0]
 
-    def judge_many(self, prompts: Sequence, responses: Sequence[str], seed: int = 0,
-                   finish_reasons: Sequence[str | None] | None = None) -> list[Judgement]:
+    def judge_many(
+        self,
+        prompts: Sequence,
+        responses: Sequence[str],
+        seed: int = 0,
+        finish_reasons: Sequence[str | None] | None = None,
+    ) -> list[Judgement]:
         frs = list(finish_reasons) if finish_reasons is not None else [None] * len(responses)
         return [self.judge(p, r, None, f) for p, r, f in zip(prompts, responses, frs)]
 
@@ -248,8 +297,13 @@ class LLMJudge:
             score[j] += {"win": 0.0, "tie": 0.5, "loss": 1.0}[o]
         return score
 
-    def rank(self, prompt: Prompt | PromptText, responses: Sequence[str], rng: Any = None,
-             finish_reasons: Sequence[str | None] | None = None) -> Ranking:
+    def rank(
+        self,
+        prompt: Prompt | PromptText,
+        responses: Sequence[str],
+        rng: Any = None,
+        finish_reasons: Sequence[str | None] | None = None,
+    ) -> Ranking:
         prompt = as_prompt(prompt)
         if len(responses) < 2:
             raise ValueError(f"a ranking needs at least 2 responses, got {len(responses)}")
@@ -263,16 +317,31 @@ class LLMJudge:
         else:
             frs = list(finish_reasons) if finish_reasons is not None else [None] * len(responses)
             flags = [a.flags() for a in self.rubric.assess_many([(prompt, r, f) for r, f in zip(responses, frs)])]
-        return Ranking(prompt=prompt.prompt, responses=list(responses), ranks=ranks, id=prompt.id,
-                       labeler_id=self.id, likert=likert, flags=flags, user_id=prompt.user_id,
-                       category=prompt.category)
+        return Ranking(
+            prompt=prompt.prompt,
+            responses=list(responses),
+            ranks=ranks,
+            id=prompt.id,
+            labeler_id=self.id,
+            likert=likert,
+            flags=flags,
+            user_id=prompt.user_id,
+            category=prompt.category,
+        )
 
     def rank_many(self, groups: Sequence[tuple], seed: int = 0) -> list[Ranking]:
         return [self.rank(g[0], g[1], None, g[2] if len(g) == 3 else None) for g in groups]
 
-    def demonstrate(self, prompt: Prompt | PromptText, candidates: Sequence[str] = (), rng: Any = None,
-                    finish_reasons: Sequence[str | None] | None = None, *, use_reference: bool = True,
-                    min_quality: float = 0.0) -> Demonstration | None:
+    def demonstrate(
+        self,
+        prompt: Prompt | PromptText,
+        candidates: Sequence[str] = (),
+        rng: Any = None,
+        finish_reasons: Sequence[str | None] | None = None,
+        *,
+        use_reference: bool = True,
+        min_quality: float = 0.0,
+    ) -> Demonstration | None:
         prompt = as_prompt(prompt)
         if use_reference and prompt.reference and prompt.reference.strip():
             return make_demonstration(prompt, prompt.reference, **{"from": "reference", "labeler_id": self.id})
@@ -288,7 +357,8 @@ class LLMJudge:
             q = js[best].quality if js else cop[best] / (len(candidates) - 1)
         if not q >= min_quality:
             return None
-        return make_demonstration(prompt, candidates[best], **{"from": "best_of_n", "n": len(candidates),
-                                                                "quality": round(float(q), 4), "labeler_id": self.id})
-
-
+        return make_demonstration(
+            prompt,
+            candidates[best],
+            **{"from": "best_of_n", "n": len(candidates), "quality": round(float(q), 4), "labeler_id": self.id},
+        )

@@ -60,10 +60,30 @@ from instructrl.label.rubric import FLAGS, Assessment, Rubric, as_prompt, length
 from instructrl.records import Demonstration, Prompt, PromptText, Ranking
 from instructrl.utils.seed import derive
 
-FEATURES = ("constraints", "on_topic", "non_toxic", "fluent", "complete", "informative", "reference", "language",
-            "well_formed", "grounded")
-DEFAULT_WEIGHTS = {"constraints": 3.0, "on_topic": 2.0, "non_toxic": 3.0, "fluent": 2.0, "complete": 1.5,
-                   "informative": 1.0, "reference": 2.0, "language": 1.5, "well_formed": 1.5, "grounded": 1.0}
+FEATURES = (
+    "constraints",
+    "on_topic",
+    "non_toxic",
+    "fluent",
+    "complete",
+    "informative",
+    "reference",
+    "language",
+    "well_formed",
+    "grounded",
+)
+DEFAULT_WEIGHTS = {
+    "constraints": 3.0,
+    "on_topic": 2.0,
+    "non_toxic": 3.0,
+    "fluent": 2.0,
+    "complete": 1.5,
+    "informative": 1.0,
+    "reference": 2.0,
+    "language": 1.5,
+    "well_formed": 1.5,
+    "grounded": 1.0,
+}
 DEFAULT_PENALTIES = {"toxic": 0.6, "degenerate": 0.6, "fails_instruction": 0.4, "hallucination": 0.3, "off_topic": 0.2}
 
 Outcome = Literal["win", "tie", "loss"]
@@ -71,7 +91,6 @@ Outcome = Literal["win", "tie", "loss"]
 OUTCOME_SCORE = {"win": 1.0, "tie": 0.5, "loss": 0.0}
 
 _SHORT_ANSWER = {"classification": 1.0, "extraction": 10.0, "closed_qa": 10.0}
-
 
 
 def make_rng(rng: np.random.Generator | int | None) -> np.random.Generator:
@@ -109,8 +128,16 @@ def outcome_of(score_a: float, score_b: float, tie_margin: float) -> Outcome:
 
 def make_demonstration(prompt: Prompt, response: str, **meta: Any) -> Demonstration:
     """A simulated labeler's Demonstration of ``prompt`` (its id, user, category and type kept)."""
-    return Demonstration(prompt=prompt.prompt, response=response, id=prompt.id, user_id=prompt.user_id,
-                         category=prompt.category, source="simulated", type=prompt.type, meta=meta)
+    return Demonstration(
+        prompt=prompt.prompt,
+        response=response,
+        id=prompt.id,
+        user_id=prompt.user_id,
+        category=prompt.category,
+        source="simulated",
+        type=prompt.type,
+        meta=meta,
+    )
 
 
 @dataclasses.dataclass
@@ -141,13 +168,17 @@ class Labeler:
     def __post_init__(self) -> None:
         unknown = set(self.weights) - set(FEATURES)
         if unknown:
-            raise ValueError(f"labeler {self.id}: unknown rubric features {sorted(unknown)}; valid: {', '.join(FEATURES)}")
+            raise ValueError(
+                f"labeler {self.id}: unknown rubric features {sorted(unknown)}; valid: {', '.join(FEATURES)}"
+            )
         self.weights = {f: float(self.weights.get(f, 0.0)) for f in FEATURES}
         if any(w < 0 for w in self.weights.values()) or sum(self.weights.values()) <= 0:
             raise ValueError(f"labeler {self.id}: weights must be >= 0 with a positive sum, got {self.weights}")
         bad = set(self.penalties) - set(FLAGS)
         if bad:
-            raise ValueError(f"labeler {self.id}: penalties name unknown flags {sorted(bad)}; valid: {', '.join(FLAGS)}")
+            raise ValueError(
+                f"labeler {self.id}: penalties name unknown flags {sorted(bad)}; valid: {', '.join(FLAGS)}"
+            )
         if not all(0.0 <= p <= 1.0 for p in self.penalties.values()):
             raise ValueError(f"labeler {self.id}: penalties must be in [0, 1], got {self.penalties}")
         if self.preferred_length <= 0 or self.base_noise < 0 or self.noise_scale < 0 or self.tie_margin < 0:
@@ -202,8 +233,9 @@ class Labeler:
                 q *= 1.0 - pen
         return q
 
-    def qualities(self, prompt: Prompt | PromptText, responses: Sequence[str],
-                  finish_reasons: Sequence[str | None] | None = None) -> list[float]:
+    def qualities(
+        self, prompt: Prompt | PromptText, responses: Sequence[str], finish_reasons: Sequence[str | None] | None = None
+    ) -> list[float]:
         prompt = as_prompt(prompt)
         return [self.quality(prompt, a) for a in self._assess(prompt, responses, finish_reasons)]
 
@@ -224,8 +256,13 @@ class Labeler:
         where = {t: i for i, t in enumerate(uniq)}
         return np.array([eps[where[r]] for r in responses], dtype=np.float64)
 
-    def judge_all(self, prompt: Prompt | PromptText, responses: Sequence[str], rng: np.random.Generator | int | None = None,
-                  finish_reasons: Sequence[str | None] | None = None) -> list[Judgement]:
+    def judge_all(
+        self,
+        prompt: Prompt | PromptText,
+        responses: Sequence[str],
+        rng: np.random.Generator | int | None = None,
+        finish_reasons: Sequence[str | None] | None = None,
+    ) -> list[Judgement]:
         """Judge several responses to one prompt in one sitting (shared noise for identical texts)."""
         prompt = as_prompt(prompt)
         rng = make_rng(rng)
@@ -235,36 +272,67 @@ class Labeler:
         for a, e in zip(assessments, noise):
             q = self.quality(prompt, a)
             s = q + float(e)
-            out.append(Judgement(likert=likert_of(s), flags=a.flags(), score=s, quality=q, labeler_id=self.id,
-                                 assessment=a))
+            out.append(
+                Judgement(likert=likert_of(s), flags=a.flags(), score=s, quality=q, labeler_id=self.id, assessment=a)
+            )
         return out
 
-    def judge(self, prompt: Prompt | PromptText, response: str, rng: np.random.Generator | int | None = None,
-              finish_reason: str | None = None) -> Judgement:
+    def judge(
+        self,
+        prompt: Prompt | PromptText,
+        response: str,
+        rng: np.random.Generator | int | None = None,
+        finish_reason: str | None = None,
+    ) -> Judgement:
         """Likert 1-7, metadata flags, the noisy score and the noise-free quality of one response."""
         return self.judge_all(prompt, [response], rng, [finish_reason])[0]
 
-    def rank(self, prompt: Prompt | PromptText, responses: Sequence[str], rng: np.random.Generator | int | None = None,
-             finish_reasons: Sequence[str | None] | None = None) -> Ranking:
+    def rank(
+        self,
+        prompt: Prompt | PromptText,
+        responses: Sequence[str],
+        rng: np.random.Generator | int | None = None,
+        finish_reasons: Sequence[str | None] | None = None,
+    ) -> Ranking:
         """A :class:`~instructrl.records.Ranking` of the responses with Likert scores and flags."""
         prompt = as_prompt(prompt)
         if len(responses) < 2:
             raise ValueError(f"a ranking needs at least 2 responses, got {len(responses)}")
         js = self.judge_all(prompt, responses, rng, finish_reasons)
         ranks = scores_to_ranks([j.score for j in js], self.tie_margin)
-        return Ranking(prompt=prompt.prompt, responses=list(responses), ranks=ranks, id=prompt.id,
-                       labeler_id=self.id, likert=[j.likert for j in js], flags=[j.flags for j in js],
-                       user_id=prompt.user_id, category=prompt.category)
+        return Ranking(
+            prompt=prompt.prompt,
+            responses=list(responses),
+            ranks=ranks,
+            id=prompt.id,
+            labeler_id=self.id,
+            likert=[j.likert for j in js],
+            flags=[j.flags for j in js],
+            user_id=prompt.user_id,
+            category=prompt.category,
+        )
 
-    def compare(self, prompt: Prompt | PromptText, a: str, b: str, rng: np.random.Generator | int | None = None,
-                finish_reasons: Sequence[str | None] | None = None) -> Outcome:
+    def compare(
+        self,
+        prompt: Prompt | PromptText,
+        a: str,
+        b: str,
+        rng: np.random.Generator | int | None = None,
+        finish_reasons: Sequence[str | None] | None = None,
+    ) -> Outcome:
         """``"win"`` when ``a`` is preferred to ``b``, ``"loss"`` when ``b`` is, else ``"tie"``."""
         ja, jb = self.judge_all(prompt, [a, b], rng, finish_reasons)
         return outcome_of(ja.score, jb.score, self.tie_margin)
 
-    def demonstrate(self, prompt: Prompt | PromptText, candidates: Sequence[str] = (),
-                    finish_reasons: Sequence[str | None] | None = None, *, use_reference: bool = True,
-                    min_quality: float = 0.0) -> Demonstration | None:
+    def demonstrate(
+        self,
+        prompt: Prompt | PromptText,
+        candidates: Sequence[str] = (),
+        finish_reasons: Sequence[str | None] | None = None,
+        *,
+        use_reference: bool = True,
+        min_quality: float = 0.0,
+    ) -> Demonstration | None:
         """The prompt's reference answer (where it has one and ``use_reference``), else the candidate
         with the highest noise-free quality; None when there is no candidate of at least
         ``min_quality``."""
@@ -277,15 +345,24 @@ class Labeler:
         best = int(np.argmax(qs))
         if qs[best] < min_quality:
             return None
-        return make_demonstration(prompt, candidates[best], **{"from": "best_of_n", "n": len(candidates),
-                                                                "quality": round(qs[best], 4), "labeler_id": self.id})
+        return make_demonstration(
+            prompt,
+            candidates[best],
+            **{"from": "best_of_n", "n": len(candidates), "quality": round(qs[best], 4), "labeler_id": self.id},
+        )
 
     # ---- serialization
 
     def to_dict(self) -> dict:
-        return {"id": self.id, "weights": dict(self.weights), "penalties": dict(self.penalties),
-                "preferred_length": self.preferred_length, "base_noise": self.base_noise,
-                "noise_scale": self.noise_scale, "tie_margin": self.tie_margin}
+        return {
+            "id": self.id,
+            "weights": dict(self.weights),
+            "penalties": dict(self.penalties),
+            "preferred_length": self.preferred_length,
+            "base_noise": self.base_noise,
+            "noise_scale": self.noise_scale,
+            "tie_margin": self.tie_margin,
+        }
 
     @classmethod
     def from_dict(cls, d: dict, rubric: Rubric) -> Labeler:

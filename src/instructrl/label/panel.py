@@ -149,26 +149,47 @@ class Panel:
 
     # ---- labeling
 
-    def rank(self, prompt: Prompt | PromptText, responses: Sequence[str], rng: np.random.Generator | int | None = None,
-             finish_reasons: Sequence[str | None] | None = None) -> Ranking:
+    def rank(
+        self,
+        prompt: Prompt | PromptText,
+        responses: Sequence[str],
+        rng: np.random.Generator | int | None = None,
+        finish_reasons: Sequence[str | None] | None = None,
+    ) -> Ranking:
         """A ranking (with Likert scores and flags) by one labeler drawn at random."""
         rng = make_rng(rng)
         return self.pick(rng).rank(prompt, responses, rng, finish_reasons)
 
-    def judge(self, prompt: Prompt | PromptText, response: str, rng: np.random.Generator | int | None = None,
-              finish_reason: str | None = None) -> Judgement:
+    def judge(
+        self,
+        prompt: Prompt | PromptText,
+        response: str,
+        rng: np.random.Generator | int | None = None,
+        finish_reason: str | None = None,
+    ) -> Judgement:
         rng = make_rng(rng)
         return self.pick(rng).judge(prompt, response, rng, finish_reason)
 
-    def compare(self, prompt: Prompt | PromptText, a: str, b: str, rng: np.random.Generator | int | None = None,
-                finish_reasons: Sequence[str | None] | None = None) -> Outcome:
+    def compare(
+        self,
+        prompt: Prompt | PromptText,
+        a: str,
+        b: str,
+        rng: np.random.Generator | int | None = None,
+        finish_reasons: Sequence[str | None] | None = None,
+    ) -> Outcome:
         """``"win"`` / ``"tie"`` / ``"loss"`` for response ``a`` against ``b``, by one random labeler."""
         rng = make_rng(rng)
         return self.pick(rng).compare(prompt, a, b, rng, finish_reasons)
 
-    def demonstrate(self, prompt: Prompt | PromptText, candidates: Sequence[str] = (),
-                    rng: np.random.Generator | int | None = None, finish_reasons: Sequence[str | None] | None = None,
-                    **kwargs: Any) -> Demonstration | None:
+    def demonstrate(
+        self,
+        prompt: Prompt | PromptText,
+        candidates: Sequence[str] = (),
+        rng: np.random.Generator | int | None = None,
+        finish_reasons: Sequence[str | None] | None = None,
+        **kwargs: Any,
+    ) -> Demonstration | None:
         """The reference answer, else the best candidate by one random labeler's rubric (see
         :meth:`Labeler.demonstrate` for ``use_reference`` and ``min_quality``)."""
         rng = make_rng(rng)
@@ -185,23 +206,32 @@ class Panel:
         self.prefetch([(p, r, f) for p, rs, frs in norm for r, f in zip(rs, frs)])
         return [self.rank(p, rs, rng_for(seed, self.name, "rank", i), frs) for i, (p, rs, frs) in enumerate(norm)]
 
-    def judge_many(self, prompts: Sequence, responses: Sequence[str], seed: int = 0,
-                   finish_reasons: Sequence[str | None] | None = None) -> list[Judgement]:
+    def judge_many(
+        self,
+        prompts: Sequence,
+        responses: Sequence[str],
+        seed: int = 0,
+        finish_reasons: Sequence[str | None] | None = None,
+    ) -> list[Judgement]:
         frs = list(finish_reasons) if finish_reasons is not None else [None] * len(responses)
         if not len(prompts) == len(responses) == len(frs):
             raise ValueError("prompts, responses (and finish_reasons) must have the same length")
         prompts = [as_prompt(p) for p in prompts]
         self.prefetch(list(zip(prompts, responses, frs)))
-        return [self.judge(p, r, rng_for(seed, self.name, "judge", i), f)
-                for i, (p, r, f) in enumerate(zip(prompts, responses, frs))]
+        return [
+            self.judge(p, r, rng_for(seed, self.name, "judge", i), f)
+            for i, (p, r, f) in enumerate(zip(prompts, responses, frs))
+        ]
 
     def compare_many(self, prompts: Sequence, a: Sequence[str], b: Sequence[str], seed: int = 0) -> list[Outcome]:
         if not len(prompts) == len(a) == len(b):
             raise ValueError("prompts, a and b must have the same length")
         prompts = [as_prompt(p) for p in prompts]
         self.prefetch([(p, x) for p, x in zip(prompts, a)] + [(p, y) for p, y in zip(prompts, b)])
-        return [self.compare(p, x, y, rng_for(seed, self.name, "compare", i))
-                for i, (p, x, y) in enumerate(zip(prompts, a, b))]
+        return [
+            self.compare(p, x, y, rng_for(seed, self.name, "compare", i))
+            for i, (p, x, y) in enumerate(zip(prompts, a, b))
+        ]
 
     # ---- agreement and calibration
 
@@ -212,8 +242,14 @@ class Panel:
         norm = [_norm_group(g, i) for i, g in enumerate(groups)]
         self.prefetch([(p, r, f) for p, rs, frs in norm for r, f in zip(rs, frs)])
         labs = self.labelers + ([] if other is None else other.labelers)
-        ranks = {lab.id: [lab.rank(p, rs, rng_for(seed, "agreement", lab.id, i, t), frs).ranks
-                          for t in range(repeats) for i, (p, rs, frs) in enumerate(norm)] for lab in labs}
+        ranks = {
+            lab.id: [
+                lab.rank(p, rs, rng_for(seed, "agreement", lab.id, i, t), frs).ranks
+                for t in range(repeats)
+                for i, (p, rs, frs) in enumerate(norm)
+            ]
+            for lab in labs
+        }
         if other is None:
             if len(self.labelers) < 2:
                 raise ValueError("agreement needs at least two labelers")
@@ -265,9 +301,16 @@ class Panel:
             total += float(agree[valid].mean())
         return total / len(pairs)
 
-    def calibrate(self, groups: Sequence[Group], target: float = 0.73, seed: int = 0,
-                  tolerance: float = 0.02, iterations: int = 30, min_comparisons: int = 4000,
-                  max_repeats: int = 20) -> Calibration:
+    def calibrate(
+        self,
+        groups: Sequence[Group],
+        target: float = 0.73,
+        seed: int = 0,
+        tolerance: float = 0.02,
+        iterations: int = 30,
+        min_comparisons: int = 4000,
+        max_repeats: int = 20,
+    ) -> Calibration:
         """Set every labeler's ``noise_scale`` so that the panel's agreement on ``groups`` is
         ``target``; see the module doc. Small data is gone over several times with fresh noise
         (``repeats``, up to ``max_repeats``) until each labeler pair has at least
@@ -306,16 +349,27 @@ class Panel:
         measured = self.agreement(groups, seed=seed + 1, repeats=repeats)
         n_cmp = int(valid.sum())
         self.calibration = Calibration(
-            target=target, noise_scale=c, fitted=f(c), measured=measured, ceiling=ceiling, n_prompts=len(norm),
-            n_comparisons=n_cmp, repeats=repeats, reached=abs(measured - target) <= tolerance,
+            target=target,
+            noise_scale=c,
+            fitted=f(c),
+            measured=measured,
+            ceiling=ceiling,
+            n_prompts=len(norm),
+            n_comparisons=n_cmp,
+            repeats=repeats,
+            reached=abs(measured - target) <= tolerance,
         )
         return self.calibration
 
     # ---- serialization
 
     def to_dict(self) -> dict:
-        return {"name": self.name, "rubric": self.rubric.settings(), "labelers": [lab.to_dict() for lab in self.labelers],
-                "calibration": self.calibration.to_dict() if self.calibration else None}
+        return {
+            "name": self.name,
+            "rubric": self.rubric.settings(),
+            "labelers": [lab.to_dict() for lab in self.labelers],
+            "calibration": self.calibration.to_dict() if self.calibration else None,
+        }
 
     @classmethod
     def from_dict(cls, d: dict, rubric: Rubric | None = None) -> Panel:
@@ -354,9 +408,20 @@ class Panel:
 # --------------------------------------------------------------------------- construction
 
 
-def make_labelers(n: int, rubric: Rubric, *, seed: int = 0, prefix: str = "labeler", noise: float = 0.1,
-                  weight_jitter: float = 0.35, length_jitter: float = 0.4, preferred_length: float = 60.0,
-                  tie_margin: float = 0.02, weights: dict | None = None, penalties: dict | None = None) -> list[Labeler]:
+def make_labelers(
+    n: int,
+    rubric: Rubric,
+    *,
+    seed: int = 0,
+    prefix: str = "labeler",
+    noise: float = 0.1,
+    weight_jitter: float = 0.35,
+    length_jitter: float = 0.4,
+    preferred_length: float = 60.0,
+    tie_margin: float = 0.02,
+    weights: dict | None = None,
+    penalties: dict | None = None,
+) -> list[Labeler]:
     """``n`` labelers with personal weights, preferred lengths and noise (see the module doc)."""
     if n < 1:
         raise ValueError(f"a panel needs at least one labeler, got {n}")
@@ -369,8 +434,17 @@ def make_labelers(n: int, rubric: Rubric, *, seed: int = 0, prefix: str = "label
         w = {k: v * math.exp(weight_jitter * rng.standard_normal()) for k, v in base_w.items()}
         length = preferred_length * math.exp(length_jitter * rng.standard_normal())
         sigma = noise * rng.uniform(0.75, 1.25)
-        out.append(Labeler(lab_id, rubric, weights=w, penalties=dict(base_p), preferred_length=length,
-                           base_noise=sigma, tie_margin=tie_margin))
+        out.append(
+            Labeler(
+                lab_id,
+                rubric,
+                weights=w,
+                penalties=dict(base_p),
+                preferred_length=length,
+                base_noise=sigma,
+                tie_margin=tie_margin,
+            )
+        )
     return out
 
 
@@ -382,12 +456,19 @@ def make_panels(cfg: Any = None, rubric: Rubric | None = None) -> tuple[Panel, P
 
     cfg = cfg or PanelConfig()
     rubric = rubric or build_rubric(cfg.rubric)
-    common = dict(noise=cfg.noise, weight_jitter=cfg.weight_jitter, length_jitter=cfg.length_jitter,
-                  preferred_length=cfg.preferred_length, tie_margin=cfg.tie_margin, weights=cfg.weights,
-                  penalties=cfg.penalties)
+    common = dict(
+        noise=cfg.noise,
+        weight_jitter=cfg.weight_jitter,
+        length_jitter=cfg.length_jitter,
+        preferred_length=cfg.preferred_length,
+        tie_margin=cfg.tie_margin,
+        weights=cfg.weights,
+        penalties=cfg.penalties,
+    )
     train = Panel(make_labelers(cfg.labelers, rubric, seed=cfg.seed, prefix="train", **common), name="train")
-    heldout = Panel(make_labelers(cfg.heldout_labelers, rubric, seed=cfg.seed, prefix="heldout", **common),
-                    name="heldout")
+    heldout = Panel(
+        make_labelers(cfg.heldout_labelers, rubric, seed=cfg.seed, prefix="heldout", **common), name="heldout"
+    )
     return train, heldout
 
 
@@ -396,6 +477,10 @@ def build_rubric(cfg: Any = None) -> Rubric:
     from instructrl.label.config import RubricConfig
 
     cfg = cfg or RubricConfig()
-    return Rubric(toxicity=cfg.toxicity, toxic_threshold=cfg.toxic_threshold,
-                  inappropriate_threshold=cfg.inappropriate_threshold, on_topic_threshold=cfg.on_topic_threshold,
-                  repetition_threshold=cfg.repetition_threshold)
+    return Rubric(
+        toxicity=cfg.toxicity,
+        toxic_threshold=cfg.toxic_threshold,
+        inappropriate_threshold=cfg.inappropriate_threshold,
+        on_topic_threshold=cfg.on_topic_threshold,
+        repetition_threshold=cfg.repetition_threshold,
+    )

@@ -29,12 +29,19 @@ from instructrl.label.config import LabelConfig
 from instructrl.label.labeler import rng_for
 from instructrl.label.panel import Panel, build_rubric, make_panels
 from instructrl.label.rubric import FLAGS
-from instructrl.records import Prompt, RecordError, Sample, atomic_write_text, iter_records, require_records, write_jsonl
+from instructrl.records import (
+    Prompt,
+    RecordError,
+    Sample,
+    atomic_write_text,
+    iter_records,
+    require_records,
+    write_jsonl,
+)
 from instructrl.text.constraints import validate_constraint
 from instructrl.utils.metrics import MetricsLogger
 
 log = logging.getLogger("instructrl.label")
-
 
 
 def _prompt_key(prompt: Any) -> str:
@@ -86,13 +93,30 @@ def _calibrate(train: Panel, heldout: Panel, groups: list, cfg: LabelConfig) -> 
         if len(panel) < 2:
             continue
         cal = panel.calibrate(subset, target=target, seed=cfg.run.seed, tolerance=pc.tolerance)
-        log.info("label: %s panel agreement %.3f (target %.2f, noise scale %.3f, ceiling %.3f, %d prompts)",
-                 panel.name, cal.measured, target, cal.noise_scale, cal.ceiling, cal.n_prompts)
+        log.info(
+            "label: %s panel agreement %.3f (target %.2f, noise scale %.3f, ceiling %.3f, %d prompts)",
+            panel.name,
+            cal.measured,
+            target,
+            cal.noise_scale,
+            cal.ceiling,
+            cal.n_prompts,
+        )
         if not cal.reached:
-            log.warning("label: the %s panel's agreement %.3f misses its target %.2f (ceiling %.3f)", panel.name,
-                        cal.measured, target, cal.ceiling)
-        metrics.update({f"label/agreement/{panel.name}": cal.measured, f"label/noise_scale/{panel.name}": cal.noise_scale,
-                        f"label/agreement_ceiling/{panel.name}": cal.ceiling})
+            log.warning(
+                "label: the %s panel's agreement %.3f misses its target %.2f (ceiling %.3f)",
+                panel.name,
+                cal.measured,
+                target,
+                cal.ceiling,
+            )
+        metrics.update(
+            {
+                f"label/agreement/{panel.name}": cal.measured,
+                f"label/noise_scale/{panel.name}": cal.noise_scale,
+                f"label/agreement_ceiling/{panel.name}": cal.ceiling,
+            }
+        )
     metrics["label/agreement/train_vs_heldout"] = train.agreement(subset, seed=cfg.run.seed + 2, other=heldout)
     return metrics
 
@@ -126,8 +150,7 @@ def run(cfg: LabelConfig) -> Path:
             if cfg.panel.calibrate:
                 metrics.update(_calibrate(train, heldout, [g[:3] for g in groups], cfg))
         panels = {"train": train, "heldout": heldout}
-        atomic_write_text(out / "panels.json",
-                          json.dumps({k: v.to_dict() for k, v in panels.items()}, indent=2) + "\n")
+        atomic_write_text(out / "panels.json", json.dumps({k: v.to_dict() for k, v in panels.items()}, indent=2) + "\n")
         labeler = panels[cfg.labeler]
 
     seed = cfg.run.seed
@@ -139,7 +162,9 @@ def run(cfg: LabelConfig) -> Path:
             n = -(-len(rs) // cfg.max_k)  # as few rankings as fit in max_k, sizes as even as possible
             bounds = [round(i * len(rs) / n) for i in range(n + 1)]
             for c in range(n):
-                chunks.append((p, rs[bounds[c]: bounds[c + 1]], frs[bounds[c]: bounds[c + 1]], key, c if n > 1 else None))
+                chunks.append(
+                    (p, rs[bounds[c] : bounds[c + 1]], frs[bounds[c] : bounds[c + 1]], key, c if n > 1 else None)
+                )
         metrics["label/skipped_prompts"] = sum(len(g[1]) < cfg.min_k for g in groups) + len(prompts) - len(groups)
         if hasattr(labeler, "prefetch"):
             labeler.prefetch([(p, r, f) for p, rs, frs, _, _ in chunks for r, f in zip(rs, frs)])
@@ -159,23 +184,39 @@ def run(cfg: LabelConfig) -> Path:
         for p in tqdm(prompts, desc="label demonstrate", unit="prompt", disable=not cfg.run.progress):
             key = p.id or _prompt_key(p.prompt)
             ss = samples[key]
-            d = labeler.demonstrate(p, [s.response for s in ss], rng_for(seed, "demonstrate", key),
-                                    [s.finish_reason for s in ss] if ss else None, use_reference=cfg.use_reference,
-                                    min_quality=cfg.min_quality)
+            d = labeler.demonstrate(
+                p,
+                [s.response for s in ss],
+                rng_for(seed, "demonstrate", key),
+                [s.finish_reason for s in ss] if ss else None,
+                use_reference=cfg.use_reference,
+                min_quality=cfg.min_quality,
+            )
             if d is None:
                 sources["skipped"] += 1
                 continue
             sources[d.meta["from"]] += 1
             demos.append(d)
         write_jsonl(out / "demonstrations.jsonl", demos)
-        metrics.update({"label/demonstrations": len(demos), "label/from_reference": sources["reference"],
-                        "label/best_of_n": sources["best_of_n"], "label/skipped_prompts": sources["skipped"]})
+        metrics.update(
+            {
+                "label/demonstrations": len(demos),
+                "label/from_reference": sources["reference"],
+                "label/best_of_n": sources["best_of_n"],
+                "label/skipped_prompts": sources["skipped"],
+            }
+        )
     if cfg.labeler == "llm":
         metrics.update({"label/judge_requests": labeler.requests, "label/judge_unparsed": labeler.unparsed})
     MetricsLogger(out).log(0, metrics)
     atomic_write_text(out / "metrics.json", json.dumps(metrics, indent=2) + "\n")
-    log.info("label: %s", ", ".join(f"{k.split('/', 1)[1]}={v:.3f}" if isinstance(v, float) else f"{k.split('/', 1)[1]}={v}"
-                                    for k, v in metrics.items()))
+    log.info(
+        "label: %s",
+        ", ".join(
+            f"{k.split('/', 1)[1]}={v:.3f}" if isinstance(v, float) else f"{k.split('/', 1)[1]}={v}"
+            for k, v in metrics.items()
+        ),
+    )
     return out
 
 
@@ -186,9 +227,12 @@ def _ranking_metrics(rankings: list) -> dict:
     likert = [x for r in rankings for x in (r.likert or []) if x is not None]
     flags = [f for r in rankings for f in (r.flags or [])]
     verdicts = [v for r in rankings for v in pair_verdicts(r.ranks).tolist()]
-    m: dict[str, Any] = {"label/rankings": len(rankings), "label/responses": n_resp,
-                         "label/mean_k": n_resp / len(rankings) if rankings else 0.0,
-                         "label/tie_rate": sum(v == 0 for v in verdicts) / len(verdicts) if verdicts else 0.0}
+    m: dict[str, Any] = {
+        "label/rankings": len(rankings),
+        "label/responses": n_resp,
+        "label/mean_k": n_resp / len(rankings) if rankings else 0.0,
+        "label/tie_rate": sum(v == 0 for v in verdicts) / len(verdicts) if verdicts else 0.0,
+    }
     if likert:
         m["label/likert_mean"] = sum(likert) / len(likert)
     for f in FLAGS:

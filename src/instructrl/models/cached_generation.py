@@ -38,7 +38,14 @@ from typing import Any
 
 import torch
 
-from instructrl.models.generation import Generation, HFGenerator, check_generate_args, eos_ids_of, finish_generation, cut_at_stop
+from instructrl.models.generation import (
+    Generation,
+    HFGenerator,
+    check_generate_args,
+    cut_at_stop,
+    eos_ids_of,
+    finish_generation,
+)
 from instructrl.records import PromptText
 
 
@@ -129,16 +136,33 @@ class CachedGenerator(HFGenerator):
 
     trim_min_cols = 64
 
-    def __init__(self, model: Any, tokenizer: Any, batch_size: int = 16, *, max_prompt_tokens: int | None = None,
-                 progress: bool = False):
+    def __init__(
+        self,
+        model: Any,
+        tokenizer: Any,
+        batch_size: int = 16,
+        *,
+        max_prompt_tokens: int | None = None,
+        progress: bool = False,
+    ):
         super().__init__(model, tokenizer, batch_size, max_prompt_tokens=max_prompt_tokens, progress=progress)
         config = getattr(model, "config", None)
-        if getattr(config, "sliding_window", None) and "sliding_attention" in (getattr(config, "layer_types", None) or []):
+        if getattr(config, "sliding_window", None) and "sliding_attention" in (
+            getattr(config, "layer_types", None) or []
+        ):
             raise ValueError("CachedGenerator does not support sliding-window attention layers; use HFGenerator")
 
-    def generate(self, prompts: Sequence[PromptText], *, max_new_tokens: int = 256, temperature: float = 1.0,
-                 top_p: float = 1.0, stop: Sequence[str] | None = None, seed: int | None = None,
-                 raw: bool = False) -> list[Generation]:
+    def generate(
+        self,
+        prompts: Sequence[PromptText],
+        *,
+        max_new_tokens: int = 256,
+        temperature: float = 1.0,
+        top_p: float = 1.0,
+        stop: Sequence[str] | None = None,
+        seed: int | None = None,
+        raw: bool = False,
+    ) -> list[Generation]:
         check_generate_args(prompts, max_new_tokens, temperature, top_p, raw)
         if not prompts:
             return []
@@ -156,8 +180,15 @@ class CachedGenerator(HFGenerator):
 
     # ------------------------------------------------------------------ the decode loop
 
-    def _decode(self, encoded: list[list[int]], max_new_tokens: int, temperature: float, top_p: float,
-                stop: Sequence[str] | None, seed: int | None) -> list[_Row]:
+    def _decode(
+        self,
+        encoded: list[list[int]],
+        max_new_tokens: int,
+        temperature: float,
+        top_p: float,
+        stop: Sequence[str] | None,
+        seed: int | None,
+    ) -> list[_Row]:
         from tqdm.auto import tqdm
 
         model, tok = self.model, self.tokenizer
@@ -180,8 +211,11 @@ class CachedGenerator(HFGenerator):
         waiting: _Group | None = None
 
         def done(row: _Row) -> bool:
-            return (row.tokens[-1] in eos or len(row.tokens) >= max_new_tokens
-                    or bool(stop and self._hit_stop(row.tokens, stop)))
+            return (
+                row.tokens[-1] in eos
+                or len(row.tokens) >= max_new_tokens
+                or bool(stop and self._hit_stop(row.tokens, stop))
+            )
 
         while True:
             # rows that are done leave their slots; waiting rows take free slots
@@ -226,8 +260,13 @@ class CachedGenerator(HFGenerator):
             mask = torch.cat([mask, mask.new_ones((len(slots), 1))], dim=1)
             for k in (k for k, r in enumerate(slots) if r is None):
                 mask[k, :-1] = 0  # a free slot attends only to its own (pad) token
-            out = model(input_ids=last[:, None], attention_mask=mask, position_ids=positions,
-                        past_key_values=cache, use_cache=True)
+            out = model(
+                input_ids=last[:, None],
+                attention_mask=mask,
+                position_ids=positions,
+                past_key_values=cache,
+                use_cache=True,
+            )
             last, lps = self._sample(out.logits[:, -1], temperature, top_p, gen)
             for k, (row, t, lp) in enumerate(zip(slots, last.tolist(), lps.tolist())):
                 if row is None:
@@ -243,8 +282,9 @@ class CachedGenerator(HFGenerator):
         return cut_at_stop(self.tokenizer.decode(tokens, skip_special_tokens=True), stop)[1]
 
     @staticmethod
-    def _sample(logits: torch.Tensor, temperature: float, top_p: float, gen: torch.Generator
-                ) -> tuple[torch.Tensor, torch.Tensor]:
+    def _sample(
+        logits: torch.Tensor, temperature: float, top_p: float, gen: torch.Generator
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """Next tokens [B] and their log-probs [B] at ``temperature`` (before top-p; at 0, at 1)."""
         logits = logits.float()
         if temperature == 0:
@@ -261,21 +301,36 @@ class CachedGenerator(HFGenerator):
         tokens = torch.multinomial(probs, 1, generator=gen).squeeze(-1)
         return tokens, logp.gather(-1, tokens[:, None]).squeeze(-1)
 
-    def _prefill(self, take: list[int], encoded: list[list[int]], n_layers: int, pad_id: int, device: torch.device,
-                 temperature: float, top_p: float, gen: torch.Generator) -> _Group:
+    def _prefill(
+        self,
+        take: list[int],
+        encoded: list[list[int]],
+        n_layers: int,
+        pad_id: int,
+        device: torch.device,
+        temperature: float,
+        top_p: float,
+        gen: torch.Generator,
+    ) -> _Group:
         """Prefill the prompts ``take`` left-padded together (exactly as HFGenerator batches them)
         and sample their first tokens."""
         width = max(len(encoded[i]) for i in take)
         ids = torch.full((len(take), width), pad_id, dtype=torch.long)
         mask = torch.zeros((len(take), width), dtype=torch.long)
         for row, i in enumerate(take):
-            ids[row, width - len(encoded[i]):] = torch.tensor(encoded[i])
-            mask[row, width - len(encoded[i]):] = 1
+            ids[row, width - len(encoded[i]) :] = torch.tensor(encoded[i])
+            mask[row, width - len(encoded[i]) :] = 1
         ids, mask = ids.to(device), mask.to(device)
         positions = (mask.cumsum(-1) - 1).masked_fill(mask == 0, 1)
         cache = _new_cache(n_layers)
-        out = self.model(input_ids=ids, attention_mask=mask, position_ids=positions, past_key_values=cache,
-                         use_cache=True, logits_to_keep=1)
+        out = self.model(
+            input_ids=ids,
+            attention_mask=mask,
+            position_ids=positions,
+            past_key_values=cache,
+            use_cache=True,
+            logits_to_keep=1,
+        )
         first, lps = self._sample(out.logits[:, -1], temperature, top_p, gen)
         rows = [_Row(i, len(encoded[i]), [t], [lp]) for i, t, lp in zip(take, first.tolist(), lps.tolist())]
         return _Group(rows, cache, mask)
@@ -313,6 +368,7 @@ class CachedGenerator(HFGenerator):
         if first < max(min_cols, mask.shape[1] // 4):
             return mask
         for layer in cache.layers:
-            layer.set_buffers(layer.kbuf[:, :, first:].contiguous(), layer.vbuf[:, :, first:].contiguous(),
-                              layer.length - first)
+            layer.set_buffers(
+                layer.kbuf[:, :, first:].contiguous(), layer.vbuf[:, :, first:].contiguous(), layer.length - first
+            )
         return mask[:, first:]

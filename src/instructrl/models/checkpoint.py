@@ -21,8 +21,16 @@ import torch
 from instructrl.utils.seed import rng_state, set_rng_state
 
 
-def save_checkpoint(path: str | os.PathLike, model: torch.nn.Module, tokenizer: Any = None, *, state: dict | None = None,
-                    optimizer: Any = None, scheduler: Any = None, merge_lora: bool = False) -> Path:
+def save_checkpoint(
+    path: str | os.PathLike,
+    model: torch.nn.Module,
+    tokenizer: Any = None,
+    *,
+    state: dict | None = None,
+    optimizer: Any = None,
+    scheduler: Any = None,
+    merge_lora: bool = False,
+) -> Path:
     path = Path(path)
     tmp = path.with_name(path.name + ".tmp")
     if tmp.exists():
@@ -61,8 +69,9 @@ def publish(src: Path, final: Path) -> Path:
     return final
 
 
-def save_final(out: Path, model: torch.nn.Module, tokenizer: Any, state: dict,
-               extra: Callable[[Path], Any] | None = None) -> Path:
+def save_final(
+    out: Path, model: torch.nn.Module, tokenizer: Any, state: dict, extra: Callable[[Path], Any] | None = None
+) -> Path:
     """Write ``out/final`` (LoRA merged): saved beside it, ``extra`` adds its own files, then renamed
     into place, so ``final/`` appears only when complete (a finished run is recognized by it)."""
     partial = save_checkpoint(out / "final.partial", model, tokenizer, merge_lora=True, state=state)
@@ -90,10 +99,14 @@ def load_weights(model: torch.nn.Module, path: str | os.PathLike) -> None:
     missing, unexpected = model.load_state_dict(state, strict=False)
     tied = {k for k in missing if k.endswith("lm_head.weight")}
     if set(missing) - tied or unexpected:
-        raise RuntimeError(f"checkpoint {path} does not match the model: missing {missing[:5]}, unexpected {unexpected[:5]}")
+        raise RuntimeError(
+            f"checkpoint {path} does not match the model: missing {missing[:5]}, unexpected {unexpected[:5]}"
+        )
 
 
-def load_checkpoint(path: str | os.PathLike, model: torch.nn.Module, optimizer: Any = None, scheduler: Any = None) -> dict:
+def load_checkpoint(
+    path: str | os.PathLike, model: torch.nn.Module, optimizer: Any = None, scheduler: Any = None
+) -> dict:
     """Restore model, optimizer, scheduler and RNG from ``path``; returns ``state.json``."""
     path = Path(path)
     load_weights(model, path)

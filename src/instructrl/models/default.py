@@ -37,7 +37,11 @@ def cache_dir() -> Path:
 
 
 def _is_complete(path: Path) -> bool:
-    return (path / "config.json").exists() and any(path.glob("*.safetensors")) and (path / "tokenizer_config.json").exists()
+    return (
+        (path / "config.json").exists()
+        and any(path.glob("*.safetensors"))
+        and (path / "tokenizer_config.json").exists()
+    )
 
 
 def default_model_dir(allow_hub: bool | None = None) -> Path:
@@ -58,8 +62,12 @@ def _try_hub(target: Path) -> bool:
         from huggingface_hub import snapshot_download
 
         tmp = Path(tempfile.mkdtemp(prefix=".hub-", dir=_ensure(target.parent)))
-        snapshot_download(HUB_ID, local_dir=tmp, allow_patterns=["*.json", "*.safetensors", "*.txt", "*.model", "*.jinja"],
-                          etag_timeout=5)
+        snapshot_download(
+            HUB_ID,
+            local_dir=tmp,
+            allow_patterns=["*.json", "*.safetensors", "*.txt", "*.model", "*.jinja"],
+            etag_timeout=5,
+        )
         _finish(tmp, target)
         log.info("default model: downloaded %s from the hub into %s", HUB_ID, target)
         return True

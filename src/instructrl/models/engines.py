@@ -10,8 +10,15 @@ from instructrl.models.generation import Generator, HFGenerator
 Engine = Literal["cached", "hf"]
 
 
-def make_generator(model: Any, tok: Any, *, engine: Engine = "cached", batch_size: int = 16,
-                   max_prompt_tokens: int | None = None, progress: bool = False) -> Generator:
+def make_generator(
+    model: Any,
+    tok: Any,
+    *,
+    engine: Engine = "cached",
+    batch_size: int = 16,
+    max_prompt_tokens: int | None = None,
+    progress: bool = False,
+) -> Generator:
     """``cached``: instructrl's decode loop (finished rows leave, waiting ones join); ``hf``: ``model.generate``."""
     if engine == "hf":
         return HFGenerator(model, tok, batch_size, max_prompt_tokens=max_prompt_tokens, progress=progress)

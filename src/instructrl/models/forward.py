@@ -24,7 +24,6 @@ import torch.nn.functional as F
 from instructrl.models.loading import render_prompt
 from instructrl.records import PromptText
 
-
 # --------------------------------------------------------------------------- per-token quantities
 
 
@@ -60,15 +59,21 @@ def masked_lm_loss(logits: torch.Tensor, input_ids: torch.Tensor, mask: torch.Te
     return nll_sum(logits[:, :-1][sel], targets), int(sel.sum())
 
 
-def response_lm_loss(model: torch.nn.Module, input_ids: torch.Tensor, attention_mask: torch.Tensor | None,
-                     mask: torch.Tensor, position_ids: torch.Tensor | None = None) -> tuple[torch.Tensor, int]:
+def response_lm_loss(
+    model: torch.nn.Module,
+    input_ids: torch.Tensor,
+    attention_mask: torch.Tensor | None,
+    mask: torch.Tensor,
+    position_ids: torch.Tensor | None = None,
+) -> tuple[torch.Tensor, int]:
     """Same value as :func:`masked_lm_loss`, projecting only the response positions through the LM head.
 
     The unembedding is a large matmul (vocabulary x hidden) per token; prompt tokens need none.
     """
     decoder = model.get_decoder()
-    hidden = decoder(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
-                     use_cache=False).last_hidden_state
+    hidden = decoder(
+        input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids, use_cache=False
+    ).last_hidden_state
     sel, targets = shifted_targets(input_ids, mask)
     logits = model.get_output_embeddings()(hidden[:, :-1][sel])
     return nll_sum(logits, targets), int(sel.sum())
@@ -104,8 +109,13 @@ class Batch:
         lengths = self.mask[idx].sum(-1)
         width = int((self.start[idx] + lengths).max())
         r = int(lengths.max())
-        return Batch(self.input_ids[idx, :width], self.attention_mask[idx, :width], self.start[idx],
-                     self.tokens[idx, :r], self.mask[idx, :r])
+        return Batch(
+            self.input_ids[idx, :width],
+            self.attention_mask[idx, :width],
+            self.start[idx],
+            self.tokens[idx, :r],
+            self.mask[idx, :r],
+        )
 
     def to(self, device: torch.device) -> Batch:
         return Batch(*(t.to(device) for t in dataclasses.astuple(self)))
@@ -139,12 +149,14 @@ def gather_positions(hidden: torch.Tensor, positions: torch.Tensor) -> torch.Ten
     return hidden.gather(1, positions[..., None].expand(-1, -1, hidden.shape[-1]))
 
 
-def response_logprobs(model: torch.nn.Module, batch: Batch, temperature: float = 1.0,
-                    with_entropy: bool = False) -> tuple[torch.Tensor, torch.Tensor | None]:
+def response_logprobs(
+    model: torch.nn.Module, batch: Batch, temperature: float = 1.0, with_entropy: bool = False
+) -> tuple[torch.Tensor, torch.Tensor | None]:
     """[B, R] log-probs of the response tokens under ``model`` (logits divided by ``temperature``),
     and their entropies (no gradient) when ``with_entropy``. Padding positions hold junk: mask them."""
-    hidden = model.get_decoder()(input_ids=batch.input_ids, attention_mask=batch.attention_mask,
-                                 use_cache=False).last_hidden_state
+    hidden = model.get_decoder()(
+        input_ids=batch.input_ids, attention_mask=batch.attention_mask, use_cache=False
+    ).last_hidden_state
     logits = model.get_output_embeddings()(gather_positions(hidden, batch.positions()))
     if temperature != 1.0:
         logits = logits / temperature

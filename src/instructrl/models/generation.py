@@ -107,7 +107,9 @@ def cut_at_stop(text: str, stop: Sequence[str] | None) -> tuple[str, bool]:
     return text[: min(hits)], True
 
 
-def check_generate_args(prompts: Sequence[PromptText], max_new_tokens: int, temperature: float, top_p: float, raw: bool) -> None:
+def check_generate_args(
+    prompts: Sequence[PromptText], max_new_tokens: int, temperature: float, top_p: float, raw: bool
+) -> None:
     if isinstance(prompts, (str, dict)):
         raise TypeError("generate() takes a list of prompts; wrap a single prompt in a list")
     if max_new_tokens < 1:
@@ -119,7 +121,9 @@ def check_generate_args(prompts: Sequence[PromptText], max_new_tokens: int, temp
     if raw:
         for i, p in enumerate(prompts):
             if not isinstance(p, str):
-                raise TypeError(f"prompts[{i}]: raw=True needs already-rendered text (a string), got {type(p).__name__}")
+                raise TypeError(
+                    f"prompts[{i}]: raw=True needs already-rendered text (a string), got {type(p).__name__}"
+                )
 
 
 # --------------------------------------------------------------------------- Hugging Face
@@ -133,16 +137,24 @@ class HFGenerator:
     ``max_prompt_tokens`` (optional) keeps only the last tokens of longer prompts.
     """
 
-    def __init__(self, model: Any, tokenizer: Any, batch_size: int = 8, *, max_prompt_tokens: int | None = None,
-                 progress: bool = False):
+    def __init__(
+        self,
+        model: Any,
+        tokenizer: Any,
+        batch_size: int = 8,
+        *,
+        max_prompt_tokens: int | None = None,
+        progress: bool = False,
+    ):
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         self.model, self.tokenizer, self.batch_size = model, tokenizer, batch_size
         self.max_prompt_tokens, self.progress = max_prompt_tokens, progress
 
     @classmethod
-    def from_pretrained(cls, name_or_path: str, *, device: str = "auto", dtype: str = "fp32", batch_size: int = 8,
-                        **kwargs: Any) -> HFGenerator:
+    def from_pretrained(
+        cls, name_or_path: str, *, device: str = "auto", dtype: str = "fp32", batch_size: int = 8, **kwargs: Any
+    ) -> HFGenerator:
         """Load a model with :func:`instructrl.models.load_model` ('default', a directory or a hub id)."""
         from instructrl.models.loading import load_model, load_tokenizer
         from instructrl.utils.device import DTYPES, resolve_device
@@ -162,15 +174,23 @@ class HFGenerator:
             # tokenizer's usual ones (e.g. BOS) as a completion would
             ids = tok(text, add_special_tokens=raw)["input_ids"]
             if self.max_prompt_tokens and len(ids) > self.max_prompt_tokens:
-                ids = ids[-self.max_prompt_tokens:]
+                ids = ids[-self.max_prompt_tokens :]
             if not ids:
                 raise ValueError("an empty prompt encodes to no tokens; give at least one character")
             out.append(ids)
         return out
 
-    def generate(self, prompts: Sequence[PromptText], *, max_new_tokens: int = 256, temperature: float = 1.0,
-                 top_p: float = 1.0, stop: Sequence[str] | None = None, seed: int | None = None,
-                 raw: bool = False) -> list[Generation]:
+    def generate(
+        self,
+        prompts: Sequence[PromptText],
+        *,
+        max_new_tokens: int = 256,
+        temperature: float = 1.0,
+        top_p: float = 1.0,
+        stop: Sequence[str] | None = None,
+        seed: int | None = None,
+        raw: bool = False,
+    ) -> list[Generation]:
         import torch
         from tqdm.auto import tqdm
 
@@ -180,12 +200,13 @@ class HFGenerator:
         tok, model = self.tokenizer, self.model
         encoded = self._encode(prompts, raw)
         order = sorted(range(len(encoded)), key=lambda i: -len(encoded[i]))
-        batches = [order[i: i + self.batch_size] for i in range(0, len(order), self.batch_size)]
+        batches = [order[i : i + self.batch_size] for i in range(0, len(order), self.batch_size)]
         eos_ids = eos_ids_of(model, tok)
         pad_id = tok.pad_token_id if tok.pad_token_id is not None else eos_ids[0]
         device = next(model.parameters()).device
-        kwargs: dict[str, Any] = dict(max_new_tokens=max_new_tokens, pad_token_id=pad_id, eos_token_id=eos_ids,
-                                      use_cache=True)
+        kwargs: dict[str, Any] = dict(
+            max_new_tokens=max_new_tokens, pad_token_id=pad_id, eos_token_id=eos_ids, use_cache=True
+        )
         if temperature > 0:
             kwargs.update(do_sample=True, temperature=temperature, top_p=top_p, top_k=0)
         else:
@@ -201,15 +222,19 @@ class HFGenerator:
                 attention = torch.zeros((len(idx), width), dtype=torch.long)
                 for row, i in enumerate(idx):
                     ids = encoded[i]
-                    input_ids[row, width - len(ids):] = torch.tensor(ids)
-                    attention[row, width - len(ids):] = 1
+                    input_ids[row, width - len(ids) :] = torch.tensor(ids)
+                    attention[row, width - len(ids) :] = 1
                 devices = [device] if device.type == "cuda" else []
                 with torch.random.fork_rng(devices=devices), torch.inference_mode():
                     if seed is not None:
                         torch.manual_seed(derive(seed, "batch", b))
                     criteria = _stop_criteria(tok, stop, width)
-                    out = model.generate(input_ids=input_ids.to(device), attention_mask=attention.to(device),
-                                         stopping_criteria=criteria, **kwargs)
+                    out = model.generate(
+                        input_ids=input_ids.to(device),
+                        attention_mask=attention.to(device),
+                        stopping_criteria=criteria,
+                        **kwargs,
+                    )
                 new = out[:, width:].tolist()
                 for row, i in enumerate(idx):
                     results[i] = finish_generation(new[row], tok, eos_ids, pad_id, stop, max_new_tokens)
@@ -247,8 +272,15 @@ def eos_ids_of(model: Any, tok: Any) -> list[int]:
     return ids
 
 
-def finish_generation(ids: list[int], tok: Any, eos_ids: list[int], pad_id: int, stop: Sequence[str] | None,
-            max_new_tokens: int, logprobs: list[float] | None = None) -> Generation:
+def finish_generation(
+    ids: list[int],
+    tok: Any,
+    eos_ids: list[int],
+    pad_id: int,
+    stop: Sequence[str] | None,
+    max_new_tokens: int,
+    logprobs: list[float] | None = None,
+) -> Generation:
     cut = next((k for k, t in enumerate(ids) if t in eos_ids), None)
     if cut is not None:
         ids = ids[: cut + 1]
@@ -259,8 +291,12 @@ def finish_generation(ids: list[int], tok: Any, eos_ids: list[int], pad_id: int,
         body = ids
     text, hit = cut_at_stop(tok.decode(body, skip_special_tokens=True), stop)
     finished = cut is not None or hit or len(ids) < max_new_tokens
-    return Generation(text=text, finish_reason="stop" if finished else "length", token_ids=ids,
-                      logprobs=list(logprobs[: len(ids)]) if logprobs else [])
+    return Generation(
+        text=text,
+        finish_reason="stop" if finished else "length",
+        token_ids=ids,
+        logprobs=list(logprobs[: len(ids)]) if logprobs else [],
+    )
 
 
 # --------------------------------------------------------------------------- OpenAI-compatible
@@ -282,8 +318,18 @@ class OpenAIGenerator:
 
     RETRY_STATUS = (408, 409, 429, 500, 502, 503, 504)
 
-    def __init__(self, base_url: str, model: str, api_key_env: str | None = "OPENAI_API_KEY", *, timeout: float = 120.0,
-                 concurrency: int = 4, max_retries: int = 3, backoff: float = 0.5, extra_body: dict | None = None):
+    def __init__(
+        self,
+        base_url: str,
+        model: str,
+        api_key_env: str | None = "OPENAI_API_KEY",
+        *,
+        timeout: float = 120.0,
+        concurrency: int = 4,
+        max_retries: int = 3,
+        backoff: float = 0.5,
+        extra_body: dict | None = None,
+    ):
         if not base_url.startswith(("http://", "https://")):
             raise ValueError(f"base_url must start with http:// or https://, got {base_url!r}")
         self.base_url, self.model = base_url.rstrip("/"), model
@@ -340,9 +386,17 @@ class OpenAIGenerator:
         reason = "length" if choice.get("finish_reason") == "length" and not hit else "stop"
         return Generation(text=text, finish_reason=reason, token_ids=[])
 
-    def generate(self, prompts: Sequence[PromptText], *, max_new_tokens: int = 256, temperature: float = 1.0,
-                 top_p: float = 1.0, stop: Sequence[str] | None = None, seed: int | None = None,
-                 raw: bool = False) -> list[Generation]:
+    def generate(
+        self,
+        prompts: Sequence[PromptText],
+        *,
+        max_new_tokens: int = 256,
+        temperature: float = 1.0,
+        top_p: float = 1.0,
+        stop: Sequence[str] | None = None,
+        seed: int | None = None,
+        raw: bool = False,
+    ) -> list[Generation]:
         check_generate_args(prompts, max_new_tokens, temperature, top_p, raw)
         base: dict[str, Any] = {"max_tokens": max_new_tokens, "temperature": temperature, "top_p": top_p}
         if stop:

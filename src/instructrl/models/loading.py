@@ -127,7 +127,7 @@ def freeze_lower_layers(model: torch.nn.Module, trainable_layers: int, keep: tup
     backbone, layers = decoder_layers(model)
     for p in model.parameters():
         p.requires_grad_(False)
-    trained = list(layers)[max(0, len(layers) - trainable_layers):]
+    trained = list(layers)[max(0, len(layers) - trainable_layers) :]
     trained += [m for name, m in backbone.named_children() if m is not layers and "norm" in name.lower()]
     for module in trained + list(keep):
         for p in module.parameters():
@@ -141,8 +141,16 @@ def _is_gguf_leftover(config: Any) -> bool:
     return str(method).lower().endswith("gguf")
 
 
-DROPOUT_KEYS = ("resid_pdrop", "residual_dropout", "hidden_dropout", "hidden_dropout_prob", "attention_dropout",
-                "attn_pdrop", "embd_pdrop", "dropout")
+DROPOUT_KEYS = (
+    "resid_pdrop",
+    "residual_dropout",
+    "hidden_dropout",
+    "hidden_dropout_prob",
+    "attention_dropout",
+    "attn_pdrop",
+    "embd_pdrop",
+    "dropout",
+)
 
 
 def set_dropout(config: Any, p: float) -> list[str]:
@@ -188,10 +196,10 @@ def encode_chat(tok: Any, messages: list[dict], train_on: str = "last") -> tuple
         upto = tok.apply_chat_template(messages[: i + 1], tokenize=False)
         if not before.startswith(done_text) or not upto.startswith(before):
             raise ValueError("the chat template does not render conversation prefixes as prefixes; cannot mask turns")
-        ctx_ids = tok(before[len(done_text):], add_special_tokens=False)["input_ids"]
+        ctx_ids = tok(before[len(done_text) :], add_special_tokens=False)["input_ids"]
         ids += ctx_ids
         mask += [False] * len(ctx_ids)
-        resp_ids = tok(upto[len(before):], add_special_tokens=False)["input_ids"]
+        resp_ids = tok(upto[len(before) :], add_special_tokens=False)["input_ids"]
         if eos in resp_ids:  # train through EOS, not the template's trailing newline
             cut = resp_ids.index(eos) + 1
             tail, resp_ids = resp_ids[cut:], resp_ids[:cut]

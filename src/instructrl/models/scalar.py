@@ -21,7 +21,13 @@ from typing import Any
 
 import torch
 
-from instructrl.models.loading import decoder_layers, encode_prompt, freeze_lower_layers, resolve_model_path, set_dropout
+from instructrl.models.loading import (
+    decoder_layers,
+    encode_prompt,
+    freeze_lower_layers,
+    resolve_model_path,
+    set_dropout,
+)
 from instructrl.records import PromptText, atomic_write_text
 
 log = logging.getLogger(__name__)
@@ -44,19 +50,20 @@ def truncate_pair(prompt_ids: list[int], response_ids: list[int], max_len: int) 
         return prompt_ids + response_ids, False
     keep_prompt = max(min(len(prompt_ids), max_len // 4), max_len - len(response_ids))
     keep_prompt = min(keep_prompt, len(prompt_ids))
-    prompt_part = prompt_ids[len(prompt_ids) - keep_prompt:] if keep_prompt else []
+    prompt_part = prompt_ids[len(prompt_ids) - keep_prompt :] if keep_prompt else []
     return prompt_part + response_ids[: max_len - len(prompt_part)], True
 
 
-def truncate_group(prompt_ids: list[int], responses: list[list[int]], max_len: int
-                   ) -> tuple[list[int], list[list[int]], bool]:
+def truncate_group(
+    prompt_ids: list[int], responses: list[list[int]], max_len: int
+) -> tuple[list[int], list[list[int]], bool]:
     """One prompt cut for all K responses, so that it can be computed once: ``(prompt part, response
     parts, whether anything was cut)``. The prompt keeps at least its last ``max_len // 4`` tokens and
     otherwise what the longest response leaves; each response is cut at its end to fit. Without
     truncation every ``prompt + response`` is the same as :func:`truncate_pair` gives."""
     longest = max(len(r) for r in responses)
     keep = min(len(prompt_ids), max(min(len(prompt_ids), max_len // 4), max_len - longest))
-    prompt_part = prompt_ids[len(prompt_ids) - keep:] if keep else []
+    prompt_part = prompt_ids[len(prompt_ids) - keep :] if keep else []
     room = max_len - len(prompt_part)
     return prompt_part, [r[:room] for r in responses], keep < len(prompt_ids) or longest > room
 
@@ -69,8 +76,9 @@ def response_ids(tok: Any, response: str, ended: bool = True) -> list[int]:
     return ids + [tok.eos_token_id] if ended else ids
 
 
-def encode_for_reward(tok: Any, prompt: PromptText, response: str, max_len: int, ended: bool = True
-                      ) -> tuple[list[int], bool]:
+def encode_for_reward(
+    tok: Any, prompt: PromptText, response: str, max_len: int, ended: bool = True
+) -> tuple[list[int], bool]:
     """Token ids the reward model scores for ``(prompt, response)``; see :func:`truncate_pair`."""
     return truncate_pair(encode_prompt(tok, prompt), response_ids(tok, response, ended), max_len)
 
@@ -140,8 +148,14 @@ class ScalarRewardModel(torch.nn.Module):
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         return self._score(self.hidden_at_last(input_ids, attention_mask))
 
-    def forward_shared(self, prompt_ids: torch.Tensor, prompt_mask: torch.Tensor, response_ids: torch.Tensor,
-                       response_mask: torch.Tensor, owner: torch.Tensor) -> torch.Tensor:
+    def forward_shared(
+        self,
+        prompt_ids: torch.Tensor,
+        prompt_mask: torch.Tensor,
+        response_ids: torch.Tensor,
+        response_mask: torch.Tensor,
+        owner: torch.Tensor,
+    ) -> torch.Tensor:
         """Scores of N responses to G prompts, each prompt computed once.
 
         ``prompt_ids`` [G, P] are left-padded, ``response_ids`` [N, R] right-padded, and response n
@@ -156,8 +170,9 @@ class ScalarRewardModel(torch.nn.Module):
         cache.reorder_cache(owner)
         mask = torch.cat([prompt_mask[owner], response_mask], dim=1)
         r_pos = prompt_mask.long().sum(-1)[owner, None] + torch.arange(response_ids.shape[1], device=owner.device)
-        out = self.backbone(input_ids=response_ids, attention_mask=mask, position_ids=r_pos, past_key_values=cache,
-                            use_cache=True)
+        out = self.backbone(
+            input_ids=response_ids, attention_mask=mask, position_ids=r_pos, past_key_values=cache, use_cache=True
+        )
         h = out.last_hidden_state
         idx = last_token_index(response_mask)
         return self._score(h[torch.arange(h.shape[0], device=h.device), idx])
@@ -166,8 +181,11 @@ class ScalarRewardModel(torch.nn.Module):
         head = self.head
         weight_dtype = next(head.parameters()).dtype
         # the head runs outside autocast so that rewards keep fp32 precision (PPO subtracts them)
-        ctx = torch.autocast(device_type=h.device.type, enabled=False) if torch.is_autocast_enabled(h.device.type) \
+        ctx = (
+            torch.autocast(device_type=h.device.type, enabled=False)
+            if torch.is_autocast_enabled(h.device.type)
             else contextlib.nullcontext()
+        )
         with ctx:
             scores = head(h.to(weight_dtype)).squeeze(-1).float()
         return scores + self.bias
@@ -178,9 +196,19 @@ class ScalarRewardModel(torch.nn.Module):
         return freeze_lower_layers(self.hf_model, trainable_layers, keep=(self.head,))
 
     @torch.no_grad()
-    def score_texts(self, tok: Any, prompts: list[PromptText], responses: list[str], *, max_len: int = 1024,
-                    batch_size: int = 8, device: torch.device | str | None = None, amp_dtype: torch.dtype | None = None,
-                    progress: bool = False, ended: Sequence[bool] | None = None) -> list[float]:
+    def score_texts(
+        self,
+        tok: Any,
+        prompts: list[PromptText],
+        responses: list[str],
+        *,
+        max_len: int = 1024,
+        batch_size: int = 8,
+        device: torch.device | str | None = None,
+        amp_dtype: torch.dtype | None = None,
+        progress: bool = False,
+        ended: Sequence[bool] | None = None,
+    ) -> list[float]:
         """Normalized rewards of ``(prompt, response)`` pairs, batched (sorted by length inside).
         ``ended[i]`` False marks a response that was cut off (read without EOS; default: all ended)."""
         from tqdm.auto import tqdm
@@ -230,8 +258,14 @@ def _quiet_transformers():
         hf_logging.set_verbosity(level)
 
 
-def init_reward_model(name_or_path: str, *, tokenizer: Any = None, dtype: torch.dtype = torch.float32,
-                      dropout: float | None = None, device: torch.device | str = "cpu") -> ScalarRewardModel:
+def init_reward_model(
+    name_or_path: str,
+    *,
+    tokenizer: Any = None,
+    dtype: torch.dtype = torch.float32,
+    dropout: float | None = None,
+    device: torch.device | str = "cpu",
+) -> ScalarRewardModel:
     """A reward model initialized from a causal LM (an SFT checkpoint, the default model, a hub id):
     its backbone without the unembedding and a new scalar head. A reward-model checkpoint loads with
     its trained head (its normalization bias is not applied: use :func:`load_reward_model` for that).
@@ -240,8 +274,10 @@ def init_reward_model(name_or_path: str, *, tokenizer: Any = None, dtype: torch.
 
     path = resolve_model_path(name_or_path)
     if (Path(path) / "adapter_config.json").exists() and not (Path(path) / "config.json").exists():
-        raise ValueError(f"{path} holds a LoRA adapter only; initialize the reward model from a merged checkpoint "
-                         "(the SFT stage's final/ is merged)")
+        raise ValueError(
+            f"{path} holds a LoRA adapter only; initialize the reward model from a merged checkpoint "
+            "(the SFT stage's final/ is merged)"
+        )
     config = AutoConfig.from_pretrained(path)
     if getattr(config, "quantization_config", None) is not None:
         del config.quantization_config
@@ -273,8 +309,13 @@ def read_reward_info(path: str | os.PathLike) -> dict:
     return data
 
 
-def load_reward_model(path: str | os.PathLike, *, device: torch.device | str = "cpu",
-                      dtype: torch.dtype = torch.float32, normalized: bool = True) -> tuple[ScalarRewardModel, Any]:
+def load_reward_model(
+    path: str | os.PathLike,
+    *,
+    device: torch.device | str = "cpu",
+    dtype: torch.dtype = torch.float32,
+    normalized: bool = True,
+) -> tuple[ScalarRewardModel, Any]:
     """Load a reward-model checkpoint (a directory, or a run directory holding ``final/``) and its
     tokenizer; the normalization bias from ``reward.json`` is applied unless ``normalized=False``."""
     from transformers import AutoConfig, AutoModelForSequenceClassification
@@ -284,9 +325,15 @@ def load_reward_model(path: str | os.PathLike, *, device: torch.device | str = "
     resolved = resolve_model_path(str(path))
     config = AutoConfig.from_pretrained(resolved)
     archs = getattr(config, "architectures", None) or []
-    if archs and not any(a.endswith("ForSequenceClassification") for a in archs) or getattr(config, "num_labels", 1) != 1:
-        raise ValueError(f"{resolved} is not a reward model checkpoint (architectures {archs}, "
-                         f"{getattr(config, 'num_labels', '?')} labels); train one with `instructrl rm`")
+    if (
+        archs
+        and not any(a.endswith("ForSequenceClassification") for a in archs)
+        or getattr(config, "num_labels", 1) != 1
+    ):
+        raise ValueError(
+            f"{resolved} is not a reward model checkpoint (architectures {archs}, "
+            f"{getattr(config, 'num_labels', '?')} labels); train one with `instructrl rm`"
+        )
     tok = load_tokenizer(resolved)
     with _quiet_transformers():
         model = AutoModelForSequenceClassification.from_pretrained(resolved, dtype=dtype)

@@ -37,7 +37,9 @@ def build_tiny_tokenizer(corpus: str | None = None, vocab_size: int = 512):
     tk.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tk.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(
-        vocab_size=vocab_size, special_tokens=specials, initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        vocab_size=vocab_size,
+        special_tokens=specials,
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
         show_progress=False,
     )
     text = (corpus or _CORPUS).split("\n")
@@ -53,8 +55,16 @@ def build_tiny_tokenizer(corpus: str | None = None, vocab_size: int = 512):
     return tok
 
 
-def build_tiny_model(out_dir: str | os.PathLike, *, hidden_size: int = 64, layers: int = 2, heads: int = 4,
-                     vocab_size: int = 512, seed: int = 0, corpus: str | None = None) -> Path:
+def build_tiny_model(
+    out_dir: str | os.PathLike,
+    *,
+    hidden_size: int = 64,
+    layers: int = 2,
+    heads: int = 4,
+    vocab_size: int = 512,
+    seed: int = 0,
+    corpus: str | None = None,
+) -> Path:
     """Write a tiny Llama model + tokenizer to ``out_dir`` and return the path."""
     import torch
     from transformers import LlamaConfig, LlamaForCausalLM

@@ -42,11 +42,15 @@ class DataConfig:
     """Prompts and labeler-written demonstrations, and how the training prompts are shared out."""
 
     prompts: list[str] = option(
-        ["builtin:prompts"], "Prompt JSONL files (instructrl Prompt records: prompt, user_id, and where they have "
-        "them constraints and a reference answer); 'builtin:prompts' is the project's prompt set (473 prompts).")
+        ["builtin:prompts"],
+        "Prompt JSONL files (instructrl Prompt records: prompt, user_id, and where they have "
+        "them constraints and a reference answer); 'builtin:prompts' is the project's prompt set (473 prompts).",
+    )
     demonstrations: list[str] = option(
-        ["builtin:demo"], "Labeler-written Demonstration JSONL added to the SFT data ('builtin:demo': the built-in "
-        "236); demonstrations of test users or of test prompts are left out.")
+        ["builtin:demo"],
+        "Labeler-written Demonstration JSONL added to the SFT data ('builtin:demo': the built-in "
+        "236); demonstrations of test users or of test prompts are left out.",
+    )
     sft: float = option(0.3, "Share of the training prompts that get demonstrations (the SFT prompts).")
     rm: float = option(0.4, "Share of the training prompts whose sampled responses are ranked (the RM prompts).")
     ppo: float = option(0.3, "Share of the training prompts PPO samples from (the PPO prompts).")
@@ -68,8 +72,12 @@ class DataConfig:
 
     def cap(self, role: str) -> int | None:
         """The most prompts of a role (sft, rm, ppo or test) the run uses; None: all."""
-        return {"sft": self.max_sft_prompts, "rm": self.max_rm_prompts, "ppo": self.max_ppo_prompts,
-                "test": self.max_test_prompts}[role]
+        return {
+            "sft": self.max_sft_prompts,
+            "rm": self.max_rm_prompts,
+            "ppo": self.max_ppo_prompts,
+            "test": self.max_test_prompts,
+        }[role]
 
 
 @dataclass
@@ -80,8 +88,11 @@ class SamplingConfig:
     max_new_tokens: int = option(64, "Longest response.")
     temperature: float = option(1.0, "Sampling temperature.")
     top_p: float = option(1.0, "Nucleus sampling threshold.")
-    batch_size: int = option(64, "Sequences decoded together (on a 2-core CPU a decode step of 64 rows yields about "
-                                 "twice the tokens per second of one of 16).")
+    batch_size: int = option(
+        64,
+        "Sequences decoded together (on a 2-core CPU a decode step of 64 rows yields about "
+        "twice the tokens per second of one of 16).",
+    )
     max_prompt_tokens: int = option(512, "Longer prompts keep their last tokens.")
     engine: Literal["cached", "hf"] = option("cached", "Generation engine.")
     dtype: Literal["fp32", "bf16", "fp16"] = option("bf16", "Weight dtype of the model while it samples.")
@@ -97,8 +108,10 @@ class PipelinePtxConfig:
 
     coef: float = option(1.0, "gamma_ptx of the ppo_ptx step (InstructGPT: 27.8; must be > 0). The ppo step uses 0.")
     data: list[str] = option(
-        ["builtin:demo"], "Pretraining text: .txt or JSONL files (see instructrl ppo --help, ptx.data); "
-                          "'builtin:demo' is the text of the built-in demonstrations.")
+        ["builtin:demo"],
+        "Pretraining text: .txt or JSONL files (see instructrl ppo --help, ptx.data); "
+        "'builtin:demo' is the text of the built-in demonstrations.",
+    )
 
     def __post_init__(self) -> None:
         if self.coef <= 0:
@@ -115,8 +128,9 @@ def _run() -> RunConfig:
 
 
 def _curate() -> CurateConfig:
-    return CurateConfig(run=_run(), split=SplitConfig(method="balanced", valid=0.0, test=0.2),
-                        stats=StatsConfig(tokenizer="whitespace"))
+    return CurateConfig(
+        run=_run(), split=SplitConfig(method="balanced", valid=0.0, test=0.2), stats=StatsConfig(tokenizer="whitespace")
+    )
 
 
 def _label() -> LabelConfig:
@@ -124,36 +138,53 @@ def _label() -> LabelConfig:
 
 
 def _sft() -> SFTConfig:
-    return SFTConfig(run=_run(), model=ModelConfig(name_or_path=SET, max_seq_len=512, dropout=0.0),
-                     optim=OptimConfig(lr=2e-5, warmup_ratio=0.05),
-                     data=SFTDataConfig(train=SET, few_shot_variants=1),
-                     train=SFTTrainConfig(epochs=1, max_steps=24, save_every=8, keep_checkpoints=1))
+    return SFTConfig(
+        run=_run(),
+        model=ModelConfig(name_or_path=SET, max_seq_len=512, dropout=0.0),
+        optim=OptimConfig(lr=2e-5, warmup_ratio=0.05),
+        data=SFTDataConfig(train=SET, few_shot_variants=1),
+        train=SFTTrainConfig(epochs=1, max_steps=24, save_every=8, keep_checkpoints=1),
+    )
 
 
 def _rm() -> RMConfig:
-    return RMConfig(run=_run(), model=ModelConfig(name_or_path=SET, max_seq_len=384),
-                    optim=OptimConfig(lr=3e-5, warmup_ratio=0.05),
-                    data=RMDataConfig(train=[SET], demonstrations=[SET], eval_fraction=0.15, max_normalize=64),
-                    train=RMTrainConfig(batch_size=4, micro_batch_size=2, save_every=10, keep_checkpoints=1,
-                                        trainable_layers=12))
+    return RMConfig(
+        run=_run(),
+        model=ModelConfig(name_or_path=SET, max_seq_len=384),
+        optim=OptimConfig(lr=3e-5, warmup_ratio=0.05),
+        data=RMDataConfig(train=[SET], demonstrations=[SET], eval_fraction=0.15, max_normalize=64),
+        train=RMTrainConfig(batch_size=4, micro_batch_size=2, save_every=10, keep_checkpoints=1, trainable_layers=12),
+    )
 
 
 def _ppo() -> PPOConfig:
-    return PPOConfig(run=_run(), policy=ModelConfig(name_or_path=SET, max_seq_len=512),
-                     optim=OptimConfig(schedule="constant", warmup_ratio=0.0),
-                     data=PPODataConfig(prompts=[SET], max_prompt_tokens=256),
-                     reward=RewardConfig(model=SET, max_seq_len=512),
-                     value=ValueConfig(lr=1e-5, trainable_layers=8),
-                     rollout=RolloutConfig(batch_size=8, max_new_tokens=64),
-                     ppo=PPOAlgoConfig(steps=10, batch_size=8, minibatch_size=4, trainable_layers=16),
-                     ptx=PtxConfig(block_size=128, batch_size=2, eval_blocks=16),
-                     memory=MemoryConfig(frozen_dtype="bf16"),
-                     train=PPOTrainConfig(save_every=5, keep_checkpoints=1, sample_every=0, eval_every=5))
+    return PPOConfig(
+        run=_run(),
+        policy=ModelConfig(name_or_path=SET, max_seq_len=512),
+        optim=OptimConfig(schedule="constant", warmup_ratio=0.0),
+        data=PPODataConfig(prompts=[SET], max_prompt_tokens=256),
+        reward=RewardConfig(model=SET, max_seq_len=512),
+        value=ValueConfig(lr=1e-5, trainable_layers=8),
+        rollout=RolloutConfig(batch_size=8, max_new_tokens=64),
+        ppo=PPOAlgoConfig(steps=10, batch_size=8, minibatch_size=4, trainable_layers=16),
+        ptx=PtxConfig(block_size=128, batch_size=2, eval_blocks=16),
+        memory=MemoryConfig(frozen_dtype="bf16"),
+        train=PPOTrainConfig(save_every=5, keep_checkpoints=1, sample_every=0, eval_every=5),
+    )
 
 
 def _eval() -> EvalConfig:
-    return EvalConfig(run=_run(), prompts=SET, panel_file=SET, reward_model=SET, max_new_tokens=64, dtype="bf16",
-                      few_shot_max_words=40, batch_size=64, forward_batch_size=32)
+    return EvalConfig(
+        run=_run(),
+        prompts=SET,
+        panel_file=SET,
+        reward_model=SET,
+        max_new_tokens=64,
+        dtype="bf16",
+        few_shot_max_words=40,
+        batch_size=64,
+        forward_batch_size=32,
+    )
 
 
 @dataclass
@@ -162,27 +193,42 @@ class PipelineConfig:
     evaluation -> report, with simulated labelers. Its defaults are the default preset (the default
     model, about 19 minutes on a 2-core CPU)."""
 
-    run: RunConfig = option(factory=lambda: RunConfig(out_dir="runs/default"),
-                            doc="Output directory (one folder per step), seed, device, precision, threads and "
-                                "progress of every step.")
-    model: str = option("default", "Base model: 'default' (SmolLM2-135M-Instruct), a model directory, a hub id, or "
-                                   "'tiny' (a 2-layer test model built in the run's base/ folder).")
+    run: RunConfig = option(
+        factory=lambda: RunConfig(out_dir="runs/default"),
+        doc="Output directory (one folder per step), seed, device, precision, threads and progress of every step.",
+    )
+    model: str = option(
+        "default",
+        "Base model: 'default' (SmolLM2-135M-Instruct), a model directory, a hub id, or "
+        "'tiny' (a 2-layer test model built in the run's base/ folder).",
+    )
     data: DataConfig = section(DataConfig, "Prompts, demonstrations and the SFT/RM/PPO shares.")
-    curate: CurateConfig = option(factory=_curate, doc="Curation (instructrl curate --help); inputs come from "
-                                  "data.prompts; curate.split.test is the share of test prompts (users unseen in "
-                                  "training).")
+    curate: CurateConfig = option(
+        factory=_curate,
+        doc="Curation (instructrl curate --help); inputs come from "
+        "data.prompts; curate.split.test is the share of test prompts (users unseen in "
+        "training).",
+    )
     demo_sampling: SamplingConfig = option(
         factory=lambda: SamplingConfig(n=2, max_new_tokens=96, temperature=0.7),
-        doc="Candidates of the base model per SFT prompt without a reference answer (n = 0: references only).")
-    label: LabelConfig = option(factory=_label, doc="Simulated labelers (instructrl label --help): the panels, K "
-                                "limits, use_reference and min_quality of the demonstrations.")
+        doc="Candidates of the base model per SFT prompt without a reference answer (n = 0: references only).",
+    )
+    label: LabelConfig = option(
+        factory=_label,
+        doc="Simulated labelers (instructrl label --help): the panels, K "
+        "limits, use_reference and min_quality of the demonstrations.",
+    )
     sft: SFTConfig = option(factory=_sft, doc="Supervised fine-tuning (instructrl sft --help).")
-    rm_sampling: SamplingConfig = option(factory=lambda: SamplingConfig(n=4, max_new_tokens=64),
-                                         doc="K responses of the SFT model per RM prompt (n is K, 2 or more).")
+    rm_sampling: SamplingConfig = option(
+        factory=lambda: SamplingConfig(n=4, max_new_tokens=64),
+        doc="K responses of the SFT model per RM prompt (n is K, 2 or more).",
+    )
     rm_base: str | None = option(
-        None, "Model the reward model starts from: null is the SFT model (InstructGPT's choice), else a larger "
-              "model (directory or hub id), as InstructGPT's 6B reward model served every policy size. The value "
-              "function then starts from the SFT model (unless ppo.value.init is set): it reads the policy's tokens.")
+        None,
+        "Model the reward model starts from: null is the SFT model (InstructGPT's choice), else a larger "
+        "model (directory or hub id), as InstructGPT's 6B reward model served every policy size. The value "
+        "function then starts from the SFT model (unless ppo.value.init is set): it reads the policy's tokens.",
+    )
     rm: RMConfig = option(factory=_rm, doc="Reward model (instructrl rm --help).")
     ppo: PPOConfig = option(factory=_ppo, doc="PPO, for both the ppo and ppo_ptx steps (instructrl ppo --help).")
     ptx: PipelinePtxConfig = section(PipelinePtxConfig, "The pretraining term of PPO-ptx.")
@@ -199,15 +245,19 @@ def refuse_keys_the_run_sets(cfg: PipelineConfig) -> None:
 
     Such a key is one the pipeline sets itself: a value given for it would be silently replaced. The
     check builds every stage config exactly as the run does, so it follows the builders as they change."""
-    defaults = {f.name: f.default_factory() for f in dataclasses.fields(PipelineConfig)
-                if f.default_factory is not dataclasses.MISSING}
+    defaults = {
+        f.name: f.default_factory()
+        for f in dataclasses.fields(PipelineConfig)
+        if f.default_factory is not dataclasses.MISSING
+    }
     for name, built in stage_configs(cfg).values():
         given, default = leaves(getattr(cfg, name)), leaves(defaults[name])
         for key, value in leaves(built).items():
             if given[key] != default[key] and value != given[key]:
                 instead = f"; set {key} instead" if key.startswith("run.") else ""
-                raise ValueError(f"{name}.{key} is set by instructrl run (to {value!r}); leave it out "
-                                 f"(got {given[key]!r}){instead}")
+                raise ValueError(
+                    f"{name}.{key} is set by instructrl run (to {value!r}); leave it out (got {given[key]!r}){instead}"
+                )
 
 
 def leaves(cfg: Any, prefix: str = "") -> dict[str, Any]:
@@ -271,29 +321,49 @@ def step_run(cfg: PipelineConfig, step: str) -> RunConfig:
 
 def curate_config(cfg: PipelineConfig, paths: Paths) -> CurateConfig:
     # the curate step writes every data.prompts file into one input (see curate_input)
-    source = InputConfig(path=str(paths.out / "curate" / "input.jsonl"), name="prompts", source="labeler",
-                         fields=FieldMap(text="text", messages="messages", response="reference"))
+    source = InputConfig(
+        path=str(paths.out / "curate" / "input.jsonl"),
+        name="prompts",
+        source="labeler",
+        fields=FieldMap(text="text", messages="messages", response="reference"),
+    )
     return replace(cfg.curate, run=step_run(cfg, "curate"), inputs=[source])
 
 
 def label_config(cfg: PipelineConfig, paths: Paths, task: str) -> LabelConfig:
     """The training panel picks demonstrations (task 'demonstrate') or ranks the SFT samples ('rank')."""
-    step, samples, role = ("demonstrations", "demo_samples", "sft") if task == "demonstrate" else \
-        ("rankings", "samples", "rm")
-    return replace(cfg.label, run=step_run(cfg, step), task=task, samples=str(paths.out / samples / "samples.jsonl"),
-                   prompts=str(paths.prompts / f"{role}.jsonl"), labeler="train", panel_file="")
+    step, samples, role = (
+        ("demonstrations", "demo_samples", "sft") if task == "demonstrate" else ("rankings", "samples", "rm")
+    )
+    return replace(
+        cfg.label,
+        run=step_run(cfg, step),
+        task=task,
+        samples=str(paths.out / samples / "samples.jsonl"),
+        prompts=str(paths.prompts / f"{role}.jsonl"),
+        labeler="train",
+        panel_file="",
+    )
 
 
 def sft_config(cfg: PipelineConfig, paths: Paths) -> SFTConfig:
     sft = cfg.sft
-    return replace(sft, run=step_run(cfg, "sft"), model=replace(sft.model, name_or_path=paths.base),
-                   data=replace(sft.data, train=str(paths.sft_data)))
+    return replace(
+        sft,
+        run=step_run(cfg, "sft"),
+        model=replace(sft.model, name_or_path=paths.base),
+        data=replace(sft.data, train=str(paths.sft_data)),
+    )
 
 
 def rm_config(cfg: PipelineConfig, paths: Paths) -> RMConfig:
     rm = cfg.rm
-    return replace(rm, run=step_run(cfg, "rm"), model=replace(rm.model, name_or_path=cfg.rm_base or paths.sft_model),
-                   data=replace(rm.data, train=[str(paths.rankings)], demonstrations=[str(paths.sft_data)]))
+    return replace(
+        rm,
+        run=step_run(cfg, "rm"),
+        model=replace(rm.model, name_or_path=cfg.rm_base or paths.sft_model),
+        data=replace(rm.data, train=[str(paths.rankings)], demonstrations=[str(paths.sft_data)]),
+    )
 
 
 def ppo_config(cfg: PipelineConfig, paths: Paths, step: str, ptx_coef: float) -> PPOConfig:
@@ -301,29 +371,47 @@ def ppo_config(cfg: PipelineConfig, paths: Paths, step: str, ptx_coef: float) ->
     value_init = ppo.value.init
     if cfg.rm_base and value_init is None:
         value_init = paths.sft_model  # a reward model of another family reads other tokens than the policy
-    return replace(ppo, run=step_run(cfg, step), policy=replace(ppo.policy, name_or_path=paths.sft_model),
-                   data=replace(ppo.data, prompts=[str(paths.prompts / "ppo.jsonl")]),
-                   reward=replace(ppo.reward, kind="model", model=paths.rm_model, function=None, target_tokens=[]),
-                   value=replace(ppo.value, init=value_init),
-                   ptx=replace(ppo.ptx, data=list(cfg.ptx.data), coef=ptx_coef))
+    return replace(
+        ppo,
+        run=step_run(cfg, step),
+        policy=replace(ppo.policy, name_or_path=paths.sft_model),
+        data=replace(ppo.data, prompts=[str(paths.prompts / "ppo.jsonl")]),
+        reward=replace(ppo.reward, kind="model", model=paths.rm_model, function=None, target_tokens=[]),
+        value=replace(ppo.value, init=value_init),
+        ptx=replace(ppo.ptx, data=list(cfg.ptx.data), coef=ptx_coef),
+    )
 
 
 def eval_config(cfg: PipelineConfig, paths: Paths) -> EvalConfig:
-    policies = [PolicySpec("base", paths.base), PolicySpec("base_prompted", paths.base, few_shot=True),
-                PolicySpec("sft", paths.sft_model), PolicySpec("ppo", str(paths.out / "ppo" / "final")),
-                PolicySpec("ppo_ptx", str(paths.out / "ppo_ptx" / "final"))]
-    return replace(cfg.eval, run=step_run(cfg, "eval"), prompts=str(paths.prompts / "test.jsonl"), policies=policies,
-                   baseline="sft", kl_reference="sft", panel_file=paths.panels, reward_model=paths.rm_model)
+    policies = [
+        PolicySpec("base", paths.base),
+        PolicySpec("base_prompted", paths.base, few_shot=True),
+        PolicySpec("sft", paths.sft_model),
+        PolicySpec("ppo", str(paths.out / "ppo" / "final")),
+        PolicySpec("ppo_ptx", str(paths.out / "ppo_ptx" / "final")),
+    ]
+    return replace(
+        cfg.eval,
+        run=step_run(cfg, "eval"),
+        prompts=str(paths.prompts / "test.jsonl"),
+        policies=policies,
+        baseline="sft",
+        kl_reference="sft",
+        panel_file=paths.panels,
+        reward_model=paths.rm_model,
+    )
 
 
 def stage_configs(cfg: PipelineConfig) -> dict[str, tuple[str, Any]]:
     """step -> (the section it is built from, the stage config it runs with)."""
     paths = Paths.of(cfg)
-    return {"curate": ("curate", curate_config(cfg, paths)),
-            "demonstrations": ("label", label_config(cfg, paths, "demonstrate")),
-            "sft": ("sft", sft_config(cfg, paths)),
-            "rankings": ("label", label_config(cfg, paths, "rank")),
-            "rm": ("rm", rm_config(cfg, paths)),
-            "ppo": ("ppo", ppo_config(cfg, paths, "ppo", 0.0)),
-            "ppo_ptx": ("ppo", ppo_config(cfg, paths, "ppo_ptx", cfg.ptx.coef)),
-            "eval": ("eval", eval_config(cfg, paths))}
+    return {
+        "curate": ("curate", curate_config(cfg, paths)),
+        "demonstrations": ("label", label_config(cfg, paths, "demonstrate")),
+        "sft": ("sft", sft_config(cfg, paths)),
+        "rankings": ("label", label_config(cfg, paths, "rank")),
+        "rm": ("rm", rm_config(cfg, paths)),
+        "ppo": ("ppo", ppo_config(cfg, paths, "ppo", 0.0)),
+        "ppo_ptx": ("ppo", ppo_config(cfg, paths, "ppo_ptx", cfg.ptx.coef)),
+        "eval": ("eval", eval_config(cfg, paths)),
+    }

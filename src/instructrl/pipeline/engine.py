@@ -65,8 +65,9 @@ def run_steps(steps: list[Step], out: Path, *, resume: bool) -> list[dict]:
         state = json.loads(marker.read_text()) if marker.exists() else None
         if state and state.get("fingerprint") != fp:
             if resume:
-                log.warning("run: %s was made with another config (or after other earlier steps); doing it again",
-                            folder)
+                log.warning(
+                    "run: %s was made with another config (or after other earlier steps); doing it again", folder
+                )
             shutil.rmtree(folder)
             state = None
         if resume and state and state.get("status") == "done":
@@ -81,7 +82,10 @@ def run_steps(steps: list[Step], out: Path, *, resume: bool) -> list[dict]:
         t0 = time.perf_counter()
         info = step.execute()
         seconds = round(time.perf_counter() - t0, 2)
-        atomic_write_text(marker, json.dumps({"status": "done", "fingerprint": fp, "seconds": seconds, "info": info},
-                                             indent=2, default=str) + "\n")
+        atomic_write_text(
+            marker,
+            json.dumps({"status": "done", "fingerprint": fp, "seconds": seconds, "info": info}, indent=2, default=str)
+            + "\n",
+        )
         timings.append({"step": step.name, "seconds": seconds, "skipped": False})
     return timings

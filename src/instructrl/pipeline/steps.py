@@ -26,7 +26,6 @@ from instructrl.rm.config import RMConfig
 from instructrl.sft.config import SFTConfig
 from instructrl.utils.seed import unit
 
-
 log = logging.getLogger("instructrl.run")
 
 ROLES = ("sft", "rm", "ppo")
@@ -82,16 +81,29 @@ def build_steps(cfg: PipelineConfig) -> list[Step]:
     if cfg.model == "tiny":
         steps.append(Step("base", {"model": "tiny", "seed": seed}, lambda: build_base(paths.base, seed)))
     return steps + [
-        Step("curate", {"curate": stage["curate"], "data": cfg.data, "seed": seed},
-             lambda: curate_step(cfg, paths, stage["curate"])),
-        Step("demo_samples", {"model": paths.base, "sampling": cfg.demo_sampling, "seed": seed},
-             lambda: sample_step(cfg, paths, "demo_samples", paths.base, "sft", cfg.demo_sampling,
-                                 without_reference=True)),
-        Step("demonstrations", {"label": stage["demonstrations"], "extra": cfg.data.demonstrations},
-             lambda: demonstrations_step(cfg, paths, stage["demonstrations"])),
+        Step(
+            "curate",
+            {"curate": stage["curate"], "data": cfg.data, "seed": seed},
+            lambda: curate_step(cfg, paths, stage["curate"]),
+        ),
+        Step(
+            "demo_samples",
+            {"model": paths.base, "sampling": cfg.demo_sampling, "seed": seed},
+            lambda: sample_step(
+                cfg, paths, "demo_samples", paths.base, "sft", cfg.demo_sampling, without_reference=True
+            ),
+        ),
+        Step(
+            "demonstrations",
+            {"label": stage["demonstrations"], "extra": cfg.data.demonstrations},
+            lambda: demonstrations_step(cfg, paths, stage["demonstrations"]),
+        ),
         Step("sft", {"sft": stage["sft"]}, lambda: {"output": str(run_sft(stage["sft"]))}),
-        Step("samples", {"model": paths.sft_model, "sampling": cfg.rm_sampling, "seed": seed},
-             lambda: sample_step(cfg, paths, "samples", paths.sft_model, "rm", cfg.rm_sampling)),
+        Step(
+            "samples",
+            {"model": paths.sft_model, "sampling": cfg.rm_sampling, "seed": seed},
+            lambda: sample_step(cfg, paths, "samples", paths.sft_model, "rm", cfg.rm_sampling),
+        ),
         Step("rankings", {"label": stage["rankings"]}, lambda: rankings_step(stage["rankings"])),
         Step("rm", {"rm": stage["rm"]}, lambda: {"output": str(run_rm(stage["rm"]))}),
         Step("ppo", {"ppo": stage["ppo"]}, lambda: {"output": str(run_ppo(stage["ppo"]))}),
@@ -141,9 +153,17 @@ def curate_input(specs: list[str]) -> tuple[dict[str, Prompt], list[dict]]:
             if p.id in originals:
                 raise RecordError(f"{path}:{i}", "id", f"prompt id {p.id!r} appears twice in data.prompts")
             originals[p.id] = p
-            row = {"id": p.id, "user_id": p.user_id, "source": p.source, "type": p.type, "category": p.category,
-                   "timestamp": p.timestamp, "org_id": p.org_id, "reference": p.reference,
-                   ("messages" if isinstance(p.prompt, list) else "text"): p.prompt}
+            row = {
+                "id": p.id,
+                "user_id": p.user_id,
+                "source": p.source,
+                "type": p.type,
+                "category": p.category,
+                "timestamp": p.timestamp,
+                "org_id": p.org_id,
+                "reference": p.reference,
+                ("messages" if isinstance(p.prompt, list) else "text"): p.prompt,
+            }
             rows.append({k: v for k, v in row.items() if v not in (None, "")})
     return originals, rows
 
@@ -159,8 +179,15 @@ def share_out(pool: list[Prompt], test: list[Prompt], data: DataConfig, seed: in
     return {role: prompts[: data.cap(role)] for role, prompts in roles.items()}
 
 
-def sample_step(cfg: PipelineConfig, paths: Paths, step: str, model_path: str, role: str, sampling: SamplingConfig,
-                without_reference: bool = False) -> dict:
+def sample_step(
+    cfg: PipelineConfig,
+    paths: Paths,
+    step: str,
+    model_path: str,
+    role: str,
+    sampling: SamplingConfig,
+    without_reference: bool = False,
+) -> dict:
     """``sampling.n`` responses of a model per prompt of a role, for the labelers."""
     from instructrl.eval.sample import load_policy, sample_prompts
     from instructrl.models.engines import make_generator
@@ -173,14 +200,29 @@ def sample_step(cfg: PipelineConfig, paths: Paths, step: str, model_path: str, r
     samples = []
     if prompts and sampling.n > 0:
         model, tok, device = load_policy(model_path, device=cfg.run.device, dtype=sampling.dtype)
-        generator = make_generator(model, tok, engine=sampling.engine, batch_size=sampling.batch_size,
-                                   max_prompt_tokens=sampling.max_prompt_tokens, progress=cfg.run.progress)
+        generator = make_generator(
+            model,
+            tok,
+            engine=sampling.engine,
+            batch_size=sampling.batch_size,
+            max_prompt_tokens=sampling.max_prompt_tokens,
+            progress=cfg.run.progress,
+        )
         amp_dtype = resolve_precision(cfg.run.precision, device)
-        log.info("run: sampling %d responses for each of %d %s prompts from %s", sampling.n, len(prompts), role,
-                 model_path)
-        samples = sample_prompts(generator, prompts, n=sampling.n, policy=step, max_new_tokens=sampling.max_new_tokens,
-                                 temperature=sampling.temperature, top_p=sampling.top_p, seed=cfg.run.seed,
-                                 autocast_ctx=lambda: autocast(device, amp_dtype))
+        log.info(
+            "run: sampling %d responses for each of %d %s prompts from %s", sampling.n, len(prompts), role, model_path
+        )
+        samples = sample_prompts(
+            generator,
+            prompts,
+            n=sampling.n,
+            policy=step,
+            max_new_tokens=sampling.max_new_tokens,
+            temperature=sampling.temperature,
+            top_p=sampling.top_p,
+            seed=cfg.run.seed,
+            autocast_ctx=lambda: autocast(device, amp_dtype),
+        )
     write_jsonl(paths.out / step / "samples.jsonl", samples)
     return {"prompts": len(prompts), "samples": len(samples), "cut": sum(is_cut(s.finish_reason) for s in samples)}
 
@@ -194,9 +236,13 @@ def demonstrations_step(cfg: PipelineConfig, paths: Paths, label: LabelConfig) -
     written = [d for spec in cfg.data.demonstrations for d in load_demonstrations(spec)]
     kept = leave_out_test(written, test)
     write_jsonl(paths.sft_data, kept + panel)
-    info = {"labeler_written": len(kept), "left_out_test": len(written) - len(kept), "panel": len(panel),
-            "from_reference": sum(d.meta.get("from") == "reference" for d in panel),
-            "best_of_n": sum(d.meta.get("from") == "best_of_n" for d in panel)}
+    info = {
+        "labeler_written": len(kept),
+        "left_out_test": len(written) - len(kept),
+        "panel": len(panel),
+        "from_reference": sum(d.meta.get("from") == "reference" for d in panel),
+        "best_of_n": sum(d.meta.get("from") == "best_of_n" for d in panel),
+    }
     log.info("run: SFT data %s", info)
     return info
 
@@ -205,8 +251,11 @@ def leave_out_test(demos: list[Demonstration], test: list[Prompt]) -> list[Demon
     """The demonstrations of no test user and of no test prompt (compared case- and space-blind)."""
     users = {p.user_id for p in test}
     texts = {prompt_text(p.prompt).strip().lower() for p in test}
-    return [d for d in demos if d.user_id not in users
-            and (d.prompt is None or prompt_text(d.prompt).strip().lower() not in texts)]
+    return [
+        d
+        for d in demos
+        if d.user_id not in users and (d.prompt is None or prompt_text(d.prompt).strip().lower() not in texts)
+    ]
 
 
 def rankings_step(label: LabelConfig) -> dict:

@@ -20,8 +20,9 @@ def last_index(mask: torch.Tensor) -> torch.Tensor:
     return (mask.long().sum(-1) - 1).clamp(min=0)
 
 
-def shape_rewards(scores: torch.Tensor, logprobs: torch.Tensor, ref_logprobs: torch.Tensor, mask: torch.Tensor,
-                  kl_coef: float) -> tuple[torch.Tensor, torch.Tensor]:
+def shape_rewards(
+    scores: torch.Tensor, logprobs: torch.Tensor, ref_logprobs: torch.Tensor, mask: torch.Tensor, kl_coef: float
+) -> tuple[torch.Tensor, torch.Tensor]:
     """InstructGPT's per-token rewards: ``-kl_coef * (log pi(y_t) - log pi_ref(y_t))`` at every
     response token, plus the sequence's score at its last token.
 
@@ -36,8 +37,9 @@ def shape_rewards(scores: torch.Tensor, logprobs: torch.Tensor, ref_logprobs: to
     return rewards * m, log_ratio
 
 
-def gae(rewards: torch.Tensor, values: torch.Tensor, mask: torch.Tensor, gamma: float = 1.0,
-        lam: float = 0.95) -> tuple[torch.Tensor, torch.Tensor]:
+def gae(
+    rewards: torch.Tensor, values: torch.Tensor, mask: torch.Tensor, gamma: float = 1.0, lam: float = 0.95
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Generalized advantage estimation over each row's real tokens.
 
     ``delta_t = r_t + gamma * V_{t+1} - V_t`` (``V`` after the last token is 0) and
@@ -88,8 +90,9 @@ class RunningMoments:
         return {"mean": self.mean, "var": self.var, "count": self.count}
 
 
-def normalize_scores(scores: torch.Tensor, how: str, moments: RunningMoments | None = None,
-                     clip: float | None = None, eps: float = 1e-8) -> torch.Tensor:
+def normalize_scores(
+    scores: torch.Tensor, how: str, moments: RunningMoments | None = None, clip: float | None = None, eps: float = 1e-8
+) -> torch.Tensor:
     """``how``: 'none'; 'batch' (zero mean, unit variance within the batch); 'running' (subtract the
     running mean and divide by the running std of all scores so far, this batch included: ``moments``
     is updated). Then clip to ``[-clip, clip]`` when ``clip`` is set."""
@@ -123,9 +126,20 @@ class Shaped:
     returns: torch.Tensor
 
 
-def shape(scores: torch.Tensor, logprobs: torch.Tensor, ref_logprobs: torch.Tensor, values: torch.Tensor,
-          mask: torch.Tensor, *, kl_coef: float, gamma: float, lam: float, whiten: bool,
-          cut: torch.Tensor | None = None, missing_eos_penalty: float | None = None) -> Shaped:
+def shape(
+    scores: torch.Tensor,
+    logprobs: torch.Tensor,
+    ref_logprobs: torch.Tensor,
+    values: torch.Tensor,
+    mask: torch.Tensor,
+    *,
+    kl_coef: float,
+    gamma: float,
+    lam: float,
+    whiten: bool,
+    cut: torch.Tensor | None = None,
+    missing_eos_penalty: float | None = None,
+) -> Shaped:
     """Scores -> per-token rewards (KL penalty, the score at the last token) -> advantages and returns.
 
     ``cut`` [B] marks responses the sampler cut off; ``missing_eos_penalty`` is subtracted from their

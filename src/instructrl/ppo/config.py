@@ -28,21 +28,30 @@ class PPODataConfig:
 @dataclass
 class RewardConfig:
     kind: Literal["model", "function", "target_tokens"] = option(
-        "model", "What scores a response: a reward model (reward.model), a Python function (reward.function), or "
-                 "the built-in programmatic reward (reward.target_tokens).")
+        "model",
+        "What scores a response: a reward model (reward.model), a Python function (reward.function), or "
+        "the built-in programmatic reward (reward.target_tokens).",
+    )
     model: str = option(
-        "runs/demo/rm/final", "Reward-model checkpoint (`instructrl rm` output: a directory or a run directory with "
-                              "final/); its normalization bias is applied.")
+        "runs/demo/rm/final",
+        "Reward-model checkpoint (`instructrl rm` output: a directory or a run directory with "
+        "final/); its normalization bias is applied.",
+    )
     function: str | None = option(
-        None, "kind=function: 'package.module:callable', called as fn(prompts, responses, response_token_ids) -> "
-              "list of floats.")
+        None,
+        "kind=function: 'package.module:callable', called as fn(prompts, responses, response_token_ids) -> "
+        "list of floats.",
+    )
     target_tokens: list[str] = option(
-        [], "kind=target_tokens, for tests and smoke runs: the score is the fraction of response tokens (EOS "
-            "excluded) that are one of these strings, each of which must be a single token.")
+        [],
+        "kind=target_tokens, for tests and smoke runs: the score is the fraction of response tokens (EOS "
+        "excluded) that are one of these strings, each of which must be a single token.",
+    )
     batch_size: int = option(8, "Sequences per reward-model forward pass.")
     max_seq_len: int = option(1024, "Longest prompt + response the reward model reads (the prompt is cut first).")
     missing_eos_penalty: float | None = option(
-        None, "Subtract this from the score of a response that hit rollout.max_new_tokens without ending.")
+        None, "Subtract this from the score of a response that hit rollout.max_new_tokens without ending."
+    )
 
     def __post_init__(self) -> None:
         if self.kind == "function" and not self.function:
@@ -54,13 +63,16 @@ class RewardConfig:
 @dataclass
 class ValueConfig:
     init: str | None = option(
-        None, "Where the value function starts: a reward-model or causal-LM checkpoint; null is reward.model when "
-              "reward.kind=model (as InstructGPT did), else the policy with a new scalar head.")
+        None,
+        "Where the value function starts: a reward-model or causal-LM checkpoint; null is reward.model when "
+        "reward.kind=model (as InstructGPT did), else the policy with a new scalar head.",
+    )
     lr: float | None = option(None, "Value-function learning rate; null uses optim.lr.")
     cliprange: float | None = option(0.2, "Clip new values to within this of the rollout's; null disables.")
     trainable_layers: int | None = option(
-        None, "Train only the top N decoder layers, the final norm and the head of the value function; null: every "
-              "weight.")
+        None,
+        "Train only the top N decoder layers, the final norm and the head of the value function; null: every weight.",
+    )
 
     def __post_init__(self) -> None:
         if self.trainable_layers is not None and self.trainable_layers < 1:
@@ -70,19 +82,23 @@ class ValueConfig:
 @dataclass
 class RolloutConfig:
     engine: Literal["cached", "hf"] = option(
-        "cached", "Generation engine: 'cached' (instructrl's decode loop: finished sequences leave the batch, "
-                  "length buckets) or 'hf' (Hugging Face generate).")
+        "cached",
+        "Generation engine: 'cached' (instructrl's decode loop: finished sequences leave the batch, "
+        "length buckets) or 'hf' (Hugging Face generate).",
+    )
     batch_size: int = option(16, "Prompts per generation batch.")
     max_new_tokens: int = option(128, "Longest response; a response that reaches it is cut (finish_reason length).")
     temperature: float = option(1.0, "Sampling temperature (log-probs use the same temperature).")
     top_p: float = option(1.0, "Nucleus sampling threshold (1.0 samples from the whole distribution).")
     forward_batch_size: int = option(8, "Sequences per no-grad forward pass (log-probs, reference, values).")
     weights: Literal["auto", "policy", "bf16", "fp16"] = option(
-        "auto", "Weights the sampler decodes with: 'policy' (the training weights, under autocast, which casts every "
-                "weight again at every decode step), 'bf16'/'fp16' (a half-precision copy of the policy, refreshed "
-                "before each rollout: no per-step casts, half the policy's memory more), 'auto' (bf16 when "
-                "run.precision resolves to bf16 and the policy has no LoRA adapters, else 'policy'). Log-probs, "
-                "reference log-probs and values are computed by the policy and the other models either way.")
+        "auto",
+        "Weights the sampler decodes with: 'policy' (the training weights, under autocast, which casts every "
+        "weight again at every decode step), 'bf16'/'fp16' (a half-precision copy of the policy, refreshed "
+        "before each rollout: no per-step casts, half the policy's memory more), 'auto' (bf16 when "
+        "run.precision resolves to bf16 and the policy has no LoRA adapters, else 'policy'). Log-probs, "
+        "reference log-probs and values are computed by the policy and the other models either way.",
+    )
 
     def __post_init__(self) -> None:
         if self.temperature <= 0:
@@ -103,11 +119,14 @@ class PPOAlgoConfig:
     cliprange: float = option(0.2, "Clip of the policy ratio.")
     whiten_advantages: bool = option(True, "Whiten advantages over the batch's response tokens.")
     score_norm: Literal["none", "batch", "running"] = option(
-        "none", "Normalize scores before shaping: within the batch, or by the running mean/std of all scores.")
+        "none", "Normalize scores before shaping: within the batch, or by the running mean/std of all scores."
+    )
     score_clip: float | None = option(None, "Clip (normalized) scores to [-score_clip, score_clip]; null: no clip.")
     trainable_layers: int | None = option(
-        None, "Train only the top N decoder layers and the final norm of the policy (embeddings and lower layers "
-              "frozen: the backward pass stops there, a cheaper update); null: every weight.")
+        None,
+        "Train only the top N decoder layers and the final norm of the policy (embeddings and lower layers "
+        "frozen: the backward pass stops there, a cheaper update); null: every weight.",
+    )
 
     def __post_init__(self) -> None:
         if min(self.steps, self.batch_size, self.minibatch_size, self.micro_batch_size, self.epochs) < 1:
@@ -132,14 +151,21 @@ class KLConfig:
 @dataclass
 class PtxConfig:
     data: list[str] = option(
-        [], "Pretraining text: .txt files (documents separated by blank lines) or JSONL (field ptx.text_field, or "
-            "JSON strings); 'builtin:demo' is the text of the built-in demonstrations. Empty: plain PPO.")
-    coef: float = option(0.0, "gamma_ptx: weight of the pretraining NLL in each minibatch's loss (InstructGPT: 27.8; "
-                              "0 = plain PPO while still reporting the held-out loss when ptx.data is set).")
+        [],
+        "Pretraining text: .txt files (documents separated by blank lines) or JSONL (field ptx.text_field, or "
+        "JSON strings); 'builtin:demo' is the text of the built-in demonstrations. Empty: plain PPO.",
+    )
+    coef: float = option(
+        0.0,
+        "gamma_ptx: weight of the pretraining NLL in each minibatch's loss (InstructGPT: 27.8; "
+        "0 = plain PPO while still reporting the held-out loss when ptx.data is set).",
+    )
     text_field: str = option("text", "Field of JSONL objects that holds the text.")
     block_size: int = option(256, "Tokens per pretraining sequence (documents are joined with EOS and cut).")
     batch_size: int = option(4, "Pretraining sequences mixed into each minibatch.")
-    eval_fraction: float = option(0.1, "Fraction of blocks held out to report the pretraining loss on (ppo/ptx_eval_loss).")
+    eval_fraction: float = option(
+        0.1, "Fraction of blocks held out to report the pretraining loss on (ppo/ptx_eval_loss)."
+    )
     eval_blocks: int = option(32, "At most this many held-out blocks are evaluated.")
 
     def __post_init__(self) -> None:
@@ -154,10 +180,14 @@ class PtxConfig:
 @dataclass
 class MemoryConfig:
     frozen_device: str = option(
-        "same", "Device of the frozen reference and reward models: 'same' as run.device, or e.g. 'cpu', 'cuda:1'.")
+        "same", "Device of the frozen reference and reward models: 'same' as run.device, or e.g. 'cpu', 'cuda:1'."
+    )
     offload_frozen: bool = option(
-        False, "Keep the frozen models on the CPU and move them to the device only while they run.")
-    frozen_dtype: Literal["fp32", "bf16", "fp16"] = option("fp32", "Weight dtype of the frozen reference and reward models.")
+        False, "Keep the frozen models on the CPU and move them to the device only while they run."
+    )
+    frozen_dtype: Literal["fp32", "bf16", "fp16"] = option(
+        "fp32", "Weight dtype of the frozen reference and reward models."
+    )
 
 
 @dataclass
@@ -175,10 +205,13 @@ class PPOConfig:
 
     run: RunConfig = section(RunConfig, "Output, seed, device, precision.")
     policy: ModelConfig = section(ModelConfig, "The policy to train, and the frozen reference (the SFT model).")
-    lora: LoraConfig = section(LoraConfig, "Optional LoRA adapters on policy and value; the reference is then the "
-                                           "policy with its adapters disabled.")
-    optim: OptimConfig = section(OptimConfig, "Optimizer and learning-rate schedule (policy; the value shares it "
-                                              "except value.lr).")
+    lora: LoraConfig = section(
+        LoraConfig,
+        "Optional LoRA adapters on policy and value; the reference is then the policy with its adapters disabled.",
+    )
+    optim: OptimConfig = section(
+        OptimConfig, "Optimizer and learning-rate schedule (policy; the value shares it except value.lr)."
+    )
     data: PPODataConfig = section(PPODataConfig, "Prompts.")
     reward: RewardConfig = section(RewardConfig, "Reward: a reward model or a programmatic function.")
     value: ValueConfig = section(ValueConfig, "Value function.")

@@ -8,8 +8,9 @@ import torch
 from instructrl.utils.masked import masked_mean
 
 
-def policy_loss(logprobs: torch.Tensor, old_logprobs: torch.Tensor, advantages: torch.Tensor, mask: torch.Tensor,
-                cliprange: float) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+def policy_loss(
+    logprobs: torch.Tensor, old_logprobs: torch.Tensor, advantages: torch.Tensor, mask: torch.Tensor, cliprange: float
+) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """Clipped surrogate: ``mean(max(-A * r, -A * clip(r, 1 - eps, 1 + eps)))`` with
     ``r = exp(logprobs - old_logprobs)``. Stats: clip fraction, approximate KL
     ``mean((logprobs - old)^2) / 2`` and the mean ratio."""
@@ -27,8 +28,13 @@ def policy_loss(logprobs: torch.Tensor, old_logprobs: torch.Tensor, advantages: 
     return loss, stats
 
 
-def value_loss(values: torch.Tensor, old_values: torch.Tensor, returns: torch.Tensor, mask: torch.Tensor,
-               cliprange_value: float | None) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+def value_loss(
+    values: torch.Tensor,
+    old_values: torch.Tensor,
+    returns: torch.Tensor,
+    mask: torch.Tensor,
+    cliprange_value: float | None,
+) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """``0.5 * mean(max((V - R)^2, (V_clip - R)^2))`` where ``V_clip`` keeps the new value within
     ``cliprange_value`` of the rollout's; unclipped ``0.5 * mean((V - R)^2)`` when it is None."""
     err = (values - returns) ** 2

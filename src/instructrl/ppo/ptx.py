@@ -45,8 +45,11 @@ def read_documents(paths: list[str], text_field: str = "text") -> list[str]:
             elif isinstance(obj, dict):
                 text = obj.get(text_field)
                 if not isinstance(text, str):
-                    raise RecordError(f"{path}:{lineno}", text_field,
-                                      "missing or not a string (set ptx.text_field to the field that holds the text)")
+                    raise RecordError(
+                        f"{path}:{lineno}",
+                        text_field,
+                        "missing or not a string (set ptx.text_field to the field that holds the text)",
+                    )
             else:
                 raise RecordError(f"{path}:{lineno}", None, "expected an object or a string")
             if text.strip():
@@ -108,8 +111,9 @@ def ptx_nll(model: torch.nn.Module, input_ids: torch.Tensor, mask: torch.Tensor)
 class PtxData:
     """Pretraining blocks, split into training and held-out, with deterministic minibatch draws."""
 
-    def __init__(self, tok: Any, paths: list[str], *, text_field: str, block_size: int, eval_fraction: float,
-                 seed: int):
+    def __init__(
+        self, tok: Any, paths: list[str], *, text_field: str, block_size: int, eval_fraction: float, seed: int
+    ):
         docs = read_documents(paths, text_field)
         ids = tok(docs, add_special_tokens=False)["input_ids"]
         blocks = make_blocks(ids, tok.eos_token_id, block_size)
@@ -122,8 +126,9 @@ class PtxData:
         return collate_blocks([self.train[i] for i in pick], self.pad_id)
 
     @torch.no_grad()
-    def evaluate(self, model: torch.nn.Module, device: torch.device, max_blocks: int, batch_size: int,
-                 autocast_ctx: Any) -> float | None:
+    def evaluate(
+        self, model: torch.nn.Module, device: torch.device, max_blocks: int, batch_size: int, autocast_ctx: Any
+    ) -> float | None:
         """Token-mean NLL of up to ``max_blocks`` held-out blocks (None when nothing is held out)."""
         blocks = self.held_out[:max_blocks]
         if not blocks:

@@ -22,8 +22,13 @@ from instructrl.records import PromptText
 
 
 class RewardFn(Protocol):
-    def __call__(self, prompts: Sequence[PromptText], responses: Sequence[str],
-                 response_ids: Sequence[Sequence[int]], finish_reasons: Sequence[str]) -> list[float]: ...
+    def __call__(
+        self,
+        prompts: Sequence[PromptText],
+        responses: Sequence[str],
+        response_ids: Sequence[Sequence[int]],
+        finish_reasons: Sequence[str],
+    ) -> list[float]: ...
 
 
 class TokenFractionReward:
@@ -46,8 +51,17 @@ class RewardModelReward:
     ``offload``: the model lives on the CPU and visits ``device`` only while it scores.
     """
 
-    def __init__(self, rm: torch.nn.Module, tok: Any, *, device: torch.device, amp_dtype: torch.dtype, batch_size: int,
-                 max_len: int, offload: bool = False):
+    def __init__(
+        self,
+        rm: torch.nn.Module,
+        tok: Any,
+        *,
+        device: torch.device,
+        amp_dtype: torch.dtype,
+        batch_size: int,
+        max_len: int,
+        offload: bool = False,
+    ):
         self.rm, self.tok, self.device, self.amp_dtype = rm, tok, device, amp_dtype
         self.batch_size, self.max_len, self.offload = batch_size, max_len, offload
 
@@ -56,8 +70,16 @@ class RewardModelReward:
         if self.offload:
             self.rm.to(self.device)
         try:
-            return self.rm.score_texts(self.tok, list(prompts), list(responses), max_len=self.max_len,
-                                       batch_size=self.batch_size, device=self.device, amp_dtype=self.amp_dtype, ended=ended)
+            return self.rm.score_texts(
+                self.tok,
+                list(prompts),
+                list(responses),
+                max_len=self.max_len,
+                batch_size=self.batch_size,
+                device=self.device,
+                amp_dtype=self.amp_dtype,
+                ended=ended,
+            )
         finally:
             if self.offload:
                 self.rm.to("cpu")
@@ -80,13 +102,23 @@ def load_callable(spec: str) -> RewardFn:
 def single_token_id(tok: Any, text: str) -> int:
     ids = tok(text, add_special_tokens=False)["input_ids"]
     if len(ids) != 1:
-        raise ValueError(f"reward.target_tokens: {text!r} is {len(ids)} tokens ({ids}) for this tokenizer; "
-                         "choose text that is exactly one token")
+        raise ValueError(
+            f"reward.target_tokens: {text!r} is {len(ids)} tokens ({ids}) for this tokenizer; "
+            "choose text that is exactly one token"
+        )
     return ids[0]
 
 
-def build_reward(cfg: Any, tok: Any, *, device: torch.device, amp_dtype: torch.dtype, dtype: torch.dtype,
-                 offload: bool, eos_ids: Sequence[int]) -> RewardFn:
+def build_reward(
+    cfg: Any,
+    tok: Any,
+    *,
+    device: torch.device,
+    amp_dtype: torch.dtype,
+    dtype: torch.dtype,
+    offload: bool,
+    eos_ids: Sequence[int],
+) -> RewardFn:
     """The reward named by a :class:`~instructrl.ppo.config.RewardConfig`."""
     if cfg.kind == "target_tokens":
         return TokenFractionReward([single_token_id(tok, t) for t in cfg.target_tokens], eos_ids)
@@ -96,5 +128,12 @@ def build_reward(cfg: Any, tok: Any, *, device: torch.device, amp_dtype: torch.d
 
     rm, rm_tok = load_reward_model(cfg.model, device="cpu" if offload else device, dtype=dtype)
     rm.requires_grad_(False)
-    return RewardModelReward(rm, rm_tok, device=device, amp_dtype=amp_dtype, batch_size=cfg.batch_size, max_len=cfg.max_seq_len,
-                             offload=offload)
+    return RewardModelReward(
+        rm,
+        rm_tok,
+        device=device,
+        amp_dtype=amp_dtype,
+        batch_size=cfg.batch_size,
+        max_len=cfg.max_seq_len,
+        offload=offload,
+    )

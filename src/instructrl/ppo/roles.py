@@ -20,8 +20,9 @@ from instructrl.utils.device import DTYPES
 log = logging.getLogger(__name__)
 
 
-def build_models(cfg: PPOConfig, tok: Any, device: torch.device,
-                 frozen_device: torch.device) -> tuple[torch.nn.Module, torch.nn.Module | None, ScalarRewardModel]:
+def build_models(
+    cfg: PPOConfig, tok: Any, device: torch.device, frozen_device: torch.device
+) -> tuple[torch.nn.Module, torch.nn.Module | None, ScalarRewardModel]:
     """(policy, separate reference or None when LoRA provides it, value). Dropout is 0 in all of
     them so that rollout and training see the same function (ratio 1 before an update)."""
     pc = cfg.policy
@@ -30,22 +31,32 @@ def build_models(cfg: PPOConfig, tok: Any, device: torch.device,
     if cfg.lora.enabled:
         policy = apply_lora(policy, cfg.lora)
     else:
-        ref_model = load_model(pc.name_or_path, dtype=DTYPES[cfg.memory.frozen_dtype], dropout=0.0, tokenizer=tok,
-                               device="cpu" if cfg.memory.offload_frozen else frozen_device)
+        ref_model = load_model(
+            pc.name_or_path,
+            dtype=DTYPES[cfg.memory.frozen_dtype],
+            dropout=0.0,
+            tokenizer=tok,
+            device="cpu" if cfg.memory.offload_frozen else frozen_device,
+        )
         ref_model.requires_grad_(False).eval()
     value_init = cfg.value.init or (cfg.reward.model if cfg.reward.kind == "model" else pc.name_or_path)
-    value = init_reward_model(value_init, tokenizer=tok,
-                              dtype=DTYPES[pc.dtype], dropout=0.0)
+    value = init_reward_model(value_init, tokenizer=tok, dtype=DTYPES[pc.dtype], dropout=0.0)
     if cfg.lora.enabled:
         value.model = apply_lora(value.model, cfg.lora, task_type="SEQ_CLS")
     if cfg.ppo.trainable_layers:
         n = freeze_lower_layers(policy, cfg.ppo.trainable_layers)
-        log.info("ppo: training the policy's top %d layers and final norm (%.1fM parameters)",
-                 cfg.ppo.trainable_layers, n / 1e6)
+        log.info(
+            "ppo: training the policy's top %d layers and final norm (%.1fM parameters)",
+            cfg.ppo.trainable_layers,
+            n / 1e6,
+        )
     if cfg.value.trainable_layers:
         n = value.freeze_lower_layers(cfg.value.trainable_layers)
-        log.info("ppo: training the value function's top %d layers, final norm and head (%.1fM parameters)",
-                 cfg.value.trainable_layers, n / 1e6)
+        log.info(
+            "ppo: training the value function's top %d layers, final norm and head (%.1fM parameters)",
+            cfg.value.trainable_layers,
+            n / 1e6,
+        )
     if pc.gradient_checkpointing:
         policy.gradient_checkpointing_enable()
         value.hf_model.gradient_checkpointing_enable()
@@ -66,8 +77,9 @@ class SamplerCopy:
             p.data = p.data.to(dtype)
         self.model.eval()
         # frozen weights (ppo.trainable_layers) never change: only the trained ones are copied again
-        self._pairs = [(src, dst) for src, dst in zip(policy.parameters(), self.model.parameters())
-                       if src.requires_grad]
+        self._pairs = [
+            (src, dst) for src, dst in zip(policy.parameters(), self.model.parameters()) if src.requires_grad
+        ]
 
     @torch.no_grad()
     def refresh(self) -> None:

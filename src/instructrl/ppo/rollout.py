@@ -60,8 +60,12 @@ def load_prompts(specs: Sequence[str], max_prompts: int | None = None) -> list[P
     if skipped:
         log.info("ppo: skipped %d few-shot demonstrations (they have no single prompt)", skipped)
     if not prompts:
-        raise RecordError(", ".join(map(str, specs)), None, "no prompts in the file (it is empty, blank or holds only "
-                          "few-shot demonstrations); expected one JSON object with 'prompt' per line")
+        raise RecordError(
+            ", ".join(map(str, specs)),
+            None,
+            "no prompts in the file (it is empty, blank or holds only "
+            "few-shot demonstrations); expected one JSON object with 'prompt' per line",
+        )
     return prompts
 
 
@@ -89,8 +93,11 @@ def value_predictions(value_model: torch.nn.Module, batch: Batch) -> torch.Tenso
     hidden = out.last_hidden_state if hasattr(out, "last_hidden_state") else out[0]
     h = gather_positions(hidden, batch.positions())
     head = value_model.head
-    ctx = (torch.autocast(device_type=h.device.type, enabled=False) if torch.is_autocast_enabled(h.device.type)
-           else contextlib.nullcontext())
+    ctx = (
+        torch.autocast(device_type=h.device.type, enabled=False)
+        if torch.is_autocast_enabled(h.device.type)
+        else contextlib.nullcontext()
+    )
     with ctx:
         return head(h.to(next(head.parameters()).dtype)).squeeze(-1).float()
 
@@ -111,28 +118,46 @@ class Rollout:
     timings: dict[str, float]
 
 
-def collect(prompts: list[PromptText], prompt_ids: list[list[int]], *, generator: Any, policy: torch.nn.Module,
-            reference: Callable[[Batch], torch.Tensor], value_model: torch.nn.Module, reward: Callable,
-            pad_id: int, device: torch.device, autocast_ctx: Callable[[], Any], max_new_tokens: int, temperature: float,
-            top_p: float, seed: int, forward_batch_size: int) -> Rollout:
+def collect(
+    prompts: list[PromptText],
+    prompt_ids: list[list[int]],
+    *,
+    generator: Any,
+    policy: torch.nn.Module,
+    reference: Callable[[Batch], torch.Tensor],
+    value_model: torch.nn.Module,
+    reward: Callable,
+    pad_id: int,
+    device: torch.device,
+    autocast_ctx: Callable[[], Any],
+    max_new_tokens: int,
+    temperature: float,
+    top_p: float,
+    seed: int,
+    forward_batch_size: int,
+) -> Rollout:
     """Sample one response per prompt and gather log-probs, reference log-probs, values and scores."""
     timings: dict[str, float] = {}
     t = time.perf_counter()
     policy.eval()
     with autocast_ctx():
-        gens = generator.generate(prompts, max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p,
-                                  seed=seed)
+        gens = generator.generate(
+            prompts, max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p, seed=seed
+        )
     timings["generate"] = time.perf_counter() - t
     response_ids = [g.token_ids for g in gens]
     for i, ids in enumerate(response_ids):
         if not ids:
-            raise RuntimeError(f"the generator returned no tokens for prompt {i}; PPO needs token ids "
-                               "(use rollout.engine 'cached' or 'hf')")
+            raise RuntimeError(
+                f"the generator returned no tokens for prompt {i}; PPO needs token ids "
+                "(use rollout.engine 'cached' or 'hf')"
+            )
     batch = collate(prompt_ids, response_ids, pad_id)
 
     t = time.perf_counter()
-    scores = torch.tensor(reward(prompts, [g.text for g in gens], response_ids, [g.finish_reason for g in gens]),
-                          dtype=torch.float32)
+    scores = torch.tensor(
+        reward(prompts, [g.text for g in gens], response_ids, [g.finish_reason for g in gens]), dtype=torch.float32
+    )
     timings["score"] = time.perf_counter() - t
     if scores.shape != (len(prompts),):
         raise ValueError(f"the reward returned {tuple(scores.shape)} scores for {len(prompts)} responses")
@@ -143,19 +168,37 @@ def collect(prompts: list[PromptText], prompt_ids: list[list[int]], *, generator
         ref_logprobs = reference(batch)
         values = batched(lambda b: value_predictions(value_model, b), batch, forward_batch_size, device)
     timings["forward"] = time.perf_counter() - t
-    return Rollout(list(prompts), [g.text for g in gens], [g.finish_reason for g in gens], batch, logprobs,
-                   ref_logprobs, values, scores, timings)
+    return Rollout(
+        list(prompts),
+        [g.text for g in gens],
+        [g.finish_reason for g in gens],
+        batch,
+        logprobs,
+        ref_logprobs,
+        values,
+        scores,
+        timings,
+    )
 
 
-def make_reference(policy: torch.nn.Module, ref_model: torch.nn.Module | None, temperature: float, *,
-                   frozen_device: torch.device, offload: bool, chunk: int) -> Callable[[Batch], torch.Tensor]:
+def make_reference(
+    policy: torch.nn.Module,
+    ref_model: torch.nn.Module | None,
+    temperature: float,
+    *,
+    frozen_device: torch.device,
+    offload: bool,
+    chunk: int,
+) -> Callable[[Batch], torch.Tensor]:
     """Full-batch log-probs under the frozen reference: the policy with its LoRA adapters disabled
     when ``ref_model`` is None, else ``ref_model`` on ``frozen_device`` (moved there for the call and
     back to the CPU afterwards when ``offload``)."""
     if ref_model is None:
+
         def lora_ref(b: Batch) -> torch.Tensor:
             with policy.disable_adapter():
                 return response_logprobs(policy, b, temperature)[0]
+
         return lambda batch: batched(lora_ref, batch, chunk, next(policy.parameters()).device)
 
     def separate_ref(batch: Batch) -> torch.Tensor:
@@ -166,4 +209,5 @@ def make_reference(policy: torch.nn.Module, ref_model: torch.nn.Module | None, t
         finally:
             if offload:
                 ref_model.to("cpu")
+
     return separate_ref

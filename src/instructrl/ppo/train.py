@@ -58,23 +58,56 @@ def run(cfg: PPOConfig) -> Path:
     tok = load_tokenizer(cfg.policy.name_or_path)
     prompts = load_prompts(cfg.data.prompts, cfg.data.max_prompts)
     prompt_ids = encode_prompts(tok, prompts, cfg.data.max_prompt_tokens)
-    ptx = (PtxData(tok, cfg.ptx.data, text_field=cfg.ptx.text_field, block_size=cfg.ptx.block_size,
-                   eval_fraction=cfg.ptx.eval_fraction, seed=cfg.run.seed) if cfg.ptx.data else None)
-    log.info("ppo: %d prompts%s", len(prompts),
-             f", {len(ptx.train)} pretraining blocks (+{len(ptx.held_out)} held out)" if ptx else "")
+    ptx = (
+        PtxData(
+            tok,
+            cfg.ptx.data,
+            text_field=cfg.ptx.text_field,
+            block_size=cfg.ptx.block_size,
+            eval_fraction=cfg.ptx.eval_fraction,
+            seed=cfg.run.seed,
+        )
+        if cfg.ptx.data
+        else None
+    )
+    log.info(
+        "ppo: %d prompts%s",
+        len(prompts),
+        f", {len(ptx.train)} pretraining blocks (+{len(ptx.held_out)} held out)" if ptx else "",
+    )
 
     # ---------------------------------------------------------------- setup: the four roles
     policy, ref_model, value = build_models(cfg, tok, device, frozen_device)
-    reward = build_reward(cfg.reward, tok, device=frozen_device, amp_dtype=amp_dtype, dtype=DTYPES[cfg.memory.frozen_dtype],
-                          offload=cfg.memory.offload_frozen, eos_ids=eos_ids_of(policy, tok))
-    reference = make_reference(policy, ref_model, cfg.rollout.temperature, frozen_device=frozen_device,
-                               offload=cfg.memory.offload_frozen, chunk=cfg.rollout.forward_batch_size)
+    reward = build_reward(
+        cfg.reward,
+        tok,
+        device=frozen_device,
+        amp_dtype=amp_dtype,
+        dtype=DTYPES[cfg.memory.frozen_dtype],
+        offload=cfg.memory.offload_frozen,
+        eos_ids=eos_ids_of(policy, tok),
+    )
+    reference = make_reference(
+        policy,
+        ref_model,
+        cfg.rollout.temperature,
+        frozen_device=frozen_device,
+        offload=cfg.memory.offload_frozen,
+        chunk=cfg.rollout.forward_batch_size,
+    )
     sampler = sampler_weights(cfg, policy, amp_dtype)
-    generator = make_generator(sampler.model if sampler is not None else policy, tok, engine=cfg.rollout.engine,
-                               batch_size=cfg.rollout.batch_size, max_prompt_tokens=cfg.data.max_prompt_tokens)
+    generator = make_generator(
+        sampler.model if sampler is not None else policy,
+        tok,
+        engine=cfg.rollout.engine,
+        batch_size=cfg.rollout.batch_size,
+        max_prompt_tokens=cfg.data.max_prompt_tokens,
+    )
     total_updates = cfg.ppo.steps * cfg.ppo.epochs * math.ceil(cfg.ppo.batch_size / cfg.ppo.minibatch_size)
     opt, sched = build_optimizer(policy, cfg.optim, total_updates)
-    vopt, vsched = build_optimizer(value, dataclasses.replace(cfg.optim, lr=cfg.value.lr or cfg.optim.lr), total_updates)
+    vopt, vsched = build_optimizer(
+        value, dataclasses.replace(cfg.optim, lr=cfg.value.lr or cfg.optim.lr), total_updates
+    )
     trainables = Trainables(policy, value, opt, sched, vopt, vsched)
     kl_ctl = build_kl_controller(cfg.kl.kind, cfg.kl.coef, cfg.kl.target, cfg.kl.horizon)
     moments = RunningMoments()
@@ -91,10 +124,19 @@ def run(cfg: PPOConfig) -> Path:
     metrics = MetricsLogger(out, resume_step=step if ckpt is not None else None)
 
     def save(path: Path) -> None:
-        save_checkpoint(path, PolicyAndValue(policy, value), tok, optimizer=Pair(opt, vopt),
-                        scheduler=Pair(sched, vsched),
-                        state={"step": step, "kl_coef": kl_ctl.coef, "score_moments": moments.state(),
-                               "total_updates": total_updates})
+        save_checkpoint(
+            path,
+            PolicyAndValue(policy, value),
+            tok,
+            optimizer=Pair(opt, vopt),
+            scheduler=Pair(sched, vsched),
+            state={
+                "step": step,
+                "kl_coef": kl_ctl.coef,
+                "score_moments": moments.state(),
+                "total_updates": total_updates,
+            },
+        )
 
     def eval_ptx() -> None:
         if ptx is not None and ptx.held_out:
@@ -110,18 +152,39 @@ def run(cfg: PPOConfig) -> Path:
         idx = prompt_batch(len(prompts), step, cfg.ppo.batch_size, cfg.run.seed)
         if sampler is not None:
             sampler.refresh()  # the sampler decodes with this iteration's policy
-        rollout = collect([prompts[i] for i in idx], [prompt_ids[i] for i in idx], generator=generator, policy=policy,
-                          reference=reference, value_model=value, reward=reward, pad_id=tok.pad_token_id,
-                          device=device, autocast_ctx=autocast_ctx, max_new_tokens=cfg.rollout.max_new_tokens,
-                          temperature=cfg.rollout.temperature, top_p=cfg.rollout.top_p,
-                          seed=derive(cfg.run.seed, "rollout", step), forward_batch_size=cfg.rollout.forward_batch_size)
+        rollout = collect(
+            [prompts[i] for i in idx],
+            [prompt_ids[i] for i in idx],
+            generator=generator,
+            policy=policy,
+            reference=reference,
+            value_model=value,
+            reward=reward,
+            pad_id=tok.pad_token_id,
+            device=device,
+            autocast_ctx=autocast_ctx,
+            max_new_tokens=cfg.rollout.max_new_tokens,
+            temperature=cfg.rollout.temperature,
+            top_p=cfg.rollout.top_p,
+            seed=derive(cfg.run.seed, "rollout", step),
+            forward_batch_size=cfg.rollout.forward_batch_size,
+        )
         if not torch.isfinite(rollout.scores).all():
             raise nonfinite_error("ppo (reward scores)", step, out)
         scores = normalize_scores(rollout.scores, cfg.ppo.score_norm, moments, cfg.ppo.score_clip)
-        shaped = shape(scores, rollout.logprobs, rollout.ref_logprobs, rollout.values, rollout.batch.mask,
-                       kl_coef=kl_ctl.coef, gamma=cfg.ppo.gamma, lam=cfg.ppo.lam, whiten=cfg.ppo.whiten_advantages,
-                       cut=torch.tensor([is_cut(r) for r in rollout.finish_reasons]),
-                       missing_eos_penalty=cfg.reward.missing_eos_penalty)
+        shaped = shape(
+            scores,
+            rollout.logprobs,
+            rollout.ref_logprobs,
+            rollout.values,
+            rollout.batch.mask,
+            kl_coef=kl_ctl.coef,
+            gamma=cfg.ppo.gamma,
+            lam=cfg.ppo.lam,
+            whiten=cfg.ppo.whiten_advantages,
+            cut=torch.tensor([is_cut(r) for r in rollout.finish_reasons]),
+            missing_eos_penalty=cfg.reward.missing_eos_penalty,
+        )
         t_train = time.perf_counter()
         stats = ppo_epochs(cfg, step, rollout, shaped, trainables, ptx, device, autocast_ctx, out)
         t_end = time.perf_counter()
@@ -130,18 +193,34 @@ def run(cfg: PPOConfig) -> Path:
         kl_ctl.update(mean_kl, cfg.ppo.batch_size)
         step += 1
 
-        row = iteration_metrics(rollout, shaped, mean_kl, beta) | stats | {
-            "ppo/lr": sched.get_last_lr()[0], "ppo/samples_per_s": cfg.ppo.batch_size / (t_end - t0),
-            "ppo/time_train": t_end - t_train}
+        row = (
+            iteration_metrics(rollout, shaped, mean_kl, beta)
+            | stats
+            | {
+                "ppo/lr": sched.get_last_lr()[0],
+                "ppo/samples_per_s": cfg.ppo.batch_size / (t_end - t0),
+                "ppo/time_train": t_end - t_train,
+            }
+        )
         if step % cfg.train.log_every == 0 or step == cfg.ppo.steps:
             metrics.log(step, row)
         if cfg.kl.warn_above is not None and mean_kl > cfg.kl.warn_above:
-            log.warning("ppo: step %d: KL to the reference is %.2f nats per response (> kl.warn_above = %.2f); the "
-                        "policy is drifting: raise kl.coef, use kl.kind=adaptive or lower optim.lr",
-                        step, mean_kl, cfg.kl.warn_above)
-        bar.set_postfix(score=f"{row['ppo/score']:.3f}", kl=f"{mean_kl:.3f}", clip=f"{stats['ppo/clipfrac']:.2f}",
-                        vf=f"{stats['ppo/value_loss']:.3f}", ent=f"{stats['ppo/entropy']:.2f}",
-                        len=f"{row['ppo/response_len']:.0f}", sps=f"{row['ppo/samples_per_s']:.2f}")
+            log.warning(
+                "ppo: step %d: KL to the reference is %.2f nats per response (> kl.warn_above = %.2f); the "
+                "policy is drifting: raise kl.coef, use kl.kind=adaptive or lower optim.lr",
+                step,
+                mean_kl,
+                cfg.kl.warn_above,
+            )
+        bar.set_postfix(
+            score=f"{row['ppo/score']:.3f}",
+            kl=f"{mean_kl:.3f}",
+            clip=f"{stats['ppo/clipfrac']:.2f}",
+            vf=f"{stats['ppo/value_loss']:.3f}",
+            ent=f"{stats['ppo/entropy']:.2f}",
+            len=f"{row['ppo/response_len']:.0f}",
+            sps=f"{row['ppo/samples_per_s']:.2f}",
+        )
         bar.update(1)
         if cfg.train.sample_every and step % cfg.train.sample_every == 0:
             print_samples(rollout, step, bar)
@@ -163,15 +242,20 @@ def run(cfg: PPOConfig) -> Path:
 def iteration_metrics(rollout: Rollout, shaped: Shaped, mean_kl: float, beta: float) -> dict[str, float]:
     """What one iteration's rollout and shaping look like, as ``ppo/*`` metrics."""
     mask = rollout.batch.mask
-    return {"ppo/score": float(rollout.scores.mean()), "ppo/score_std": float(rollout.scores.std(unbiased=False)),
-            "ppo/kl": mean_kl, "ppo/kl_coef": beta,
-            "ppo/reward": float((shaped.rewards * mask).sum(-1).mean()),
-            "ppo/response_len": float(mask.sum(-1).float().mean()),
-            "ppo/stopped": sum(not is_cut(r) for r in rollout.finish_reasons) / len(rollout.finish_reasons),
-            "ppo/advantages_mean": float(masked_mean(shaped.advantages, mask)),
-            "ppo/values_mean": float(masked_mean(rollout.values, mask)),
-            "ppo/time_generate": rollout.timings["generate"], "ppo/time_score": rollout.timings["score"],
-            "ppo/time_forward": rollout.timings["forward"]}
+    return {
+        "ppo/score": float(rollout.scores.mean()),
+        "ppo/score_std": float(rollout.scores.std(unbiased=False)),
+        "ppo/kl": mean_kl,
+        "ppo/kl_coef": beta,
+        "ppo/reward": float((shaped.rewards * mask).sum(-1).mean()),
+        "ppo/response_len": float(mask.sum(-1).float().mean()),
+        "ppo/stopped": sum(not is_cut(r) for r in rollout.finish_reasons) / len(rollout.finish_reasons),
+        "ppo/advantages_mean": float(masked_mean(shaped.advantages, mask)),
+        "ppo/values_mean": float(masked_mean(rollout.values, mask)),
+        "ppo/time_generate": rollout.timings["generate"],
+        "ppo/time_score": rollout.timings["score"],
+        "ppo/time_forward": rollout.timings["forward"],
+    }
 
 
 def print_samples(ro: Rollout, step: int, bar: Any, n: int = 2) -> None:

@@ -34,9 +34,17 @@ class Trainables:
     value_sched: Any
 
 
-def ppo_epochs(cfg: PPOConfig, step: int, rollout: Rollout, shaped: Shaped, models: Trainables,
-               ptx: PtxData | None, device: torch.device, autocast_ctx: Callable[[], Any],
-               out: Path) -> dict[str, float]:
+def ppo_epochs(
+    cfg: PPOConfig,
+    step: int,
+    rollout: Rollout,
+    shaped: Shaped,
+    models: Trainables,
+    ptx: PtxData | None,
+    device: torch.device,
+    autocast_ctx: Callable[[], Any],
+    out: Path,
+) -> dict[str, float]:
     """``ppo.epochs`` passes over the rollout in shuffled minibatches; one optimizer step of policy
     and value per minibatch (micro-batches accumulate). Losses are token means over the minibatch."""
     batch, mask = rollout.batch, rollout.batch.mask
@@ -57,16 +65,18 @@ def ppo_epochs(cfg: PPOConfig, step: int, rollout: Rollout, shaped: Shaped, mode
                 width = sub.tokens.shape[1]
                 weight = float(mask[micro].sum() / minibatch_tokens)  # token mean over the whole minibatch
 
-                def rows(t: torch.Tensor) -> torch.Tensor:
+                def rows(t: torch.Tensor, micro=micro, width=width) -> torch.Tensor:
                     return t[micro, :width].to(device)
 
                 with autocast_ctx():
                     logprobs, entropy = response_logprobs(policy, sub, cfg.rollout.temperature, with_entropy=True)
-                    p_loss, p_stats = policy_loss(logprobs, rows(rollout.logprobs), rows(shaped.advantages),
-                                                  sub.mask, cfg.ppo.cliprange)
+                    p_loss, p_stats = policy_loss(
+                        logprobs, rows(rollout.logprobs), rows(shaped.advantages), sub.mask, cfg.ppo.cliprange
+                    )
                     values = value_predictions(value, sub)
-                    v_loss, v_stats = value_loss(values, rows(rollout.values), rows(shaped.returns), sub.mask,
-                                                 cfg.value.cliprange)
+                    v_loss, v_stats = value_loss(
+                        values, rows(rollout.values), rows(shaped.returns), sub.mask, cfg.value.cliprange
+                    )
                 if not (torch.isfinite(p_loss) and torch.isfinite(v_loss)):
                     raise nonfinite_error("ppo", step, out)
                 (p_loss * weight).backward()
@@ -74,9 +84,15 @@ def ppo_epochs(cfg: PPOConfig, step: int, rollout: Rollout, shaped: Shaped, mode
                 if epoch == 0 and m == 0:  # no update yet: the ratio must be 1
                     diff = (logprobs.detach() - rows(rollout.logprobs)).abs() * sub.mask
                     first_ratio_error = max(first_ratio_error, float(diff.max()))
-                for k, v in (("policy_loss", p_loss), ("value_loss", v_loss), ("clipfrac", p_stats["clipfrac"]),
-                             ("approx_kl", p_stats["approx_kl"]), ("ratio", p_stats["ratio"]),
-                             ("value_clipfrac", v_stats["clipfrac"]), ("entropy", masked_mean(entropy, sub.mask))):
+                for k, v in (
+                    ("policy_loss", p_loss),
+                    ("value_loss", v_loss),
+                    ("clipfrac", p_stats["clipfrac"]),
+                    ("approx_kl", p_stats["approx_kl"]),
+                    ("ratio", p_stats["ratio"]),
+                    ("value_clipfrac", v_stats["clipfrac"]),
+                    ("entropy", masked_mean(entropy, sub.mask)),
+                ):
                     sums[k] = sums.get(k, 0.0) + float(v.detach()) * weight
             if ptx is not None and cfg.ptx.coef > 0:
                 ids, block_mask = ptx.batch(step, epoch, m, cfg.ptx.batch_size)

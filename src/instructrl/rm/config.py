@@ -49,14 +49,21 @@ class RMTrainConfig:
     micro_batch_size: int = option(4, "Prompts per forward pass (all K responses of a prompt go in one pass).")
     max_steps: int | None = option(None, "Stop after this many optimizer steps (null: run all epochs).")
     trainable_layers: int | None = option(
-        None, "Train only the top N decoder layers, the final norm and the head (null: all weights, or LoRA).")
+        None, "Train only the top N decoder layers, the final norm and the head (null: all weights, or LoRA)."
+    )
     head_lr: float | None = option(
-        None, "Peak learning rate of the scalar head (null: optim.lr); the head starts from random weights while "
-              "the backbone is pretrained, so short runs may want it higher.")
+        None,
+        "Peak learning rate of the scalar head (null: optim.lr); the head starts from random weights while "
+        "the backbone is pretrained, so short runs may want it higher.",
+    )
     share_prompt: bool = option(
-        True, "Compute each prompt once and run its K responses on its KV cache (same scores, fewer tokens); "
-              "off with model.gradient_checkpointing.")
-    eval_every: int = option(0, "Evaluate on held-out data every N optimizer steps as well as after each epoch (0: epochs).")
+        True,
+        "Compute each prompt once and run its K responses on its KV cache (same scores, fewer tokens); "
+        "off with model.gradient_checkpointing.",
+    )
+    eval_every: int = option(
+        0, "Evaluate on held-out data every N optimizer steps as well as after each epoch (0: epochs)."
+    )
     eval_batch_size: int = option(8, "Prompts per forward pass during evaluation.")
     save_every: int = option(50, "Write a resumable step-NNNNNN/ checkpoint every N optimizer steps (0: never).")
     keep_checkpoints: int = option(2, "How many step checkpoints to keep (0: all).")
@@ -77,8 +84,11 @@ class RMConfig:
     element), held-out accuracy, then a bias so that the demonstrations' mean reward is 0."""
 
     run: RunConfig = section(RunConfig, "Output, seed, device, precision.")
-    model: ModelConfig = section(ModelConfig, "Model to start from (the SFT model; its unembedding is replaced by a "
-                                              "scalar head). model.max_seq_len bounds prompt + response.")
+    model: ModelConfig = section(
+        ModelConfig,
+        "Model to start from (the SFT model; its unembedding is replaced by a "
+        "scalar head). model.max_seq_len bounds prompt + response.",
+    )
     lora: LoraConfig = section(LoraConfig, "Optional LoRA adapters (the head is always fully trained).")
     optim: OptimConfig = section(OptimConfig, "Optimizer and learning-rate schedule.")
     data: RMDataConfig = section(RMDataConfig, "Rankings and demonstrations.")

@@ -5,9 +5,10 @@ comparisons of that prompt index into their K scores (see :mod:`instructrl.rm.lo
 tokenized once; each response is ``prompt + response + EOS`` (see
 :func:`instructrl.models.scalar.encode_for_reward`; no EOS for a response that
 ``meta["finish_reasons"]`` marks as cut off, ``"length"``), and one cut of the prompt serves all K
-responses (:func:`~instructrl.models.scalar.truncate_group`) so that it can be computed once. The held-out split is by conversation, so two
-rankings from one conversation never sit on both sides. Data order is a pure function of
-``(seed, epoch)``, so a resumed run sees exactly the batches an uninterrupted run would have seen.
+responses (:func:`~instructrl.models.scalar.truncate_group`) so that it can be computed once. The held-out
+split is by conversation, so two rankings from one conversation never sit on both sides. Data order is a
+pure function of ``(seed, epoch)``, so a resumed run sees exactly the batches an uninterrupted run would
+have seen.
 """
 
 from __future__ import annotations
@@ -21,8 +22,8 @@ from typing import Any
 
 import torch
 
-from instructrl.models.loading import encode_prompt
 from instructrl.models.generation import ended_flags
+from instructrl.models.loading import encode_prompt
 from instructrl.models.scalar import pad_batch, response_ids, truncate_group
 from instructrl.records import Demonstration, Ranking
 from instructrl.rm.importers import conversation_key
@@ -99,8 +100,9 @@ def split_by_conversation(rankings: list[Ranking], eval_fraction: float, salt: s
     return train, held
 
 
-def encode_rankings(tok: Any, rankings: list[Ranking], max_len: int, progress: bool = False
-                    ) -> tuple[list[RankedExample], EncodeStats]:
+def encode_rankings(
+    tok: Any, rankings: list[Ranking], max_len: int, progress: bool = False
+) -> tuple[list[RankedExample], EncodeStats]:
     """Tokenize every ranking (the prompt once, each response once)."""
     from tqdm.auto import tqdm
 
@@ -111,9 +113,9 @@ def encode_rankings(tok: Any, rankings: list[Ranking], max_len: int, progress: b
             stats.skipped["rankings where every response ties"] += 1
             continue
         ended = ended_flags(r.meta.get("finish_reasons"), len(r.responses))
-        prompt, responses, cut = truncate_group(encode_prompt(tok, r.prompt),
-                                                [response_ids(tok, resp, e) for resp, e in zip(r.responses, ended)],
-                                                max_len)
+        prompt, responses, cut = truncate_group(
+            encode_prompt(tok, r.prompt), [response_ids(tok, resp, e) for resp, e in zip(r.responses, ended)], max_len
+        )
         stats.truncated += cut
         out.append(RankedExample(prompt, responses, list(r.ranks), str(r.meta.get("dataset", "")), r.id))
         stats.rankings += 1
@@ -130,12 +132,26 @@ def collate(examples: list[RankedExample], pad_id: int) -> RMBatch:
     pair_k = torch.tensor([ex.k for ex in examples for _ in range(ex.n_pairs)], dtype=torch.long)
     pair_dataset = [ex.dataset for ex in examples for _ in range(ex.n_pairs)]
     shared = sum(len(ex.prompt) + sum(len(r) for r in ex.responses) for ex in examples)
-    return RMBatch(ids, mask, prompt_ids, prompt_mask, response_ids_, response_mask, owner, pairs, pair_k,
-                   pair_dataset, len(examples), sum(len(s) for s in seqs), shared)
+    return RMBatch(
+        ids,
+        mask,
+        prompt_ids,
+        prompt_mask,
+        response_ids_,
+        response_mask,
+        owner,
+        pairs,
+        pair_k,
+        pair_dataset,
+        len(examples),
+        sum(len(s) for s in seqs),
+        shared,
+    )
 
 
-def epoch_batches(examples: list[RankedExample], batch_size: int, seed: int, epoch: int,
-                  length_grouping: bool = True) -> list[list[int]]:
+def epoch_batches(
+    examples: list[RankedExample], batch_size: int, seed: int, epoch: int, length_grouping: bool = True
+) -> list[list[int]]:
     """Indices of the prompts of each optimizer step of ``epoch``.
 
     With ``length_grouping``, prompts are shuffled, then sorted by length inside windows of 16
@@ -146,15 +162,20 @@ def epoch_batches(examples: list[RankedExample], batch_size: int, seed: int, epo
     rng.shuffle(order)
     if length_grouping:
         window = batch_size * 16
-        order = [i for s in range(0, len(order), window)
-                 for i in sorted(order[s : s + window], key=lambda j: examples[j].longest)]
+        order = [
+            i
+            for s in range(0, len(order), window)
+            for i in sorted(order[s : s + window], key=lambda j: examples[j].longest)
+        ]
     batches = [order[s : s + batch_size] for s in range(0, len(order), batch_size)]
     if length_grouping:
         rng.shuffle(batches)
     return batches
 
 
-def micro_batches(indices: list[int], examples: list[RankedExample], micro_batch_size: int) -> list[list[RankedExample]]:
+def micro_batches(
+    indices: list[int], examples: list[RankedExample], micro_batch_size: int
+) -> list[list[RankedExample]]:
     """Split one optimizer step's prompts into forward passes of at most ``micro_batch_size`` prompts;
     a prompt's K responses always stay in one forward pass."""
     chosen = [examples[i] for i in indices]
@@ -169,8 +190,8 @@ def length_rule_accuracy(rankings: list[Ranking], longer_wins: bool = True) -> f
     count half. Over the same comparisons the reward model is scored on."""
     right, total = 0.0, 0
     for r in rankings:
-        for w, l in ranking_pairs(r.ranks):
-            lw, ll = len(r.responses[w]), len(r.responses[l])
+        for winner, loser in ranking_pairs(r.ranks):
+            lw, ll = len(r.responses[winner]), len(r.responses[loser])
             total += 1
             if lw == ll:
                 right += 0.5
@@ -204,6 +225,13 @@ def synthetic_rankings(demos: list[Demonstration], k: int, seed: int = 0, max_no
             continue
         order = list(range(k))
         rng.shuffle(order)  # the best response is not always first
-        out.append(Ranking(prompt=d.prompt, responses=[responses[i] for i in order], ranks=[i + 1 for i in order],
-                           id=f"synthetic-{n}", meta={"dataset": "synthetic", "conversation": d.id or f"demo-{n}"}))
+        out.append(
+            Ranking(
+                prompt=d.prompt,
+                responses=[responses[i] for i in order],
+                ranks=[i + 1 for i in order],
+                id=f"synthetic-{n}",
+                meta={"dataset": "synthetic", "conversation": d.id or f"demo-{n}"},
+            )
+        )
     return out

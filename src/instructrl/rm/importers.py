@@ -79,8 +79,11 @@ def conversation_key(r: Ranking) -> str:
     """The split key of a ranking: ``meta['conversation']`` if set, else its first user turn."""
     if r.meta.get("conversation"):
         return str(r.meta["conversation"])
-    first = r.prompt if isinstance(r.prompt, str) else next(
-        (m["content"] for m in r.prompt if m["role"] == "user"), prompt_text(r.prompt))
+    first = (
+        r.prompt
+        if isinstance(r.prompt, str)
+        else next((m["content"] for m in r.prompt if m["role"] == "user"), prompt_text(r.prompt))
+    )
     return _key(first)
 
 
@@ -102,9 +105,13 @@ def detect_format(path: str | Path) -> str:
             return "ranking"
         if "chosen" in obj and "rejected" in obj:
             return "comparison" if "prompt" in obj else "hh"
-        raise RecordError(f"{p}:{lineno}", None, "cannot tell the format: expected HH-RLHF (chosen, rejected), "
-                          "an OASST tree (message_tree_id, prompt), a Ranking (prompt, responses, ranks) or a "
-                          f"Comparison (prompt, chosen, rejected); found keys {sorted(obj)}")
+        raise RecordError(
+            f"{p}:{lineno}",
+            None,
+            "cannot tell the format: expected HH-RLHF (chosen, rejected), "
+            "an OASST tree (message_tree_id, prompt), a Ranking (prompt, responses, ranks) or a "
+            f"Comparison (prompt, chosen, rejected); found keys {sorted(obj)}",
+        )
     raise RecordError(str(p), None, "empty file")
 
 
@@ -115,8 +122,13 @@ def load_rankings(path: str | Path, fmt: str = "auto") -> ImportResult:
     if not Path(path).exists():
         raise RecordError(str(path), None, "file not found")
     fmt = detect_format(path) if fmt == "auto" else fmt
-    reader = {"hh": import_hh, "oasst": import_oasst, "ranking": import_records, "comparison": import_records,
-              "hf": import_hf_dataset}[fmt]
+    reader = {
+        "hh": import_hh,
+        "oasst": import_oasst,
+        "ranking": import_records,
+        "comparison": import_records,
+        "hf": import_hf_dataset,
+    }[fmt]
     result = reader(path)
     result.fmt = fmt
     return result
@@ -173,8 +185,13 @@ def _as_prompt(messages: list[dict]) -> Any:
 
 
 def _pair_ranking(prompt: Any, chosen: str, rejected: str, *, rid: str, dataset: str, conversation: str) -> Ranking:
-    return Ranking(prompt=prompt, responses=[chosen, rejected], ranks=[1, 2], id=rid,
-                   meta={"dataset": dataset, "conversation": conversation})
+    return Ranking(
+        prompt=prompt,
+        responses=[chosen, rejected],
+        ranks=[1, 2],
+        id=rid,
+        meta={"dataset": dataset, "conversation": conversation},
+    )
 
 
 def _first_user(messages: list[dict]) -> str:
@@ -212,8 +229,16 @@ def import_hh(path: str | Path) -> ImportResult:
             res.skipped[out] += 1
             continue
         prompt, chosen, rejected = out
-        res.rankings.append(_pair_ranking(_as_prompt(prompt), chosen, rejected, rid=f"{name}:{lineno}", dataset=name,
-                                          conversation=f"hh:{_key(_first_user(prompt))}"))
+        res.rankings.append(
+            _pair_ranking(
+                _as_prompt(prompt),
+                chosen,
+                rejected,
+                rid=f"{name}:{lineno}",
+                dataset=name,
+                conversation=f"hh:{_key(_first_user(prompt))}",
+            )
+        )
     return res
 
 
@@ -240,8 +265,11 @@ def import_oasst(path: str | Path) -> ImportResult:
     for where, lineno, obj in _objects(path):
         if "prompt" not in obj:
             raise RecordError(where, "prompt", "missing (expected an OpenAssistant message tree)")
-        tree_id = str(obj.get("message_tree_id") or obj["prompt"].get("message_id") or f"{name}:{lineno}") \
-            if isinstance(obj["prompt"], dict) else ""
+        tree_id = (
+            str(obj.get("message_tree_id") or obj["prompt"].get("message_id") or f"{name}:{lineno}")
+            if isinstance(obj["prompt"], dict)
+            else ""
+        )
         _check_message(obj["prompt"], where, "prompt")
         stack: list[tuple[dict, list[dict], str]] = [(obj["prompt"], [], "prompt")]
         while stack:
@@ -264,8 +292,9 @@ def _count(res: ImportResult, reason: str, n: int) -> None:
         res.skipped[reason] += n
 
 
-def _oasst_group(res: ImportResult, parent: dict, replies: list[dict], prompt: list[dict], *, name: str,
-                 tree_id: str) -> None:
+def _oasst_group(
+    res: ImportResult, parent: dict, replies: list[dict], prompt: list[dict], *, name: str, tree_id: str
+) -> None:
     if parent["role"] != "prompter":
         res.skipped["ranked user replies (not assistant responses)"] += 1
         return
@@ -280,11 +309,15 @@ def _oasst_group(res: ImportResult, parent: dict, replies: list[dict], prompt: l
     if len({r["rank"] for r in ranked}) == 1:
         res.skipped["sibling groups where every reply ties"] += 1
         return
-    res.rankings.append(Ranking(
-        prompt=_as_prompt(prompt), responses=[r["text"] for r in ranked], ranks=[r["rank"] + 1 for r in ranked],
-        id=str(parent.get("message_id", "")),
-        meta={"dataset": name, "conversation": f"oasst:{tree_id}", "lang": parent.get("lang")},
-    ))
+    res.rankings.append(
+        Ranking(
+            prompt=_as_prompt(prompt),
+            responses=[r["text"] for r in ranked],
+            ranks=[r["rank"] + 1 for r in ranked],
+            id=str(parent.get("message_id", "")),
+            meta={"dataset": name, "conversation": f"oasst:{tree_id}", "lang": parent.get("lang")},
+        )
+    )
 
 
 # --------------------------------------------------------------------------- instructrl records
@@ -329,8 +362,11 @@ def import_hf_dataset(path: str | Path) -> ImportResult:
         name = f"{base}/{split}" if split else base
         missing = [c for c in ("chosen", "rejected") if c not in ds.column_names]
         if missing:
-            raise RecordError(f"{path}" + (f" (split {split})" if split else ""), missing[0],
-                              f"missing column; the dataset has {ds.column_names}")
+            raise RecordError(
+                f"{path}" + (f" (split {split})" if split else ""),
+                missing[0],
+                f"missing column; the dataset has {ds.column_names}",
+            )
         for i, row in enumerate(ds):
             _hf_row(res, row, where=f"{path}:{name}[{i}]", rid=f"{name}:{i}", name=name)
     return res
@@ -361,21 +397,25 @@ def _hf_row(res: ImportResult, row: dict, *, where: str, rid: str, name: str) ->
         if isinstance(chosen, list):  # conversational: the response is the assistant turn(s)
             out = split_transcripts(pmsgs + chosen, pmsgs + rejected)
         else:
-            out = split_transcripts(pmsgs + [{"role": "assistant", "content": chosen.strip()}],
-                                    pmsgs + [{"role": "assistant", "content": rejected.strip()}])
+            out = split_transcripts(
+                pmsgs + [{"role": "assistant", "content": chosen.strip()}],
+                pmsgs + [{"role": "assistant", "content": rejected.strip()}],
+            )
     else:
         try:
             convs = [parse_hh_transcript(s) if isinstance(s, str) else s for s in (chosen, rejected)]
         except ValueError as e:
-            raise RecordError(where, "chosen", f"without a prompt column, chosen/rejected must be whole "
-                              f"transcripts: {e}") from None
+            raise RecordError(
+                where, "chosen", f"without a prompt column, chosen/rejected must be whole transcripts: {e}"
+            ) from None
         out = split_transcripts(*convs)
     if isinstance(out, str):
         res.skipped[out] += 1
         return
     pm, c, r = out
-    res.rankings.append(_pair_ranking(_as_prompt(pm), c, r, rid=rid, dataset=name,
-                                      conversation=f"hf:{_key(_first_user(pm))}"))
+    res.rankings.append(
+        _pair_ranking(_as_prompt(pm), c, r, rid=rid, dataset=name, conversation=f"hf:{_key(_first_user(pm))}")
+    )
 
 
 def summarize_skips(results: list[ImportResult]) -> dict[str, int]:

@@ -53,9 +53,9 @@ def build_pair_index(rankings: list[list[int]]) -> PairIndex:
     win, lose, group = [], [], []
     offset = 0
     for g, ranks in enumerate(rankings):
-        for w, l in ranking_pairs(ranks):
-            win.append(offset + w)
-            lose.append(offset + l)
+        for winner, loser in ranking_pairs(ranks):
+            win.append(offset + winner)
+            lose.append(offset + loser)
             group.append(g)
         offset += len(ranks)
     as_long = lambda x: torch.tensor(x, dtype=torch.long)  # noqa: E731

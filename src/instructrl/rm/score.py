@@ -20,8 +20,15 @@ import torch
 from tqdm.auto import tqdm
 
 from instructrl.config import save_config
-from instructrl.records import RecordError, Sample, atomic_write_text, from_dict, iter_json_lines, require_records, \
-    write_jsonl
+from instructrl.records import (
+    RecordError,
+    Sample,
+    atomic_write_text,
+    from_dict,
+    iter_json_lines,
+    require_records,
+    write_jsonl,
+)
 from instructrl.rm.config import RMScoreConfig
 from instructrl.rm.data import RankedExample, RMBatch, collate, encode_rankings, length_rule_accuracy
 from instructrl.rm.loss import pair_stats, per_prompt_loss
@@ -33,15 +40,29 @@ log = logging.getLogger(__name__)
 def score_batch(rm: torch.nn.Module, b: RMBatch, device: torch.device, shared: bool = True) -> torch.Tensor:
     """[sum K] scores of a batch: each prompt computed once (``shared``), or K full sequences."""
     if shared:
-        return rm.forward_shared(b.prompt_ids.to(device), b.prompt_mask.to(device), b.response_ids.to(device),
-                                 b.response_mask.to(device), b.owner.to(device))
+        return rm.forward_shared(
+            b.prompt_ids.to(device),
+            b.prompt_mask.to(device),
+            b.response_ids.to(device),
+            b.response_mask.to(device),
+            b.owner.to(device),
+        )
     return rm(b.input_ids.to(device), b.attention_mask.to(device))
 
 
 @torch.no_grad()
-def evaluate(rm: torch.nn.Module, examples: list[RankedExample], pad_id: int, batch_size: int,
-             device: torch.device, amp_dtype: torch.dtype, progress: bool = False, desc: str = "rm eval",
-             return_scores: bool = False, shared: bool = True) -> dict[str, Any]:
+def evaluate(
+    rm: torch.nn.Module,
+    examples: list[RankedExample],
+    pad_id: int,
+    batch_size: int,
+    device: torch.device,
+    amp_dtype: torch.dtype,
+    progress: bool = False,
+    desc: str = "rm eval",
+    return_scores: bool = False,
+    shared: bool = True,
+) -> dict[str, Any]:
     """Held-out metrics: loss (K-way, mean over prompts), pairwise accuracy, mean margin, accuracy per
     K and per dataset, counts. ``return_scores`` adds ``scores``: the K scores of every example."""
     if not examples:
@@ -74,8 +95,13 @@ def evaluate(rm: torch.nn.Module, examples: list[RankedExample], pad_id: int, ba
                 scores_out[i] = scores[off : off + examples[i].k].tolist()
                 off += examples[i].k
     rm.train(was_training)
-    out: dict[str, Any] = {"loss": loss_sum / len(examples), "accuracy": correct / max(1, n_pairs),
-                           "margin": margin / max(1, n_pairs), "pairs": n_pairs, "prompts": len(examples)}
+    out: dict[str, Any] = {
+        "loss": loss_sum / len(examples),
+        "accuracy": correct / max(1, n_pairs),
+        "margin": margin / max(1, n_pairs),
+        "pairs": n_pairs,
+        "prompts": len(examples),
+    }
     for k in sorted(by_k):
         out[f"accuracy_k{k}"] = by_k[k][0] / by_k[k][1]
     if len(by_ds) > 1 or (by_ds and next(iter(by_ds))):
@@ -127,8 +153,17 @@ def run(cfg: RMScoreConfig) -> Path:
         kept = [r for r in res.rankings if len(set(r.ranks)) > 1]
         # one ranking per forward pass group; batch_size counts sequences, so divide by the mean K
         mean_k = max(1, round(sum(len(r.responses) for r in kept) / max(1, len(kept))))
-        m = evaluate(rm, examples, tok.pad_token_id, max(1, cfg.batch_size // mean_k), device, amp_dtype,
-                     progress=cfg.run.progress, desc="rm score", return_scores=True)
+        m = evaluate(
+            rm,
+            examples,
+            tok.pad_token_id,
+            max(1, cfg.batch_size // mean_k),
+            device,
+            amp_dtype,
+            progress=cfg.run.progress,
+            desc="rm score",
+            return_scores=True,
+        )
         scores = m.pop("scores", [])
         for r, sc in zip(kept, scores):
             r.meta = {**r.meta, "scores": sc}
@@ -138,13 +173,27 @@ def run(cfg: RMScoreConfig) -> Path:
         m["truncated"] = stats.truncated
         m["skipped"] = dict(res.skipped)
         atomic_write_text(out / "metrics.json", json.dumps(m, indent=2) + "\n")
-        log.info("rm score: %d comparisons, accuracy %.4f (longer wins %.4f, shorter wins %.4f); %s",
-                 m.get("pairs", 0), m.get("accuracy", float("nan")), m["longer_wins"], m["shorter_wins"], dest)
+        log.info(
+            "rm score: %d comparisons, accuracy %.4f (longer wins %.4f, shorter wins %.4f); %s",
+            m.get("pairs", 0),
+            m.get("accuracy", float("nan")),
+            m["longer_wins"],
+            m["shorter_wins"],
+            dest,
+        )
         return dest
     rows = _read_prompt_responses(cfg.input)
-    values = rm.score_texts(tok, [r["prompt"] for r in rows], [r["response"] for r in rows], max_len=cfg.max_seq_len,
-                            batch_size=cfg.batch_size, device=device, amp_dtype=amp_dtype, progress=cfg.run.progress,
-                            ended=ended_flags([r.get("finish_reason") for r in rows], len(rows)))
+    values = rm.score_texts(
+        tok,
+        [r["prompt"] for r in rows],
+        [r["response"] for r in rows],
+        max_len=cfg.max_seq_len,
+        batch_size=cfg.batch_size,
+        device=device,
+        amp_dtype=amp_dtype,
+        progress=cfg.run.progress,
+        ended=ended_flags([r.get("finish_reason") for r in rows], len(rows)),
+    )
     for r, v in zip(rows, values):
         r["score"] = v
     write_jsonl(dest, rows)

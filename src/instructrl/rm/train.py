@@ -51,13 +51,24 @@ def run(cfg: RMConfig) -> Path:
     train_ex, st = rm_data.encode_rankings(tok, train_r, cfg.model.max_seq_len, progress=cfg.run.progress)
     eval_ex, st_eval = rm_data.encode_rankings(tok, eval_r, cfg.model.max_seq_len, progress=cfg.run.progress)
     if not train_ex:
-        raise RecordError(", ".join(cfg.data.train), None, "no training rankings with at least one comparison "
-                          "(every ranking has fewer than 2 distinct ranks, or the files are empty)")
+        raise RecordError(
+            ", ".join(cfg.data.train),
+            None,
+            "no training rankings with at least one comparison "
+            "(every ranking has fewer than 2 distinct ranks, or the files are empty)",
+        )
     n_pairs = sum(ex.n_pairs for ex in train_ex)
-    log.info("rm: %d training prompts (%d comparisons, K %d..%d), %d held-out prompts; %d of %d rankings cut to "
-             "%d tokens", len(train_ex), n_pairs, min(e.k for e in train_ex), max(e.k for e in train_ex),
-             len(eval_ex), st.truncated + st_eval.truncated, len(train_ex) + len(eval_ex),
-             cfg.model.max_seq_len)
+    log.info(
+        "rm: %d training prompts (%d comparisons, K %d..%d), %d held-out prompts; %d of %d rankings cut to %d tokens",
+        len(train_ex),
+        n_pairs,
+        min(e.k for e in train_ex),
+        max(e.k for e in train_ex),
+        len(eval_ex),
+        st.truncated + st_eval.truncated,
+        len(train_ex) + len(eval_ex),
+        cfg.model.max_seq_len,
+    )
     for why, n in (st.skipped + st_eval.skipped).items():
         log.info("rm: skipped %d %s", n, why)
     batches_for = lambda epoch: rm_data.epoch_batches(train_ex, cfg.train.batch_size, cfg.run.seed, epoch)  # noqa: E731
@@ -66,22 +77,25 @@ def run(cfg: RMConfig) -> Path:
         total_steps = min(total_steps, cfg.train.max_steps)
 
     # ---------------------------------------------------------------- setup: model, optimizer, resume
-    rm = init_reward_model(cfg.model.name_or_path, tokenizer=tok, dtype=DTYPES[cfg.model.dtype],
-                           dropout=cfg.model.dropout)
+    rm = init_reward_model(
+        cfg.model.name_or_path, tokenizer=tok, dtype=DTYPES[cfg.model.dtype], dropout=cfg.model.dropout
+    )
     if cfg.lora.enabled:
         rm.model = apply_lora(rm.model, cfg.lora, task_type="SEQ_CLS")
     elif cfg.train.trainable_layers:
         n_train = rm.freeze_lower_layers(cfg.train.trainable_layers)
-        log.info("rm: training the top %d layers, final norm and head (%.1fM parameters)",
-                 cfg.train.trainable_layers, n_train / 1e6)
+        log.info(
+            "rm: training the top %d layers, final norm and head (%.1fM parameters)",
+            cfg.train.trainable_layers,
+            n_train / 1e6,
+        )
     if cfg.model.gradient_checkpointing:
         rm.hf_model.gradient_checkpointing_enable()
     rm.to(device)
     shared = cfg.train.share_prompt and not cfg.model.gradient_checkpointing
     head_params = {id(p) for p in rm.head.parameters()}
     head = {n for n, p in rm.named_parameters() if id(p) in head_params}
-    opt, sched = build_optimizer(rm, cfg.optim, total_steps,
-                                 lr_for=lambda n: cfg.train.head_lr if n in head else None)
+    opt, sched = build_optimizer(rm, cfg.optim, total_steps, lr_for=lambda n: cfg.train.head_lr if n in head else None)
     step, epoch0, pos0, seen = 0, 0, 0, {"prompts": 0, "pairs": 0, "sequences": 0, "tokens": 0}
     ckpt = latest_checkpoint(out) if cfg.run.resume else None
     if ckpt is not None:
@@ -95,11 +109,26 @@ def run(cfg: RMConfig) -> Path:
         nonlocal last_eval
         if not eval_ex:
             return
-        last_eval = evaluate(rm, eval_ex, tok.pad_token_id, cfg.train.eval_batch_size, device, amp_dtype,
-                             progress=cfg.run.progress, shared=shared)
+        last_eval = evaluate(
+            rm,
+            eval_ex,
+            tok.pad_token_id,
+            cfg.train.eval_batch_size,
+            device,
+            amp_dtype,
+            progress=cfg.run.progress,
+            shared=shared,
+        )
         metrics.log(step, {f"rm/eval_{k}": v for k, v in last_eval.items()} | {"rm/epoch": epoch})
-        log.info("rm: step %d epoch %d held-out accuracy %.4f loss %.4f margin %.3f (%d comparisons)", step, epoch,
-                 last_eval["accuracy"], last_eval["loss"], last_eval["margin"], last_eval["pairs"])
+        log.info(
+            "rm: step %d epoch %d held-out accuracy %.4f loss %.4f margin %.3f (%d comparisons)",
+            step,
+            epoch,
+            last_eval["accuracy"],
+            last_eval["loss"],
+            last_eval["margin"],
+            last_eval["pairs"],
+        )
 
     # ---------------------------------------------------------------- loop
     bar = tqdm(total=total_steps, initial=step, desc="rm", disable=not cfg.run.progress, dynamic_ncols=True)
@@ -129,9 +158,11 @@ def run(cfg: RMConfig) -> Path:
                 seen["tokens"] += b.n_tokens_shared if shared else b.n_tokens
             seen["prompts"] += len(idx)
             seen["pairs"] += pairs
-            grad_norm = (torch.nn.utils.clip_grad_norm_([p for p in rm.parameters() if p.requires_grad],
-                                                        cfg.optim.max_grad_norm)
-                         if cfg.optim.max_grad_norm > 0 else torch.tensor(0.0))
+            grad_norm = (
+                torch.nn.utils.clip_grad_norm_([p for p in rm.parameters() if p.requires_grad], cfg.optim.max_grad_norm)
+                if cfg.optim.max_grad_norm > 0
+                else torch.tensor(0.0)
+            )
             opt.step()
             sched.step()
             opt.zero_grad(set_to_none=True)
@@ -140,18 +171,32 @@ def run(cfg: RMConfig) -> Path:
             done = step >= total_steps
             tps = (seen["tokens"] - tok0) / max(1e-9, time.time() - t0)
             if step % cfg.train.log_every == 0 or done:
-                metrics.log(step, {"rm/loss": loss_sum, "rm/accuracy": correct / max(1, pairs),
-                                   "rm/lr": sched.get_last_lr()[0], "rm/grad_norm": float(grad_norm),
-                                   "rm/tokens_per_s": tps, "rm/cpu_s": time.process_time() - cpu0, "rm/epoch": epoch}
-                            | {f"rm/{k}_seen": v for k, v in seen.items()})
+                metrics.log(
+                    step,
+                    {
+                        "rm/loss": loss_sum,
+                        "rm/accuracy": correct / max(1, pairs),
+                        "rm/lr": sched.get_last_lr()[0],
+                        "rm/grad_norm": float(grad_norm),
+                        "rm/tokens_per_s": tps,
+                        "rm/cpu_s": time.process_time() - cpu0,
+                        "rm/epoch": epoch,
+                    }
+                    | {f"rm/{k}_seen": v for k, v in seen.items()},
+                )
             bar.set_postfix(loss=f"{loss_sum:.3f}", acc=f"{correct / max(1, pairs):.2f}", tok_s=f"{tps:.0f}")
             bar.update(1)
             if cfg.train.eval_every and step % cfg.train.eval_every == 0 and not done:
                 evaluate_now(epoch)
             if cfg.train.save_every and step % cfg.train.save_every == 0 and not done:
-                save_checkpoint(step_dir(out, step), rm.model, tok, optimizer=opt, scheduler=sched,
-                                state={"step": step, "epoch": epoch, "position": i, "seen": seen,
-                                       "total_steps": total_steps})
+                save_checkpoint(
+                    step_dir(out, step),
+                    rm.model,
+                    tok,
+                    optimizer=opt,
+                    scheduler=sched,
+                    state={"step": step, "epoch": epoch, "position": i, "seen": seen, "total_steps": total_steps},
+                )
                 prune_checkpoints(out, cfg.train.keep_checkpoints)
         if i >= len(batches) or done:
             evaluate_now(epoch)
@@ -159,23 +204,39 @@ def run(cfg: RMConfig) -> Path:
 
     # ---------------------------------------------------------------- normalize, save
     bias, info = normalization_bias(rm, tok, demos, cfg, device, amp_dtype)
-    final = save_final(out, rm.model, tok, state={"step": step, "seen": seen, "eval": last_eval, "bias": bias},
-                       extra=lambda partial: save_reward_info(partial, bias, **info))
-    log.info("rm: done, %d steps, %d comparisons seen, held-out accuracy %s, bias %.4f; model in %s", step,
-             seen["pairs"], f"{last_eval['accuracy']:.4f}" if last_eval else "n/a", bias, final)
+    final = save_final(
+        out,
+        rm.model,
+        tok,
+        state={"step": step, "seen": seen, "eval": last_eval, "bias": bias},
+        extra=lambda partial: save_reward_info(partial, bias, **info),
+    )
+    log.info(
+        "rm: done, %d steps, %d comparisons seen, held-out accuracy %s, bias %.4f; model in %s",
+        step,
+        seen["pairs"],
+        f"{last_eval['accuracy']:.4f}" if last_eval else "n/a",
+        bias,
+        final,
+    )
     return final
 
 
 def load_data(cfg: RMConfig) -> tuple[list[Ranking], list[Ranking]]:
     """Training and held-out rankings from ``cfg.data`` (importers, synthetic data, conversation split)."""
+
     def read(sources: list[str]) -> list[Ranking]:
         rankings: list[Ranking] = []
         for src in sources:
             if src == "synthetic":
                 demos = [d for spec in cfg.data.demonstrations for d in load_demonstrations(spec)]
                 got = rm_data.synthetic_rankings(demos, cfg.data.synthetic_k, cfg.run.seed)
-                log.info("rm: %d synthetic rankings of K=%d from %d demonstrations", len(got), cfg.data.synthetic_k,
-                         len(demos))
+                log.info(
+                    "rm: %d synthetic rankings of K=%d from %d demonstrations",
+                    len(got),
+                    cfg.data.synthetic_k,
+                    len(demos),
+                )
             else:
                 res = load_rankings(src, cfg.data.format)
                 log.info("rm: %s", res.summary())
@@ -196,21 +257,35 @@ def load_data(cfg: RMConfig) -> tuple[list[Ranking], list[Ranking]]:
     return train, held
 
 
-def normalization_bias(rm: ScalarRewardModel, tok, demos: list[Demonstration], cfg: RMConfig, device: torch.device,
-                       amp_dtype: torch.dtype) -> tuple[float, dict]:
+def normalization_bias(
+    rm: ScalarRewardModel, tok, demos: list[Demonstration], cfg: RMConfig, device: torch.device, amp_dtype: torch.dtype
+) -> tuple[float, dict]:
     """The bias that gives the demonstrations' rewards mean 0 (InstructGPT's normalization)."""
     plain = [d for d in demos if d.prompt is not None and d.response]
     if len(plain) < len(demos):
-        log.info("rm: normalization skips %d few-shot demonstrations (no single prompt/response)",
-                 len(demos) - len(plain))
+        log.info(
+            "rm: normalization skips %d few-shot demonstrations (no single prompt/response)", len(demos) - len(plain)
+        )
     plain = plain[: cfg.data.max_normalize]
     if not plain:
         log.warning("rm: no demonstrations to normalize with (data.demonstrations=%s); bias 0", cfg.data.demonstrations)
         return 0.0, {"normalized_on": 0}
-    raw = rm.score_texts(tok, [d.prompt for d in plain], [d.response for d in plain], max_len=cfg.model.max_seq_len,
-                         batch_size=cfg.train.eval_batch_size, device=device, amp_dtype=amp_dtype, progress=cfg.run.progress)
+    raw = rm.score_texts(
+        tok,
+        [d.prompt for d in plain],
+        [d.response for d in plain],
+        max_len=cfg.model.max_seq_len,
+        batch_size=cfg.train.eval_batch_size,
+        device=device,
+        amp_dtype=amp_dtype,
+        progress=cfg.run.progress,
+    )
     mean = sum(raw) / len(raw) - rm.bias
     std = math.sqrt(sum((r - rm.bias - mean) ** 2 for r in raw) / len(raw))
     log.info("rm: %d demonstrations: raw mean reward %.4f (std %.4f); bias %.4f", len(raw), mean, std, -mean)
-    return -mean, {"normalized_on": len(raw), "raw_mean": mean, "raw_std": std,
-                   "demonstrations": list(cfg.data.demonstrations)}
+    return -mean, {
+        "normalized_on": len(raw),
+        "raw_mean": mean,
+        "raw_std": std,
+        "demonstrations": list(cfg.data.demonstrations),
+    }

@@ -46,7 +46,9 @@ class SFTTrainConfig:
     batch_size: int = option(8, "Sequences (or packed rows) per micro-batch.")
     grad_accum: int = option(1, "Micro-batches per optimizer step.")
     max_steps: int | None = option(None, "Stop after this many optimizer steps (null: run all epochs).")
-    eval_every: int = option(0, "Validate every N optimizer steps as well as at the end of every epoch (0: epochs only).")
+    eval_every: int = option(
+        0, "Validate every N optimizer steps as well as at the end of every epoch (0: epochs only)."
+    )
     save_every: int = option(50, "Write a resumable step-NNNNNN/ checkpoint every N optimizer steps (0: never).")
     keep_checkpoints: int = option(2, "How many step checkpoints to keep (0: all).")
     log_every: int = option(1, "Write train metrics every N optimizer steps.")

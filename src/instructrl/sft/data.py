@@ -19,6 +19,7 @@ from instructrl.records import Demonstration, prompt_messages
 
 log = logging.getLogger(__name__)
 
+
 def user_split(items: list, valid_fraction: float, seed: int, key=lambda d: d.user_id) -> tuple[list, list]:
     """Hold out about ``valid_fraction`` of the user ids (seeded hash), never splitting a user."""
     if valid_fraction <= 0:
@@ -173,8 +174,17 @@ def pack(examples: list[Example], max_len: int, pad_id: int, rows: int) -> list[
     return batches
 
 
-def epoch_batches(examples: list[Example], *, batch_size: int, seed: int, epoch: int, pad_id: int,
-                  length_grouping: bool = True, packing: bool = False, max_len: int = 1024) -> list[Batch]:
+def epoch_batches(
+    examples: list[Example],
+    *,
+    batch_size: int,
+    seed: int,
+    epoch: int,
+    pad_id: int,
+    length_grouping: bool = True,
+    packing: bool = False,
+    max_len: int = 1024,
+) -> list[Batch]:
     """The epoch's batches, a pure function of (examples, seed, epoch)."""
     rng = random.Random(f"{seed}:{epoch}")
     order = list(range(len(examples)))

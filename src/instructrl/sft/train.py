@@ -17,11 +17,11 @@ from tqdm.auto import tqdm
 
 from instructrl.builtin import load_demonstrations
 from instructrl.models.checkpoint import load_checkpoint, publish, save_checkpoint, save_final
+from instructrl.models.forward import response_lm_loss
 from instructrl.models.loading import load_model, load_tokenizer
 from instructrl.models.lora import apply_lora
 from instructrl.sft import data as sft_data
 from instructrl.sft.config import SFTConfig
-from instructrl.models.forward import response_lm_loss
 from instructrl.utils.device import DTYPES, autocast, resolve_device, resolve_precision
 from instructrl.utils.metrics import MetricsLogger
 from instructrl.utils.optim import build_optimizer
@@ -51,11 +51,24 @@ def run(cfg: SFTConfig) -> Path:
         train_ex = train_ex[: cfg.data.max_examples]
     if not train_ex:
         raise ValueError(f"sft: no training examples in {cfg.data.train}")
-    log.info("sft: %d demonstrations -> %d training examples (%d truncated to %d tokens), %d validation examples",
-             len(train_demos), len(train_ex), n_trunc, cfg.model.max_seq_len, len(valid_ex))
+    log.info(
+        "sft: %d demonstrations -> %d training examples (%d truncated to %d tokens), %d validation examples",
+        len(train_demos),
+        len(train_ex),
+        n_trunc,
+        cfg.model.max_seq_len,
+        len(valid_ex),
+    )
     batches_for = lambda epoch: sft_data.epoch_batches(  # noqa: E731
-        train_ex, batch_size=cfg.train.batch_size, seed=cfg.run.seed, epoch=epoch, pad_id=tok.pad_token_id,
-        length_grouping=cfg.data.length_grouping, packing=cfg.data.packing, max_len=cfg.model.max_seq_len)
+        train_ex,
+        batch_size=cfg.train.batch_size,
+        seed=cfg.run.seed,
+        epoch=epoch,
+        pad_id=tok.pad_token_id,
+        length_grouping=cfg.data.length_grouping,
+        packing=cfg.data.packing,
+        max_len=cfg.model.max_seq_len,
+    )
     steps_per_epoch = math.ceil(len(batches_for(0)) / cfg.train.grad_accum)
     total_steps = cfg.train.epochs * steps_per_epoch
     if cfg.train.max_steps:
@@ -86,7 +99,9 @@ def run(cfg: SFTConfig) -> Path:
         rm = load_reward_model(cfg.train.reward_model, device=device)
         rm_prompts = [c[:-1] for c in conv(valid_demos)][: cfg.train.rm_eval_prompts]
         if not rm_prompts:
-            raise ValueError("sft: train.select_by=rm_score needs validation prompts (data.valid or data.valid_fraction)")
+            raise ValueError(
+                "sft: train.select_by=rm_score needs validation prompts (data.valid or data.valid_fraction)"
+            )
 
     def evaluate_and_select(epoch: int, select: bool = True) -> None:
         """Validation loss (and RM score); keep best/ by the selection rule (lower key is better)."""
@@ -95,17 +110,32 @@ def run(cfg: SFTConfig) -> Path:
         row = {"sft/val_loss": val, "sft/epoch": epoch}
         key = val
         if rm is not None:
-            row["sft/rm_score"] = mean_rm_score(model, tok, rm_prompts, *rm, cfg.train.rm_eval_max_new_tokens,
-                                                cfg.train.batch_size, device, amp_dtype)
+            row["sft/rm_score"] = mean_rm_score(
+                model, tok, rm_prompts, *rm, cfg.train.rm_eval_max_new_tokens, cfg.train.batch_size, device, amp_dtype
+            )
             key = -row["sft/rm_score"]
         metrics.log(step, row)
-        log.info("sft: step %d epoch %d %s", step, epoch, " ".join(f"{k}={v:.4f}" for k, v in row.items()
-                                                                  if k != "sft/epoch"))
+        log.info(
+            "sft: step %d epoch %d %s",
+            step,
+            epoch,
+            " ".join(f"{k}={v:.4f}" for k, v in row.items() if k != "sft/epoch"),
+        )
         if select and valid_ex and (best is None or key < best):
             best = key
-            save_checkpoint(out / "best", model, tok, merge_lora=True,
-                            state={"step": step, "epoch": epoch, "val_loss": val, "rm_score": row.get("sft/rm_score"),
-                                   "selected_by": cfg.train.select_by})
+            save_checkpoint(
+                out / "best",
+                model,
+                tok,
+                merge_lora=True,
+                state={
+                    "step": step,
+                    "epoch": epoch,
+                    "val_loss": val,
+                    "rm_score": row.get("sft/rm_score"),
+                    "selected_by": cfg.train.select_by,
+                },
+            )
 
     # ---------------------------------------------------------------- loop
     bar = tqdm(total=total_steps, initial=step, desc="sft", disable=not cfg.run.progress, dynamic_ncols=True)
@@ -125,18 +155,24 @@ def run(cfg: SFTConfig) -> Path:
             loss_sum = 0.0
             for b in group:
                 with autocast(device, amp_dtype):
-                    nll, _ = response_lm_loss(model, b.input_ids.to(device),
-                                              None if b.attention_mask is None else b.attention_mask.to(device),
-                                              b.mask.to(device),
-                                              None if b.position_ids is None else b.position_ids.to(device))
+                    nll, _ = response_lm_loss(
+                        model,
+                        b.input_ids.to(device),
+                        None if b.attention_mask is None else b.attention_mask.to(device),
+                        b.mask.to(device),
+                        None if b.position_ids is None else b.position_ids.to(device),
+                    )
                 loss = nll / max(1, n_targets)
                 if not torch.isfinite(loss):
                     raise nonfinite_error("sft", step, out)
                 loss.backward()
                 loss_sum += float(loss.detach())
                 tokens_seen += b.n_tokens
-            grad_norm = (torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.optim.max_grad_norm)
-                         if cfg.optim.max_grad_norm > 0 else torch.tensor(0.0))
+            grad_norm = (
+                torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.optim.max_grad_norm)
+                if cfg.optim.max_grad_norm > 0
+                else torch.tensor(0.0)
+            )
             opt.step()
             sched.step()
             opt.zero_grad(set_to_none=True)
@@ -145,17 +181,38 @@ def run(cfg: SFTConfig) -> Path:
             done = step >= total_steps
             tps = (tokens_seen - tok0) / max(1e-9, time.time() - t0)
             if step % cfg.train.log_every == 0 or done:
-                metrics.log(step, {"sft/loss": loss_sum, "sft/lr": sched.get_last_lr()[0], "sft/grad_norm": float(grad_norm),
-                                   "sft/tokens_per_s": tps, "sft/tokens": tokens_seen, "sft/epoch": epoch})
+                metrics.log(
+                    step,
+                    {
+                        "sft/loss": loss_sum,
+                        "sft/lr": sched.get_last_lr()[0],
+                        "sft/grad_norm": float(grad_norm),
+                        "sft/tokens_per_s": tps,
+                        "sft/tokens": tokens_seen,
+                        "sft/epoch": epoch,
+                    },
+                )
             bar.set_postfix(loss=f"{loss_sum:.3f}", tok_s=f"{tps:.0f}", epoch=epoch)
             bar.update(1)
             if cfg.train.eval_every and step % cfg.train.eval_every == 0 and i < len(batches):
                 evaluate_and_select(epoch)
                 model.train()
             if cfg.train.save_every and step % cfg.train.save_every == 0 and not done:
-                save_checkpoint(step_dir(out, step), model, tok, optimizer=opt, scheduler=sched,
-                                state={"step": step, "epoch": epoch, "position": i, "best": best,
-                                       "tokens_seen": tokens_seen, "total_steps": total_steps})
+                save_checkpoint(
+                    step_dir(out, step),
+                    model,
+                    tok,
+                    optimizer=opt,
+                    scheduler=sched,
+                    state={
+                        "step": step,
+                        "epoch": epoch,
+                        "position": i,
+                        "best": best,
+                        "tokens_seen": tokens_seen,
+                        "total_steps": total_steps,
+                    },
+                )
                 prune_checkpoints(out, cfg.train.keep_checkpoints)
         if i >= len(batches) or done:
             evaluate_and_select(epoch)
@@ -171,24 +228,45 @@ def run(cfg: SFTConfig) -> Path:
 
 
 @torch.no_grad()
-def mean_rm_score(model: torch.nn.Module, tok, prompts: list, rm: torch.nn.Module, rm_tok, max_new_tokens: int,
-                  batch_size: int, device: torch.device, amp_dtype: torch.dtype) -> float:
+def mean_rm_score(
+    model: torch.nn.Module,
+    tok,
+    prompts: list,
+    rm: torch.nn.Module,
+    rm_tok,
+    max_new_tokens: int,
+    batch_size: int,
+    device: torch.device,
+    amp_dtype: torch.dtype,
+) -> float:
     """Mean normalized reward of the model's greedy responses to ``prompts`` (the paper's SFT selection)."""
-    from instructrl.models.generation import HFGenerator
-    from instructrl.models.generation import ended_flags
+    from instructrl.models.generation import HFGenerator, ended_flags
 
     model.eval()
     with autocast(device, amp_dtype):
-        gens = HFGenerator(model, tok, batch_size=batch_size).generate(prompts, max_new_tokens=max_new_tokens,
-                                                                       temperature=0.0)
-    scores = rm.score_texts(rm_tok, prompts, [g.text for g in gens], device=device, amp_dtype=amp_dtype,
-                            ended=ended_flags([g.finish_reason for g in gens], len(gens)))
+        gens = HFGenerator(model, tok, batch_size=batch_size).generate(
+            prompts, max_new_tokens=max_new_tokens, temperature=0.0
+        )
+    scores = rm.score_texts(
+        rm_tok,
+        prompts,
+        [g.text for g in gens],
+        device=device,
+        amp_dtype=amp_dtype,
+        ended=ended_flags([g.finish_reason for g in gens], len(gens)),
+    )
     return sum(scores) / len(scores)
 
 
 @torch.no_grad()
-def evaluate(model: torch.nn.Module, examples: list[sft_data.Example], pad_id: int, batch_size: int,
-             device: torch.device, amp_dtype: torch.dtype) -> float:
+def evaluate(
+    model: torch.nn.Module,
+    examples: list[sft_data.Example],
+    pad_id: int,
+    batch_size: int,
+    device: torch.device,
+    amp_dtype: torch.dtype,
+) -> float:
     """Token-mean NLL of the response tokens of ``examples`` (nan when there are none)."""
     if not examples:
         return float("nan")

@@ -32,39 +32,112 @@ from instructrl.records import PromptText
 
 # (name, substrings one of which must occur, the pattern); the substring test is a cheap pre-check
 _ANYWHERE = [
-    ("closed_qa", ("based on the", "according to the", "using the", "answer the"), re.compile(
-        r"\b(?:based on|according to|using) the (?:above |following |given )?"
-        r"(?:text|passage|article|paragraph|context|document|story)\b"
-        r"|\banswer the (?:following )?questions? (?:based on|about|using|from) the\b")),
-    ("summarization", ("summar", "tl;dr", "tldr", "key points", "nutshell", "main points"), re.compile(
-        r"\bsummari[sz]e|\bsummary of\b|\btl;?dr\b|\bkey points\b|\bin a nutshell\b|\bmain points\b")),
-    ("classification", ("classif", "categori", "sentiment", "which category", "is this", "is the following"),
-     re.compile(r"\bclassify\b|\bcategori[sz]e\b|\bsentiment\b|\bwhich category\b"
-                r"|\bis (?:this|the following) (?:\w+ ){0,3}(?:spam|positive|negative|toxic|sarcastic)\b")),
+    (
+        "closed_qa",
+        ("based on the", "according to the", "using the", "answer the"),
+        re.compile(
+            r"\b(?:based on|according to|using) the (?:above |following |given )?"
+            r"(?:text|passage|article|paragraph|context|document|story)\b"
+            r"|\banswer the (?:following )?questions? (?:based on|about|using|from) the\b"
+        ),
+    ),
+    (
+        "summarization",
+        ("summar", "tl;dr", "tldr", "key points", "nutshell", "main points"),
+        re.compile(r"\bsummari[sz]e|\bsummary of\b|\btl;?dr\b|\bkey points\b|\bin a nutshell\b|\bmain points\b"),
+    ),
+    (
+        "classification",
+        ("classif", "categori", "sentiment", "which category", "is this", "is the following"),
+        re.compile(
+            r"\bclassify\b|\bcategori[sz]e\b|\bsentiment\b|\bwhich category\b"
+            r"|\bis (?:this|the following) (?:\w+ ){0,3}(?:spam|positive|negative|toxic|sarcastic)\b"
+        ),
+    ),
 ]
 _ANY_KEY = re.compile("|".join(re.escape(k) for _, keys, _ in _ANYWHERE for k in keys))
 _CLAUSE_START = [
     ("extraction", ("extract", "pull out", "find all", "list all the")),
-    ("rewrite", ("rewrite", "re-write", "rephrase", "paraphrase", "translate", "proofread", "edit", "simplify",
-                 "shorten", "correct the grammar", "correct the spelling", "fix the grammar", "fix the spelling",
-                 "make this more", "make this less", "make it more", "make it less", "make it sound",
-                 "make this sound")),
-    ("brainstorming", ("brainstorm", "suggest", "come up with", "give me some ideas", "give me ideas",
-                       "give me some suggestions", "give me suggestions", "list some", "list of", "list ways",
-                       "list ideas", "list tips", "list reasons",
-                       r"list \d+ (?:ideas|ways|suggestions|names|reasons|tips)")),
-    ("generation", ("write", "compose", "create", "generate", "draft", "make up", "continue", "tell me a story",
-                    "tell me a joke", "tell me a poem", "act as", "act like", "pretend", "imagine", "you are a",
-                    "you are an", "you are now", "give me a", "give me an")),
+    (
+        "rewrite",
+        (
+            "rewrite",
+            "re-write",
+            "rephrase",
+            "paraphrase",
+            "translate",
+            "proofread",
+            "edit",
+            "simplify",
+            "shorten",
+            "correct the grammar",
+            "correct the spelling",
+            "fix the grammar",
+            "fix the spelling",
+            "make this more",
+            "make this less",
+            "make it more",
+            "make it less",
+            "make it sound",
+            "make this sound",
+        ),
+    ),
+    (
+        "brainstorming",
+        (
+            "brainstorm",
+            "suggest",
+            "come up with",
+            "give me some ideas",
+            "give me ideas",
+            "give me some suggestions",
+            "give me suggestions",
+            "list some",
+            "list of",
+            "list ways",
+            "list ideas",
+            "list tips",
+            "list reasons",
+            r"list \d+ (?:ideas|ways|suggestions|names|reasons|tips)",
+        ),
+    ),
+    (
+        "generation",
+        (
+            "write",
+            "compose",
+            "create",
+            "generate",
+            "draft",
+            "make up",
+            "continue",
+            "tell me a story",
+            "tell me a joke",
+            "tell me a poem",
+            "act as",
+            "act like",
+            "pretend",
+            "imagine",
+            "you are a",
+            "you are an",
+            "you are now",
+            "give me a",
+            "give me an",
+        ),
+    ),
 ]
 _OPENERS = ("please ", "can you ", "could you ", "would you ", "i want you to ", "i'd like you to ", "help me ", "now ")
 # one pass over the text finds every clause-start keyword: a clause starts the text or follows
 # . ! ? : ; or a newline, optionally after a polite opener; the keyword ends at a word boundary
 _CLAUSES = re.compile(r"[.!?:;\n]")
 _CLAUSE_RE = re.compile(
-    r"\s*(?:" + "|".join(re.escape(o) for o in _OPENERS) + r")?(?:"
-    + "|".join(f"(?P<{name}>" + "|".join(k if k.startswith("list \\d") else re.escape(k) for k in keys) + ")"
-               for name, keys in _CLAUSE_START)
+    r"\s*(?:"
+    + "|".join(re.escape(o) for o in _OPENERS)
+    + r")?(?:"
+    + "|".join(
+        f"(?P<{name}>" + "|".join(k if k.startswith("list \\d") else re.escape(k) for k in keys) + ")"
+        for name, keys in _CLAUSE_START
+    )
     + r")(?![\w-])"
 )
 _FORMS = re.compile(r"\b(?:a|an) (?:poem|story|essay|tweet|song|haiku|limerick|cover letter|speech|blog post)\b")

@@ -16,9 +16,22 @@ from typing import Any
 from instructrl.text.language import detect_languages
 
 CONSTRAINT_KINDS = (
-    "max_words", "min_words", "max_sentences", "exact_bullets", "numbered_items", "include_keywords",
-    "forbidden_words", "language", "json_keys", "ends_with", "starts_with", "all_lowercase",
-    "all_uppercase", "no_commas", "num_paragraphs", "quote_wrapped",
+    "max_words",
+    "min_words",
+    "max_sentences",
+    "exact_bullets",
+    "numbered_items",
+    "include_keywords",
+    "forbidden_words",
+    "language",
+    "json_keys",
+    "ends_with",
+    "starts_with",
+    "all_lowercase",
+    "all_uppercase",
+    "no_commas",
+    "num_paragraphs",
+    "quote_wrapped",
 )
 
 # the value each kind takes: a non-negative integer, a non-empty list of words, a non-empty string, true

@@ -12,7 +12,7 @@ def repetition(text: str, n: int = 3) -> float:
     toks = text.lower().split()
     if len(toks) < n + 5:
         return 0.0
-    grams = [tuple(toks[i: i + n]) for i in range(len(toks) - n + 1)]
+    grams = [tuple(toks[i : i + n]) for i in range(len(toks) - n + 1)]
     return 1.0 - len(set(grams)) / len(grams)
 
 

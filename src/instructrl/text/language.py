@@ -138,8 +138,13 @@ def _save(path: Path, ident: BatchLangId) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".npz")
         with os.fdopen(fd, "wb") as fh:
-            np.savez(fh, languages=np.array(ident.languages), nextmove=ident._nextmove.astype(np.int32), w=ident._w,
-                     prior=ident._prior)
+            np.savez(
+                fh,
+                languages=np.array(ident.languages),
+                nextmove=ident._nextmove.astype(np.int32),
+                w=ident._w,
+                prior=ident._prior,
+            )
         os.replace(tmp, path)
     except OSError:
         pass  # a read-only home: no cache, same results
@@ -164,6 +169,5 @@ def detect_languages(texts: Sequence[str], max_bytes: int = 1024) -> list[str | 
     except ImportError:
         if not _NO_LANGID:
             _NO_LANGID.append(True)
-            log.warning("langid/scipy are not installed: language checks are skipped "
-                        "(pip install 'instructrl[label]')")
+            log.warning("langid/scipy are not installed: language checks are skipped (pip install 'instructrl[label]')")
         return [None] * len(texts)

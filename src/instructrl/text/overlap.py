@@ -10,7 +10,8 @@ import re
 from collections import Counter
 from collections.abc import Iterable
 
-_STOP = set("""
+_STOP = set(
+    """
 a about above after again against all also am an and any are aren as at be because been before being below
 between both but by can cannot could couldn did didn do does doesn doing don down during each else even ever
 every few for from further get gets got had hadn has hasn have haven having he her here hers herself him himself
@@ -20,9 +21,11 @@ quite rather really said same say says see seem shall she should shouldn since s
 theirs them themselves then there these they thing things this those though through thus to too under until up
 upon us use used using very via was wasn way we well were weren what when where whether which while who whom
 whose why will with within without won would wouldn yes yet you your yours yourself yourselves
-""".split())
+""".split()
+)
 # words of instructions rather than of topics
-_INSTRUCTION = set("""
+_INSTRUCTION = set(
+    """
 write writing written explain describe list give tell provide answer respond response reply question questions
 word words sentence sentences paragraph paragraphs bullet bullets point points item items numbered number format
 following below above text short brief briefly long detail detailed include including includes keyword keywords
@@ -31,7 +34,8 @@ comma commas json key keys quote quotes quotation wrap wrapped start starts end 
 most maximum minimum only make create generate compose draft summarize summary rewrite rephrase translate
 classify extract output return show help want know simple simply example examples assistant user human
 two three four five six seven eight nine ten twelve twenty hundred first second third fourth fifth
-""".split())
+""".split()
+)
 
 
 def stem(w: str) -> str:
@@ -84,8 +88,8 @@ def echo_fraction(prompt: str, response: str, n: int = 3) -> float:
     if len(r) < n + 2:
         return 0.0
     p = prompt.lower().split()
-    pg = {tuple(p[i: i + n]) for i in range(len(p) - n + 1)}
-    rg = [tuple(r[i: i + n]) for i in range(len(r) - n + 1)]
+    pg = {tuple(p[i : i + n]) for i in range(len(p) - n + 1)}
+    rg = [tuple(r[i : i + n]) for i in range(len(r) - n + 1)]
     return sum(g in pg for g in rg) / len(rg)
 
 

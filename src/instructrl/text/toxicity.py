@@ -23,11 +23,37 @@ BACKENDS = ("auto", "profanity-check", "lexicon", "none")
 # A fallback for installations without alt-profanity-check: whole-word matches of strong
 # profanity and direct insults. Each hit adds to a probability-like score.
 _LEXICON = {
-    "fuck": 0.95, "fucking": 0.95, "fucked": 0.95, "motherfucker": 0.99, "shit": 0.85, "bullshit": 0.85,
-    "bitch": 0.9, "bastard": 0.9, "asshole": 0.95, "dick": 0.7, "cunt": 0.99, "whore": 0.95, "slut": 0.95,
-    "idiot": 0.85, "idiots": 0.85, "moron": 0.85, "morons": 0.85, "stupid": 0.6, "dumb": 0.55, "loser": 0.6,
-    "retard": 0.95, "retarded": 0.95, "damn": 0.5, "crap": 0.6, "piss": 0.6, "pissed": 0.55,
-    "shut up": 0.8, "kill yourself": 0.99, "go to hell": 0.85, "hate you": 0.8, "worthless": 0.6,
+    "fuck": 0.95,
+    "fucking": 0.95,
+    "fucked": 0.95,
+    "motherfucker": 0.99,
+    "shit": 0.85,
+    "bullshit": 0.85,
+    "bitch": 0.9,
+    "bastard": 0.9,
+    "asshole": 0.95,
+    "dick": 0.7,
+    "cunt": 0.99,
+    "whore": 0.95,
+    "slut": 0.95,
+    "idiot": 0.85,
+    "idiots": 0.85,
+    "moron": 0.85,
+    "morons": 0.85,
+    "stupid": 0.6,
+    "dumb": 0.55,
+    "loser": 0.6,
+    "retard": 0.95,
+    "retarded": 0.95,
+    "damn": 0.5,
+    "crap": 0.6,
+    "piss": 0.6,
+    "pissed": 0.55,
+    "shut up": 0.8,
+    "kill yourself": 0.99,
+    "go to hell": 0.85,
+    "hate you": 0.8,
+    "worthless": 0.6,
 }
 _LEXICON_RE = {w: word_pattern(w) for w in _LEXICON}
 
@@ -73,8 +99,10 @@ class ToxicityScorer:
                     raise ImportError(
                         "toxicity backend 'profanity-check' needs alt-profanity-check: pip install 'instructrl[label]'"
                     ) from None
-                log.warning("alt-profanity-check is not installed; toxicity falls back to a small built-in lexicon "
-                            "(pip install 'instructrl[label]' for the classifier)")
+                log.warning(
+                    "alt-profanity-check is not installed; toxicity falls back to a small built-in lexicon "
+                    "(pip install 'instructrl[label]' for the classifier)"
+                )
                 self.backend = "lexicon"
                 return
         self.backend = self.requested

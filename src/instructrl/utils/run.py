@@ -55,8 +55,9 @@ def flatten(d: dict, prefix: str = "") -> dict:
     return out
 
 
-def check_out_dir(cfg: Any, out: Path, *, resumable: frozenset[str] = RESUMABLE_CHANGES,
-                  holds: str | None = None) -> None:
+def check_out_dir(
+    cfg: Any, out: Path, *, resumable: frozenset[str] = RESUMABLE_CHANGES, holds: str | None = None
+) -> None:
     """Refuse to resume a run in ``out`` that was started with a different config.
 
     ``holds`` names what a resumed run would continue (e.g. an append-only log); by default that is
@@ -96,8 +97,9 @@ def start_run(cfg: Any, stage: str) -> tuple[Path, Path | None]:
     out = Path(cfg.run.out_dir)
     check_out_dir(cfg, out)
     if cfg.run.resume and (out / "final" / "state.json").exists():
-        logging.getLogger(f"instructrl.{stage}").info("%s: %s already holds a finished run (final/); nothing to do",
-                                                      stage, out)
+        logging.getLogger(f"instructrl.{stage}").info(
+            "%s: %s already holds a finished run (final/); nothing to do", stage, out
+        )
         return out, out / "final"
     save_config(cfg, out)
     seed_everything(cfg.run.seed)

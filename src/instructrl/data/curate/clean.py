@@ -37,8 +37,9 @@ class Processor:
         self.detector = None
         if cfg.pii.action != "off":
             p = cfg.pii
-            self.detector = PIIDetector(p.entities, p.phone_regions, p.address_countries, p.national_ids,
-                                        p.ip_public_only, p.mask_format)
+            self.detector = PIIDetector(
+                p.entities, p.phone_regions, p.address_countries, p.national_ids, p.ip_public_only, p.mask_format
+            )
         self.langid = None
         if cfg.lang.detect:
             self.langid = get_identifier(tuple(cfg.lang.languages), cfg.lang.max_bytes)
@@ -149,8 +150,9 @@ class Processor:
         out.cols.ref_tokens.extend(ref_tokens)
         return out
 
-    def _count(self, texts: list[str], refs: list[str | None],
-               sampled: list[bool] | None) -> tuple[list[int], list[int]]:
+    def _count(
+        self, texts: list[str], refs: list[str | None], sampled: list[bool] | None
+    ) -> tuple[list[int], list[int]]:
         """Token counts of prompts and demonstrations: -1 no demonstration, -2 not in the sample."""
         if sampled is None:
             tokens = self.count_tokens(texts)

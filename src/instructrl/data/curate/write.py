@@ -49,7 +49,7 @@ def write_splits(out: Path, spill: Path, split: np.ndarray, progress: bool) -> d
     return paths
 
 
-_KEYS = {k: re.compile(r'(?:^\{|, )"%s": "((?:[^"\\]|\\.)*)"' % k) for k in ("split", "user_id", "org_id")}
+_KEYS = {k: re.compile(r'(?:^\{|, )"' + k + r'": "((?:[^"\\]|\\.)*)"') for k in ("split", "user_id", "org_id")}
 
 
 def _top_level(line: str, keys: tuple[str, ...]) -> list:

@@ -8,8 +8,27 @@ from typing import Literal
 from instructrl.config import RunConfig, option, section
 
 BANNED_WORDS = [
-    "image", "images", "graph", "graphs", "picture", "pictures", "photo", "photos", "file", "files",
-    "map", "maps", "draw", "drawing", "plot", "plotting", "video", "audio", "music", "diagram", "flowchart",
+    "image",
+    "images",
+    "graph",
+    "graphs",
+    "picture",
+    "pictures",
+    "photo",
+    "photos",
+    "file",
+    "files",
+    "map",
+    "maps",
+    "draw",
+    "drawing",
+    "plot",
+    "plotting",
+    "video",
+    "audio",
+    "music",
+    "diagram",
+    "flowchart",
     "go to",
 ]
 
@@ -19,7 +38,8 @@ class BackendConfig:
     """Which model writes the instructions and instances."""
 
     kind: Literal["hf", "openai"] = option(
-        "hf", "'hf': a local Hugging Face model (batched sampling on CPU or GPU); 'openai': an OpenAI-compatible server."
+        "hf",
+        "'hf': a local Hugging Face model (batched sampling on CPU or GPU); 'openai': an OpenAI-compatible server.",
     )
     name_or_path: str = option("default", "hf: 'default' (SmolLM2-135M-Instruct), a model directory, or a hub id.")
     dtype: Literal["fp32", "bf16", "fp16"] = option("fp32", "hf: dtype of the weights.")
@@ -27,7 +47,9 @@ class BackendConfig:
     max_prompt_tokens: int | None = option(None, "hf: keep only the last this-many prompt tokens (null: no limit).")
     base_url: str = option("http://127.0.0.1:8000/v1", "openai: the API root including /v1.")
     model: str = option("", "openai: the model name sent with each request.")
-    api_key_env: str = option("OPENAI_API_KEY", "openai: environment variable holding the API key (unset: no key sent).")
+    api_key_env: str = option(
+        "OPENAI_API_KEY", "openai: environment variable holding the API key (unset: no key sent)."
+    )
     concurrency: int = option(4, "openai: requests in flight at once.")
     timeout: float = option(120.0, "openai: seconds to wait for one answer.")
     prompt_format: Literal["raw", "chat"] = option(
@@ -58,7 +80,9 @@ class GenerateConfig:
         "'single_step': one prompt yields instruction, input and output together.",
     )
     num_prompt_instructions: int = option(8, "Instructions shown in each instruction-generation prompt.")
-    num_machine_in_prompt: int = option(2, "Of those, how many come from the generated tasks (human seeds fill the rest).")
+    num_machine_in_prompt: int = option(
+        2, "Of those, how many come from the generated tasks (human seeds fill the rest)."
+    )
     max_new_instructions: int = option(8, "The most new instructions taken from one prompt's continuation.")
     instruction_max_new_tokens: int = option(256, "Token budget of an instruction-generation continuation.")
     instruction_temperature: float = option(0.7, "Sampling temperature for instructions.")
@@ -71,8 +95,17 @@ class GenerateConfig:
     single_step_machine_shots: int = option(1, "single_step: of those, how many come from the generated tasks.")
 
     def __post_init__(self) -> None:
-        for name in ("target", "max_steps", "prompts_per_step", "num_prompt_instructions", "max_new_instructions",
-                     "instruction_max_new_tokens", "instance_max_new_tokens", "max_instances", "single_step_shots"):
+        for name in (
+            "target",
+            "max_steps",
+            "prompts_per_step",
+            "num_prompt_instructions",
+            "max_new_instructions",
+            "instruction_max_new_tokens",
+            "instance_max_new_tokens",
+            "max_instances",
+            "single_step_shots",
+        ):
             if getattr(self, name) < 1:
                 raise ValueError(f"generate.{name} must be >= 1, got {getattr(self, name)}")
         if not 0 <= self.num_machine_in_prompt <= self.num_prompt_instructions:
@@ -92,7 +125,8 @@ class FilterConfig:
     """What a new instruction and its instances must satisfy; every drop is counted by reason."""
 
     max_rouge_l: float = option(
-        0.7, "A new instruction is kept only if its ROUGE-L F1 with every pool instruction (seeds included) is below this."
+        0.7,
+        "A new instruction is kept only if its ROUGE-L F1 with every pool instruction (seeds included) is below this.",
     )
     min_words: int = option(4, "Instructions with fewer words are dropped ('too_short').")
     max_words: int = option(150, "Instructions with more words are dropped ('too_long').")
@@ -117,7 +151,9 @@ class FilterConfig:
 class SelfInstructConfig:
     """Self-Instruct (Wang et al. 2022): grow a task pool from seed tasks with the model itself."""
 
-    run: RunConfig = option(factory=lambda: RunConfig(out_dir="runs/selfinstruct"), doc="Output directory, seed, device.")
+    run: RunConfig = option(
+        factory=lambda: RunConfig(out_dir="runs/selfinstruct"), doc="Output directory, seed, device."
+    )
     seeds: str | None = option(
         None, "Seed tasks in the Self-Instruct JSONL format; null uses the small set shipped with instructrl."
     )

@@ -18,9 +18,22 @@ from functools import lru_cache
 from instructrl.data.selfinstruct.config import FilterConfig
 from instructrl.data.selfinstruct.tasks import Instance
 
-
-PLACEHOLDERS = {"none", "<none>", "(none)", "n/a", "na", "<noinput>", "<nooutput>", "no input", "no output", "-",
-                "empty", "<empty>", "null", "nil"}
+PLACEHOLDERS = {
+    "none",
+    "<none>",
+    "(none)",
+    "n/a",
+    "na",
+    "<noinput>",
+    "<nooutput>",
+    "no input",
+    "no output",
+    "-",
+    "empty",
+    "<empty>",
+    "null",
+    "nil",
+}
 
 
 def is_placeholder(text: str) -> bool:
@@ -33,7 +46,9 @@ def _banned_pattern(words: tuple[str, ...]) -> re.Pattern | None:
     words = tuple(w.strip().lower() for w in words if w.strip())
     if not words:
         return None
-    alternatives = "|".join(r"\s+".join(re.escape(part) for part in w.split()) for w in sorted(words, key=len, reverse=True))
+    alternatives = "|".join(
+        r"\s+".join(re.escape(part) for part in w.split()) for w in sorted(words, key=len, reverse=True)
+    )
     return re.compile(rf"(?<![a-z0-9])(?:{alternatives})(?![a-z0-9])")
 
 
@@ -64,7 +79,9 @@ def _same_text(a: str, b: str) -> bool:
     return " ".join(a.lower().split()).rstrip(".!?") == " ".join(b.lower().split()).rstrip(".!?")
 
 
-def filter_instances(instances: list[Instance], cfg: FilterConfig, instruction: str = "") -> tuple[list[Instance], Counter]:
+def filter_instances(
+    instances: list[Instance], cfg: FilterConfig, instruction: str = ""
+) -> tuple[list[Instance], Counter]:
     """Keep the well-formed, consistent instances (order kept); count the rest by reason."""
     drops: Counter = Counter()
     candidates: list[Instance] = []

@@ -24,6 +24,7 @@ import re
 from collections.abc import Iterable, Sequence
 
 import numpy as np
+
 try:
     from rapidfuzz.distance import LCSseq
     from rapidfuzz.process import cdist

@@ -24,7 +24,9 @@ class ParsedInstruction:
     truncated: bool = False  # the last item of a continuation that hit the token budget
 
 
-def parse_instruction_list(text: str, *, start: int | None, truncated: bool, max_items: int) -> tuple[list[ParsedInstruction], int]:
+def parse_instruction_list(
+    text: str, *, start: int | None, truncated: bool, max_items: int
+) -> tuple[list[ParsedInstruction], int]:
     """Read the new instructions from a list continuation.
 
     ``start`` is the number the prompt ended with (``9`` for a prompt ending in ``"9."``): the text
@@ -66,7 +68,7 @@ def _segments(pattern: re.Pattern, names: list[str], text: str) -> list[tuple[st
     for k, m in enumerate(marks):
         kind = names[next(i for i, g in enumerate(m.groups()) if g is not None)]
         end = marks[k + 1].start() if k + 1 < len(marks) else len(text)
-        out.append((kind, text[m.end():end].strip()))
+        out.append((kind, text[m.end() : end].strip()))
     return out
 
 
@@ -164,7 +166,7 @@ def parse_single_step(text: str, *, start: int | None, truncated: bool, max_item
         marks = list(_FIELD_MARK.finditer(block))
         for k, m in enumerate(marks):
             end = marks[k + 1].start() if k + 1 < len(marks) else len(block)
-            fields.setdefault(m.group(1).lower(), block[m.end():end].strip())
+            fields.setdefault(m.group(1).lower(), block[m.end() : end].strip())
         instruction = one_line(fields.get("instruction", ""))
         instance = Instance(_no_input(fields.get("input", "")), fields["output"]) if "output" in fields else None
         tasks.append(ParsedTask(instruction, instance))

@@ -41,9 +41,17 @@ def instruction_chat_prompt(instructions: Sequence[str], max_new: int) -> list[d
     """The chat form: the list so far and a request for the next ``max_new`` items."""
     shown = len(instructions)
     lines = [f"{i}. {one_line(inst)}" for i, inst in enumerate(instructions, 1)]
-    return [{"role": "user", "content": INSTRUCTION_HEADER + "\n".join(lines) + (
-        f"\n\nContinue the list with tasks {shown + 1} to {shown + max_new}, one per line, numbered the same way. "
-        "Answer with the new tasks only.")}]
+    return [
+        {
+            "role": "user",
+            "content": INSTRUCTION_HEADER
+            + "\n".join(lines)
+            + (
+                f"\n\nContinue the list with tasks {shown + 1} to {shown + max_new}, one per line, "
+                "numbered the same way. Answer with the new tasks only."
+            ),
+        }
+    ]
 
 
 # --------------------------------------------------------------------------- classification
@@ -81,7 +89,7 @@ CLASSIFICATION_STOP = ["\n"]
 
 INPUT_FIRST_HEADER = (
     "Each task below comes with examples. An example gives an input for the task and then the correct output "
-    "for that input. When the task needs no input, the input is \"none\".\n\n"
+    'for that input. When the task needs no input, the input is "none".\n\n'
 )
 
 _INPUT_FIRST_SHOTS = """Task: Convert the temperature from Celsius to Fahrenheit.
@@ -173,7 +181,7 @@ def instance_prompt(instruction: str, classification: bool) -> str:
 # --------------------------------------------------------------------------- single step
 
 SINGLE_STEP_HEADER = (
-    "Below are tasks for a helpful assistant. Each task has an instruction, an input (\"none\" when the "
+    'Below are tasks for a helpful assistant. Each task has an instruction, an input ("none" when the '
     "instruction says everything), and the correct output. Every task is different from the others.\n\n"
 )
 
@@ -183,8 +191,10 @@ def single_step_prompt(tasks: Sequence[Task]) -> str:
     parts = []
     for i, task in enumerate(tasks, 1):
         inst = task.instances[0]
-        parts.append(f"### Task {i}\nInstruction: {one_line(task.instruction)}\n"
-                     f"Input: {inst.input.strip() or 'none'}\nOutput: {inst.output.strip()}\n\n")
+        parts.append(
+            f"### Task {i}\nInstruction: {one_line(task.instruction)}\n"
+            f"Input: {inst.input.strip() or 'none'}\nOutput: {inst.output.strip()}\n\n"
+        )
     return SINGLE_STEP_HEADER + "".join(parts) + f"### Task {len(tasks) + 1}\nInstruction:"
 
 

@@ -69,14 +69,24 @@ def plot_overlap(summary: dict, path: Path) -> Path:
 
 
 def to_markdown(s: dict) -> str:
-    lines = ["# Self-Instruct report", "", "| | |", "|---|---|",
-             f"| steps | {s['steps']} |", f"| seed tasks | {s['seed_tasks']} ({s['seed_classification']} classification) |",
-             f"| generated instructions | {s['generated_instructions']} |",
-             f"| kept tasks | {s['kept_tasks']} ({100 * s['kept_rate']:.1f}%) |",
-             f"| classification share | {100 * s['classification_share']:.1f}% ({s['classification_tasks']}) |",
-             f"| instances | {s['instances']} ({s['instances_with_input']} with input) |",
-             f"| mean ROUGE-L with nearest seed | {s['rouge_l_seed']['mean']} |", "",
-             "## Dropped instructions by reason", "", "| reason | count |", "|---|---|"]
+    lines = [
+        "# Self-Instruct report",
+        "",
+        "| | |",
+        "|---|---|",
+        f"| steps | {s['steps']} |",
+        f"| seed tasks | {s['seed_tasks']} ({s['seed_classification']} classification) |",
+        f"| generated instructions | {s['generated_instructions']} |",
+        f"| kept tasks | {s['kept_tasks']} ({100 * s['kept_rate']:.1f}%) |",
+        f"| classification share | {100 * s['classification_share']:.1f}% ({s['classification_tasks']}) |",
+        f"| instances | {s['instances']} ({s['instances_with_input']} with input) |",
+        f"| mean ROUGE-L with nearest seed | {s['rouge_l_seed']['mean']} |",
+        "",
+        "## Dropped instructions by reason",
+        "",
+        "| reason | count |",
+        "|---|---|",
+    ]
     lines += [f"| {k} | {v} |" for k, v in s["dropped"].items()] or ["| (none) | 0 |"]
     lines += ["", "## Dropped instances by reason", "", "| reason | count |", "|---|---|"]
     lines += [f"| {k} | {v} |" for k, v in s["instance_drops"].items()] or ["| (none) | 0 |"]

@@ -53,7 +53,9 @@ def read_log(path: Path, state: State) -> None:
     data = path.read_bytes()
     good = data.rfind(b"\n") + 1
     if good < len(data):
-        log.warning("%s: dropping an incomplete last line (%d bytes) left by an interrupted run", path, len(data) - good)
+        log.warning(
+            "%s: dropping an incomplete last line (%d bytes) left by an interrupted run", path, len(data) - good
+        )
         with open(path, "r+b") as fh:
             fh.truncate(good)
     for lineno, line in enumerate(data[:good].decode("utf-8").splitlines(), 1):

@@ -35,8 +35,13 @@ class Task:
     meta: dict = dataclasses.field(default_factory=dict)
 
     def to_json(self) -> dict:
-        out = {"id": self.id, "name": self.name, "instruction": self.instruction,
-               "instances": [dataclasses.asdict(i) for i in self.instances], "is_classification": self.is_classification}
+        out = {
+            "id": self.id,
+            "name": self.name,
+            "instruction": self.instruction,
+            "instances": [dataclasses.asdict(i) for i in self.instances],
+            "is_classification": self.is_classification,
+        }
         if self.meta:
             out["meta"] = self.meta
         return out
@@ -58,7 +63,11 @@ def task_from_json(obj: object, where: str) -> Task:
         raise RecordError(where, "instances", "expected a non-empty list of {input, output} objects")
     instances = []
     for k, inst in enumerate(raw):
-        if not isinstance(inst, dict) or not isinstance(inst.get("input"), str) or not isinstance(inst.get("output"), str):
+        if (
+            not isinstance(inst, dict)
+            or not isinstance(inst.get("input"), str)
+            or not isinstance(inst.get("output"), str)
+        ):
             raise RecordError(where, f"instances[{k}]", "expected an object with string 'input' and 'output'")
         instances.append(Instance(inst["input"], inst["output"]))
     for key in ("id", "name"):
@@ -66,8 +75,14 @@ def task_from_json(obj: object, where: str) -> Task:
             raise RecordError(where, key, f"expected a string, got {obj[key]!r}")
     meta = dict(obj.get("meta") or {})
     meta.update({k: v for k, v in obj.items() if k not in (*REQUIRED, "id", "name", "meta")})
-    return Task(instruction=obj["instruction"], instances=instances, is_classification=obj["is_classification"],
-                id=obj.get("id", ""), name=obj.get("name", ""), meta=meta)
+    return Task(
+        instruction=obj["instruction"],
+        instances=instances,
+        is_classification=obj["is_classification"],
+        id=obj.get("id", ""),
+        name=obj.get("name", ""),
+        meta=meta,
+    )
 
 
 def load_tasks(path: str | os.PathLike | None = None) -> list[Task]:
@@ -93,9 +108,14 @@ def to_demonstrations(tasks: list[Task]) -> list[Demonstration]:
     demos = []
     for task in tasks:
         for k, inst in enumerate(task.instances):
-            demos.append(Demonstration(
-                prompt=instance_prompt(task.instruction, inst.input), response=inst.output.strip(),
-                id=f"{task.id}-{k}", source="selfinstruct", category="classification" if task.is_classification else None,
-                meta={"task_id": task.id, "instance": k},
-            ))
+            demos.append(
+                Demonstration(
+                    prompt=instance_prompt(task.instruction, inst.input),
+                    response=inst.output.strip(),
+                    id=f"{task.id}-{k}",
+                    source="selfinstruct",
+                    category="classification" if task.is_classification else None,
+                    meta={"task_id": task.id, "instance": k},
+                )
+            )
     return demos
