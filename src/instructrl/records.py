@@ -11,6 +11,7 @@ plain text or a list of messages (a multi-turn conversation that ends with a use
 from __future__ import annotations
 
 import codecs
+import contextlib
 import dataclasses
 import gzip
 import io
@@ -403,13 +404,16 @@ def iter_records(path: str | os.PathLike, cls: type[R]) -> Iterator[R]:
         yield from_dict(cls, obj, f"{path}:{lineno}")
 
 
-def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
+@contextlib.contextmanager
+def _atomic_file(path: str | os.PathLike) -> Iterator[io.BufferedWriter]:
+    """A binary file that becomes ``path`` only when the block ends without an error: it is written
+    beside ``path`` under a temporary name, synced and renamed, so a killed writer leaves no half file."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
+        with os.fdopen(fd, "wb") as fh:
+            yield fh
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, path)
@@ -417,30 +421,24 @@ def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
         if os.path.exists(tmp):
             os.unlink(tmp)
         raise
-    return path
+
+
+def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
+    with _atomic_file(path) as fh:
+        fh.write(text.encode("utf-8"))
+    return Path(path)
 
 
 def write_jsonl(path: str | os.PathLike, records: Iterable[Any]) -> Path:
-    """Write records (dataclasses or dicts) atomically: temp file in the same folder, then rename."""
+    """Write records (dataclasses or dicts) atomically (``.gz``: gzip-compressed)."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        raw = os.fdopen(fd, "wb")
-        opener = (
-            io.TextIOWrapper(gzip.GzipFile(fileobj=raw, mode="wb"), encoding="utf-8")
-            if path.suffix == ".gz"
-            else io.TextIOWrapper(raw, encoding="utf-8")
-        )
-        with raw, opener as fh:
-            for rec in records:
-                obj = to_dict(rec) if dataclasses.is_dataclass(rec) else rec
-                fh.write(json.dumps(obj, ensure_ascii=False) + "\n")
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    with _atomic_file(path) as raw:
+        sink = gzip.GzipFile(fileobj=raw, mode="wb") if path.suffix == ".gz" else raw
+        for rec in records:
+            obj = to_dict(rec) if dataclasses.is_dataclass(rec) else rec
+            sink.write((json.dumps(obj, ensure_ascii=False) + "\n").encode("utf-8"))
+        if sink is not raw:
+            sink.close()  # writes the gzip trailer; raw stays open for _atomic_file to sync
     return path
 
 

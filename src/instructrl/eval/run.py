@@ -26,11 +26,19 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
+from tqdm.auto import tqdm
+
 from instructrl.builtin import load_demonstrations, resolve
 from instructrl.config import save_config
 from instructrl.eval.config import EvalConfig, PolicySpec
+from instructrl.eval.sample import load_policy, sample_prompts, sequence_logprobs
 from instructrl.eval.winrate import bootstrap_ci, kl_estimate, preference_accuracy, ranking_accuracy, summarize
-from instructrl.models.generation import is_cut
+from instructrl.label.labeler import rng_for
+from instructrl.label.panel import Panel
+from instructrl.label.rubric import FLAGS
+from instructrl.models.engines import make_generator
+from instructrl.models.generation import ended_flags, is_cut
+from instructrl.models.scalar import load_reward_model
 from instructrl.records import (
     Demonstration,
     Prompt,
@@ -41,6 +49,9 @@ from instructrl.records import (
     read_jsonl,
     write_jsonl,
 )
+from instructrl.utils.device import DTYPES, autocast, resolve_device, resolve_precision
+from instructrl.utils.metrics import MetricsLogger
+from instructrl.utils.seed import seed_everything
 
 log = logging.getLogger("instructrl.eval")
 
@@ -101,9 +112,6 @@ def sample_policy(
     cfg: EvalConfig, spec: PolicySpec, prompts: list[Prompt], shots: list[Demonstration], with_logprobs: bool
 ) -> list[Sample]:
     """One response per prompt (token ids and, for KL, the log-prob under the policy kept)."""
-    from instructrl.eval.sample import load_policy, sample_prompts, sequence_logprobs
-    from instructrl.models.engines import make_generator
-    from instructrl.utils.device import autocast, resolve_precision
 
     model, tok, device = load_policy(spec.model, device=cfg.run.device, dtype=cfg.dtype)
     amp_dtype = resolve_precision(cfg.run.precision, device)
@@ -164,8 +172,6 @@ def reference_logprobs(
     cfg: EvalConfig, ref: PolicySpec, prompts: list[Prompt], samples: dict[str, list[Sample]]
 ) -> dict[str, list[float]]:
     """Log-probs of every other policy's responses under the reference policy (its own prompt, no prefix)."""
-    from instructrl.eval.sample import load_policy, sequence_logprobs
-    from instructrl.utils.device import autocast, resolve_precision
 
     model, tok, device = load_policy(ref.model, device=cfg.run.device, dtype=cfg.dtype)
     amp_dtype = resolve_precision(cfg.run.precision, device)
@@ -193,7 +199,6 @@ def reference_logprobs(
 
 
 def load_panel(panel_file: str) -> Any:
-    from instructrl.label.panel import Panel
 
     if not panel_file:
         raise ValueError("eval: panel_file is required (the panels.json of a labeling run)")
@@ -212,12 +217,6 @@ def load_panel(panel_file: str) -> Any:
 
 
 def run(cfg: EvalConfig) -> Path:
-    from tqdm.auto import tqdm
-
-    from instructrl.label.labeler import rng_for
-    from instructrl.label.rubric import FLAGS
-    from instructrl.utils.metrics import MetricsLogger
-    from instructrl.utils.seed import seed_everything
 
     if not cfg.policies:
         raise ValueError("eval: no policies to evaluate")
@@ -287,10 +286,6 @@ def run(cfg: EvalConfig) -> Path:
     rm_scores: dict[str, list[float]] = {}
     rm_acc: dict[str, Any] = {}
     if cfg.reward_model:
-        from instructrl.models.generation import ended_flags
-        from instructrl.models.scalar import load_reward_model
-        from instructrl.utils.device import DTYPES, resolve_device, resolve_precision
-
         device = resolve_device(cfg.run.device)
         rm, rm_tok = load_reward_model(cfg.reward_model, device=device, dtype=DTYPES[cfg.dtype])
         for n in tqdm(names, desc="eval rm score", disable=not cfg.run.progress):

@@ -23,6 +23,7 @@ import re
 from collections import OrderedDict
 from collections.abc import Sequence
 
+from instructrl.models.generation import FINISH_REASONS, is_cut
 from instructrl.records import Prompt, PromptText
 from instructrl.text.category import tag
 from instructrl.text.constraints import check_constraint, parse_json_object, validate_constraint, words
@@ -218,7 +219,7 @@ class Rubric:
             fr = it[2] if len(it) == 3 else None
             if not isinstance(r, str):
                 raise TypeError(f"items[{i}]: the response must be a string, got {type(r).__name__}")
-            if fr not in (None, "stop", "length"):
+            if fr is not None and fr not in FINISH_REASONS:
                 raise ValueError(f"items[{i}]: finish_reason must be 'stop', 'length' or None, got {fr!r}")
             norm.append((p, r, fr, (_prompt_key(p), r, fr)))
         fresh = self._compute([x for x in norm if x[3] not in self._cache])
@@ -289,7 +290,7 @@ class Rubric:
         # a loop shows as repeated word 3-grams, one line three or more times, or a run of one character
         degenerate = empty or rep >= self.repetition_threshold or repeated_lines(r) >= 3 or has_char_run(r)
         # "stop": the model ended the text itself; without a finish reason, guess from the text
-        truncated = (fr == "length") if fr is not None else looks_truncated(r)
+        truncated = is_cut(fr) if fr is not None else looks_truncated(r)
         # On topic: shared content words over those of the prompt (at most 8 count). Not judged for
         # responses of under 5 content words, prompts of under 2, or an answer asked in another
         # language. Flagged only when long enough to be sure (8+ and 3+ words); even then off topic

@@ -18,6 +18,7 @@ from instructrl.builtin import load_demonstrations, resolve
 from instructrl.data.config import CurateConfig
 from instructrl.eval.config import EvalConfig
 from instructrl.label.config import LabelConfig
+from instructrl.models.generation import is_cut
 from instructrl.pipeline.config import DataConfig, Paths, PipelineConfig, SamplingConfig, stage_configs
 from instructrl.pipeline.engine import Step
 from instructrl.ppo.config import PPOConfig
@@ -191,7 +192,6 @@ def sample_step(
     """``sampling.n`` responses of a model per prompt of a role, for the labelers."""
     from instructrl.eval.sample import load_policy, sample_prompts
     from instructrl.models.engines import make_generator
-    from instructrl.models.generation import is_cut  # instructrl.models loads torch (models/__init__.py)
     from instructrl.utils.device import autocast, resolve_precision
 
     prompts = read_jsonl(paths.prompts / f"{role}.jsonl", Prompt)

@@ -93,11 +93,8 @@ class RolloutConfig:
     forward_batch_size: int = option(8, "Sequences per no-grad forward pass (log-probs, reference, values).")
     weights: Literal["auto", "policy", "bf16", "fp16"] = option(
         "auto",
-        "Weights the sampler decodes with: 'policy' (the training weights, under autocast, which casts every "
-        "weight again at every decode step), 'bf16'/'fp16' (a half-precision copy of the policy, refreshed "
-        "before each rollout: no per-step casts, half the policy's memory more), 'auto' (bf16 when "
-        "run.precision resolves to bf16 and the policy has no LoRA adapters, else 'policy'). Log-probs, "
-        "reference log-probs and values are computed by the policy and the other models either way.",
+        "Weights the sampler decodes with: 'policy' (the training weights under autocast), 'bf16'/'fp16' (a "
+        "half-precision copy refreshed before each rollout), 'auto' (bf16 under bf16 precision without LoRA).",
     )
 
     def __post_init__(self) -> None:

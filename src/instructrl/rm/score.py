@@ -20,6 +20,8 @@ import torch
 from tqdm.auto import tqdm
 
 from instructrl.config import save_config
+from instructrl.models.generation import ended_flags
+from instructrl.models.scalar import load_reward_model
 from instructrl.records import (
     RecordError,
     Sample,
@@ -31,6 +33,7 @@ from instructrl.records import (
 )
 from instructrl.rm.config import RMScoreConfig
 from instructrl.rm.data import RankedExample, RMBatch, collate, encode_rankings, length_rule_accuracy
+from instructrl.rm.importers import load_rankings
 from instructrl.rm.loss import pair_stats, per_prompt_loss
 from instructrl.utils.device import autocast, resolve_device, resolve_precision
 
@@ -134,9 +137,6 @@ def _is_preference_file(path: str) -> bool:
 
 
 def run(cfg: RMScoreConfig) -> Path:
-    from instructrl.models.generation import ended_flags
-    from instructrl.models.scalar import load_reward_model
-    from instructrl.rm.importers import load_rankings
 
     if not cfg.input:
         raise ValueError("rm score: set input=<file.jsonl> (prompt/response records or preference data)")
