@@ -16,6 +16,7 @@ from instructrl.models.generation import ended_flags, is_cut
 from instructrl.pipeline.config import PipelineConfig
 from instructrl.pipeline.run import run
 from instructrl.records import Demonstration, Prompt, Ranking, Sample, read_jsonl
+from instructrl.utils.metrics import read_metrics
 
 ROOT = Path(__file__).resolve().parents[2]
 TINY = ROOT / "configs" / "run" / "tiny.yaml"
@@ -28,6 +29,7 @@ STEPS = [
     "samples",
     "rankings",
     "rm",
+    "best_of_n",
     "ppo",
     "ppo_ptx",
     "eval",
@@ -59,7 +61,7 @@ def test_resumed_run_finishes_every_step(done):
     assert {"base", "curate"} <= skipped and "sft" not in skipped and "eval" not in skipped
     for step in STEPS:
         assert json.loads((done / step / "pipeline.json").read_text())["status"] == "done", step
-    for f in ("report.md", "report.html", "winrate.png", "flags.png", "ppo.png", "rm_accuracy.png"):
+    for f in ("report.md", "report.html", "winrate.png", "flags.png", "ppo.png", "overopt.png", "rm_accuracy.png"):
         assert (done / "report" / f).stat().st_size > 200, f
     assert (done / "report" / "winrate.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
@@ -215,3 +217,44 @@ def test_interrupted_eval_resumes_without_sampling_again(done):
     assert (samples / "ppo.jsonl").exists()
     assert {p: (samples / f"{p}.jsonl").stat().st_mtime_ns for p in kept} == kept
     assert json.loads(marker.read_text())["status"] == "done"
+
+
+def test_best_of_n_curve_and_the_ppo_monitor(done):
+    from instructrl.eval.overopt import best_of_n_kl
+    from instructrl.label.gold import GoldReward
+
+    bon = json.loads((done / "best_of_n" / "best_of_n.json").read_text())
+    curve = bon["curve"]
+    assert [c["n"] for c in curve] == [1, 2, 4, 8] and bon["prompts"] == 12 and bon["samples_per_prompt"] == 8
+    assert [c["kl"] for c in curve] == pytest.approx([best_of_n_kl(c["n"]) for c in curve])
+    proxy = [c["proxy"] for c in curve]
+    assert proxy == sorted(proxy)  # the expected best proxy score of n samples cannot fall as n grows
+    # n = 1 is the plain mean of the SFT samples' gold scores, recomputed from the saved samples
+    samples = read_jsonl(done / "best_of_n" / "samples.jsonl", Sample)
+    gold = GoldReward(str(done / "rankings" / "panels.json"), [str(done / "curate" / "prompts" / "sft.jsonl")])
+    scores = gold([s.prompt for s in samples], [s.response for s in samples], None, [s.finish_reason for s in samples])
+    assert len(samples) == 96 and curve[0]["gold"] == pytest.approx(sum(scores) / len(scores), abs=1e-9)
+    for name in ("ppo", "ppo_ptx"):
+        watched = [r for r in read_metrics(done / name) if "monitor/kl" in r]
+        assert [r["step"] for r in watched] == [0, 2]
+        # PPO starts at SFT: only the bf16 reference's rounding separates them (about 3e-4 nats here)
+        assert watched[0]["monitor/kl"] == pytest.approx(0.0, abs=5e-3)
+        assert all({"monitor/proxy", "monitor/gold", "monitor/reward"} <= set(r) for r in watched)
+        # with the reward model as PPO's reward, the monitor's training reward is the proxy
+        assert [r["monitor/reward"] for r in watched] == pytest.approx([r["monitor/proxy"] for r in watched])
+
+
+def test_gold_reward_run_redoes_only_ppo_and_eval(done):
+    import yaml
+
+    run(tiny(done, "reward=gold", "eval.max_new_tokens=8"))
+    timings = json.loads((done / "timings.json").read_text())
+    assert [t["step"] for t in timings if not t["skipped"]] == ["ppo", "ppo_ptx", "eval"]
+    reward = yaml.safe_load((done / "ppo" / "config.yaml").read_text())["reward"]
+    assert reward["kind"] == "factory" and reward["factory"] == "instructrl.label.gold:GoldReward"
+    assert reward["factory_args"]["panel_file"] == str(done / "rankings" / "panels.json")
+    watched = [r for r in read_metrics(done / "ppo") if "monitor/kl" in r]
+    # PPO's reward is now the gold judgment itself: on the monitor's responses the two agree exactly
+    assert [r["monitor/reward"] for r in watched] == pytest.approx([r["monitor/gold"] for r in watched], abs=1e-12)
+    scores = [r["ppo/score"] for r in read_metrics(done / "ppo") if "ppo/score" in r]
+    assert scores and all(0.0 <= s <= 1.0 for s in scores)  # gold scores are qualities in [0, 1]

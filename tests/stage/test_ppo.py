@@ -115,7 +115,10 @@ def test_is_finite_number_rejects_what_the_logger_writes_for_nan_and_inf():
 
 def test_reward_rises_while_kl_stays_bounded(ppo_world, tmp_path):
     out = tmp_path / "ppo"
-    final = run(ppo_cfg(ppo_world, out, "ppo.steps=30"))
+    # the monitor scores the same prompts every 10 iterations with the training reward and a second one
+    other = "[{name: other, factory: 'instructrl.ppo.reward:TokenFractionReward', factory_args: {token_ids: [5]}}]"
+    monitor = ("monitor.every=10", f"monitor.prompts=[{ppo_world['prompts']}]", "monitor.max_prompts=16")
+    final = run(ppo_cfg(ppo_world, out, "ppo.steps=30", *monitor, f"monitor.rewards={other}"))
     assert (final / "config.json").exists() and (out / "config.yaml").exists()
     score, kl = series(out, "ppo/score"), series(out, "ppo/kl")
     assert len(score) == 30
@@ -137,11 +140,20 @@ def test_reward_rises_while_kl_stays_bounded(ppo_world, tmp_path):
         "ppo/kl_coef",
         "ppo/approx_kl",
     ):
-        assert key in rows[-1], key
+        assert key in [r for r in rows if "ppo/score" in r][-1], key
     not_finite = [
         (r["step"], k, v) for r in rows for k, v in r.items() if k.startswith("ppo/") and not is_finite_number(v)
     ]
     assert not not_finite, not_finite
+    watched = [r for r in rows if "monitor/kl" in r]
+    assert [r["step"] for r in watched] == [0, 10, 20, 30]
+    assert watched[0]["monitor/kl"] == pytest.approx(0.0, abs=1e-5)  # the policy is still the reference
+    assert watched[-1]["monitor/kl"] > 0.01 and watched[-1]["monitor/sqrt_kl"] == pytest.approx(
+        math.sqrt(watched[-1]["monitor/kl"])
+    )
+    # the training reward on the held-out monitor prompts rises as it does on the training batches
+    assert watched[-1]["monitor/reward"] > watched[0]["monitor/reward"] + 0.05, watched
+    assert all(0.0 <= r["monitor/other"] <= 1.0 and 0.0 <= r["monitor/reward"] <= 1.0 for r in watched)
 
 
 def test_ptx_keeps_pretraining_loss_lower(ppo_world, tmp_path):

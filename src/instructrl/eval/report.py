@@ -5,7 +5,7 @@ Reads what the steps wrote: ``eval/results.json`` (win rates, Likert, flags, KL,
 pretraining loss), ``rm/final/state.json`` (held-out accuracy on the training panel's rankings),
 ``rankings/metrics.json`` (the panels' measured agreement), the step markers and
 ``timings.json`` (run time of each step). Writes ``report/{report.md, report.html, winrate.png,
-flags.png, ppo.png, rm_accuracy.png}``.
+flags.png, ppo.png, overopt.png, rm_accuracy.png}``.
 
     python -m instructrl.eval.report runs/default
 """
@@ -65,7 +65,9 @@ def collect(run_dir: Path) -> dict:
             "score": [r["ppo/score"] for r in train],
             "kl": [r["ppo/kl"] for r in train],
             "ptx_eval": [(r["step"], float(r["ppo/ptx_eval_loss"])) for r in ptx],
+            "monitor": [r for r in rows if "monitor/kl" in r],
         }
+    d["best_of_n"] = _read_json(run_dir / "best_of_n" / "best_of_n.json")
     rm_state = _read_json(run_dir / "rm" / "final" / "state.json") or {}
     d["rm_eval"] = rm_state.get("eval") or {}
     d["labels"] = _read_json(run_dir / "rankings" / "metrics.json") or {}
@@ -134,6 +136,39 @@ def plot_ppo(ppo: dict, path: Path) -> None:
     a2.set_xlabel("PPO step")
     a2.set_ylabel("KL to SFT (nats / response)")
     a1.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def plot_overopt(best_of_n: dict | None, ppo: dict, path: Path) -> None:
+    """Proxy (left) and gold (right) score against sqrt(KL to SFT): best-of-n of SFT and PPO's monitor points."""
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(8.0, 3.2))
+    for ax, key, title in (
+        (axes[0], "proxy", "proxy: learned reward model"),
+        (axes[1], "gold", "gold: training panel"),
+    ):
+        if best_of_n:
+            curve = best_of_n["curve"]
+            ax.plot([c["sqrt_kl"] for c in curve], [c[key] for c in curve], marker="o", label="best-of-n (SFT)")
+            for c in curve:
+                ax.annotate(
+                    f"n={c['n']}", (c["sqrt_kl"], c[key]), fontsize=6, xytext=(2, 2), textcoords="offset points"
+                )
+        for name, m in ppo.items():
+            pts = [r for r in m.get("monitor", []) if f"monitor/{key}" in r]
+            if pts:
+                ax.plot(
+                    [r["monitor/sqrt_kl"] for r in pts],
+                    [r[f"monitor/{key}"] for r in pts],
+                    marker=".",
+                    label=_label(name),
+                )
+        ax.set_xlabel("sqrt(KL to SFT), sqrt(nats)")
+        ax.set_title(title, fontsize=9)
+    axes[0].legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
@@ -268,6 +303,19 @@ def render_markdown(d: dict, figures: dict[str, str]) -> str:
             ]
             lines += [f"| {_label(n)} | {pe[0][1]:.4f} | {pe[-1][1]:.4f} |" for n, pe in rows]
             lines.append("")
+    if "overopt" in figures:
+        bon = d.get("best_of_n") or {}
+        lines += [
+            "## Over-optimization",
+            "",
+            f"![proxy and gold score against KL]({figures['overopt']})",
+            "",
+            "The learned reward model (proxy) and the training panel's noise-free judgment (gold) on the "
+            f"same {bon.get('prompts', '?')} held-out SFT prompts, against the square root of the KL to SFT: "
+            f"best-of-n of {bon.get('samples_per_prompt', '?')} SFT samples (KL = log n - (n-1)/n) and PPO "
+            "every few iterations. Where the proxy rises and gold does not, PPO exploits the reward model.",
+            "",
+        ]
     if "rm" in figures:
         lines += [
             "## Reward model",
@@ -364,6 +412,9 @@ def write_report(run_dir: str | Path) -> Path:
     if any(m["steps"] for m in d["ppo"].values()):
         plot_ppo(d["ppo"], out / "ppo.png")
         figures["ppo"] = "ppo.png"
+    if d["best_of_n"] or any(m["monitor"] for m in d["ppo"].values()):
+        plot_overopt(d["best_of_n"], d["ppo"], out / "overopt.png")
+        figures["overopt"] = "overopt.png"
     bars = []
     if d["rm_eval"].get("pairs"):
         bars.append(("training panel,\nheld-out rankings", d["rm_eval"]["accuracy"], d["rm_eval"]["pairs"]))

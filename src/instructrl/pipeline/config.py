@@ -11,6 +11,7 @@ the model each step starts from, the files between steps) show ``(set by instruc
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Literal
@@ -21,6 +22,8 @@ from instructrl.eval.config import EvalConfig, PolicySpec
 from instructrl.label.config import LabelConfig
 from instructrl.ppo.config import (
     MemoryConfig,
+    MonitorConfig,
+    MonitorReward,
     PPOAlgoConfig,
     PPOConfig,
     PPODataConfig,
@@ -100,6 +103,22 @@ class SamplingConfig:
     def __post_init__(self) -> None:
         if self.n < 0 or self.max_new_tokens < 1 or self.batch_size < 1 or self.temperature <= 0:
             raise ValueError("sampling: n >= 0, max_new_tokens >= 1, batch_size >= 1 and temperature > 0 are needed")
+
+
+@dataclass
+class OveroptConfig:
+    """The over-optimization curves: proxy (the learned reward model) and gold (the training panel's
+    noise-free judgment) against the KL to SFT, for best-of-n samples of SFT and along PPO."""
+
+    prompts: int = option(
+        16, "Monitor prompts: the first N SFT prompts (never trained on by the reward model or PPO; 0: no curves)."
+    )
+    n: int = option(8, "Best-of-n: SFT samples per monitor prompt (curves for n = 1, 2, 4, ... up to this).")
+    every: int = option(5, "PPO: score the monitor prompts every N iterations (and before the first, after the last).")
+
+    def __post_init__(self) -> None:
+        if self.prompts < 0 or self.n < 1 or self.every < 1:
+            raise ValueError("overopt: prompts >= 0, n >= 1 and every >= 1 are needed")
 
 
 @dataclass
@@ -230,8 +249,15 @@ class PipelineConfig:
         "function then starts from the SFT model (unless ppo.value.init is set): it reads the policy's tokens.",
     )
     rm: RMConfig = option(factory=_rm, doc="Reward model (instructrl rm --help).")
+    reward: Literal["model", "gold"] = option(
+        "model",
+        "What PPO maximizes: the learned reward model, or 'gold': the training panel's own noise-free judgment "
+        "(instructrl.label.gold), to test the RL stage apart from the reward model. The held-out panel judges "
+        "either way and is never read by the gold reward.",
+    )
     ppo: PPOConfig = option(factory=_ppo, doc="PPO, for both the ppo and ppo_ptx steps (instructrl ppo --help).")
     ptx: PipelinePtxConfig = section(PipelinePtxConfig, "The pretraining term of PPO-ptx.")
+    overopt: OveroptConfig = section(OveroptConfig, "Over-optimization curves (proxy and gold score against KL).")
     eval: EvalConfig = option(factory=_eval, doc="Evaluation on the test prompts (instructrl.eval.config.EvalConfig).")
 
     def __post_init__(self) -> None:
@@ -371,14 +397,54 @@ def ppo_config(cfg: PipelineConfig, paths: Paths, step: str, ptx_coef: float) ->
     value_init = ppo.value.init
     if cfg.rm_base and value_init is None:
         value_init = paths.sft_model  # a reward model of another family reads other tokens than the policy
+    elif cfg.reward == "gold" and value_init is None:
+        value_init = paths.rm_model  # the value function starts from the reward model either way
     return replace(
         ppo,
         run=step_run(cfg, step),
         policy=replace(ppo.policy, name_or_path=paths.sft_model),
         data=replace(ppo.data, prompts=[str(paths.prompts / "ppo.jsonl")]),
-        reward=replace(ppo.reward, kind="model", model=paths.rm_model, function=None, target_tokens=[]),
+        reward=ppo_reward(cfg, paths),
+        monitor=ppo_monitor(cfg, paths),
         value=replace(ppo.value, init=value_init),
         ptx=replace(ppo.ptx, data=list(cfg.ptx.data), coef=ptx_coef),
+    )
+
+
+GOLD = "instructrl.label.gold:GoldReward"
+
+
+def gold_args(cfg: PipelineConfig, paths: Paths, roles: Sequence[str]) -> dict:
+    """GoldReward's arguments: the run's panels (it reads only the training panel) and prompt records."""
+    return {
+        "panel_file": paths.panels,
+        "prompts": [str(paths.prompts / f"{role}.jsonl") for role in roles],
+        "rubric": dataclasses.asdict(cfg.label.panel.rubric),
+    }
+
+
+def ppo_reward(cfg: PipelineConfig, paths: Paths) -> RewardConfig:
+    """The learned reward model, or the training panel's gold judgment."""
+    common = {"model": paths.rm_model, "function": None, "target_tokens": []}
+    if cfg.reward == "model":
+        return replace(cfg.ppo.reward, kind="model", factory=None, factory_args={}, **common)
+    args = gold_args(cfg, paths, ["ppo", "sft"])  # sft: the monitor prompts, scored by the training reward too
+    return replace(cfg.ppo.reward, kind="factory", factory=GOLD, factory_args=args, **common)
+
+
+def ppo_monitor(cfg: PipelineConfig, paths: Paths) -> MonitorConfig:
+    """Proxy and gold scores of the policy on the monitor prompts, every overopt.every iterations."""
+    if not cfg.overopt.prompts:
+        return MonitorConfig()
+    rewards = [
+        MonitorReward(name="proxy", model=paths.rm_model),
+        MonitorReward(name="gold", factory=GOLD, factory_args=gold_args(cfg, paths, ["sft"])),
+    ]
+    return MonitorConfig(
+        every=cfg.overopt.every,
+        prompts=[str(paths.prompts / "sft.jsonl")],
+        max_prompts=cfg.overopt.prompts,
+        rewards=rewards,
     )
 
 

@@ -10,6 +10,7 @@ pipeline sets.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 from pathlib import Path
@@ -22,10 +23,18 @@ from instructrl.models.generation import is_cut
 from instructrl.pipeline.config import DataConfig, Paths, PipelineConfig, SamplingConfig, stage_configs
 from instructrl.pipeline.engine import Step
 from instructrl.ppo.config import PPOConfig
-from instructrl.records import Demonstration, Prompt, RecordError, prompt_text, read_jsonl, write_jsonl
+from instructrl.records import (
+    Demonstration,
+    Prompt,
+    RecordError,
+    atomic_write_text,
+    prompt_text,
+    read_jsonl,
+    write_jsonl,
+)
 from instructrl.rm.config import RMConfig
 from instructrl.sft.config import SFTConfig
-from instructrl.utils.seed import unit
+from instructrl.utils.seed import derive, unit
 
 log = logging.getLogger("instructrl.run")
 
@@ -107,6 +116,17 @@ def build_steps(cfg: PipelineConfig) -> list[Step]:
         ),
         Step("rankings", {"label": stage["rankings"]}, lambda: rankings_step(stage["rankings"])),
         Step("rm", {"rm": stage["rm"]}, lambda: {"output": str(run_rm(stage["rm"]))}),
+        *(
+            [
+                Step(
+                    "best_of_n",
+                    {"overopt": cfg.overopt, "sampling": cfg.rm_sampling, "rm": stage["rm"], "seed": seed},
+                    lambda: best_of_n_step(cfg, paths),
+                )
+            ]
+            if cfg.overopt.prompts
+            else []
+        ),
         Step("ppo", {"ppo": stage["ppo"]}, lambda: {"output": str(run_ppo(stage["ppo"]))}),
         Step("ppo_ptx", {"ppo": stage["ppo_ptx"]}, lambda: {"output": str(run_ppo(stage["ppo_ptx"]))}),
         Step("eval", {"eval": stage["eval"]}, lambda: {"output": str(run_eval(stage["eval"]))}),
@@ -225,6 +245,70 @@ def sample_step(
         )
     write_jsonl(paths.out / step / "samples.jsonl", samples)
     return {"prompts": len(prompts), "samples": len(samples), "cut": sum(is_cut(s.finish_reason) for s in samples)}
+
+
+def best_of_n_step(cfg: PipelineConfig, paths: Paths) -> dict:
+    """Best-of-n from SFT on the monitor prompts: proxy and gold scores against KL (log n - (n-1)/n).
+
+    The SFT model samples ``overopt.n`` responses per prompt as PPO's rollouts do (rm_sampling's
+    temperature and length); the learned reward model scores them as PPO's reward would, the gold
+    reward as the training panel judges."""
+    from instructrl.eval.overopt import best_of_n_curve
+    from instructrl.eval.sample import load_policy, sample_prompts
+    from instructrl.label.gold import GoldReward
+    from instructrl.models.engines import make_generator
+    from instructrl.models.generation import ended_flags
+    from instructrl.models.scalar import load_reward_model
+    from instructrl.utils.device import DTYPES, autocast, resolve_precision
+
+    prompts = read_jsonl(paths.prompts / "sft.jsonl", Prompt)[: cfg.overopt.prompts]
+    sc, n = cfg.rm_sampling, cfg.overopt.n
+    model, tok, device = load_policy(paths.sft_model, device=cfg.run.device, dtype=sc.dtype)
+    amp_dtype = resolve_precision(cfg.run.precision, device)
+    generator = make_generator(
+        model,
+        tok,
+        engine=sc.engine,
+        batch_size=sc.batch_size,
+        max_prompt_tokens=sc.max_prompt_tokens,
+        progress=cfg.run.progress,
+    )
+    samples = sample_prompts(
+        generator,
+        prompts,
+        n=n,
+        policy="sft",
+        max_new_tokens=sc.max_new_tokens,
+        temperature=sc.temperature,
+        top_p=sc.top_p,
+        seed=derive(cfg.run.seed, "best_of_n"),
+        autocast_ctx=lambda: autocast(device, amp_dtype),
+    )
+    del model, generator
+    rm, rm_tok = load_reward_model(paths.rm_model, device=device, dtype=DTYPES[cfg.ppo.memory.frozen_dtype])
+    finish = [s.finish_reason for s in samples]
+    proxy = rm.score_texts(
+        rm_tok,
+        [s.prompt for s in samples],
+        [s.response for s in samples],
+        max_len=cfg.ppo.reward.max_seq_len,
+        batch_size=cfg.ppo.reward.batch_size,
+        device=device,
+        amp_dtype=amp_dtype,
+        ended=ended_flags(finish, len(samples)),
+    )
+    gold = GoldReward(paths.panels, [str(paths.prompts / "sft.jsonl")], dataclasses.asdict(cfg.label.panel.rubric))
+    gold_scores = gold.qualities([s.prompt for s in samples], [s.response for s in samples], finish)
+    per_prompt = [list(range(i * n, (i + 1) * n)) for i in range(len(prompts))]
+    ns = [k for k in (1, 2, 4, 8, 16, 32, 64) if k <= n]
+    rows = best_of_n_curve(
+        [[proxy[j] for j in idx] for idx in per_prompt], [[gold_scores[j] for j in idx] for idx in per_prompt], ns
+    )
+    out = {"prompts": len(prompts), "samples_per_prompt": n, "curve": rows}
+    atomic_write_text(paths.out / "best_of_n" / "best_of_n.json", json.dumps(out, indent=2) + "\n")
+    write_jsonl(paths.out / "best_of_n" / "samples.jsonl", samples)
+    log.info("run: best-of-n %s", ", ".join(f"n={r['n']} proxy {r['proxy']:.3f} gold {r['gold']:.3f}" for r in rows))
+    return {"curve": rows}
 
 
 def demonstrations_step(cfg: PipelineConfig, paths: Paths, label: LabelConfig) -> dict:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from typing import Literal
 
@@ -27,10 +28,11 @@ class PPODataConfig:
 
 @dataclass
 class RewardConfig:
-    kind: Literal["model", "function", "target_tokens"] = option(
+    kind: Literal["model", "function", "factory", "target_tokens"] = option(
         "model",
-        "What scores a response: a reward model (reward.model), a Python function (reward.function), or "
-        "the built-in programmatic reward (reward.target_tokens).",
+        "What scores a response: a reward model (reward.model), a Python function (reward.function), a "
+        "reward built by a Python factory (reward.factory), or the built-in programmatic reward "
+        "(reward.target_tokens).",
     )
     model: str = option(
         "runs/demo/rm/final",
@@ -42,6 +44,13 @@ class RewardConfig:
         "kind=function: 'package.module:callable', called as fn(prompts, responses, response_token_ids) -> "
         "list of floats.",
     )
+    factory: str | None = option(
+        None,
+        "kind=factory: 'package.module:callable' called once with reward.factory_args; it returns the reward, "
+        "called as reward(prompts, responses, response_token_ids, finish_reasons) -> list of floats "
+        "(e.g. instructrl.label.gold:GoldReward, the training panel's noise-free judgment).",
+    )
+    factory_args: dict = option({}, "kind=factory: keyword arguments of reward.factory.")
     target_tokens: list[str] = option(
         [],
         "kind=target_tokens, for tests and smoke runs: the score is the fraction of response tokens (EOS "
@@ -56,6 +65,8 @@ class RewardConfig:
     def __post_init__(self) -> None:
         if self.kind == "function" and not self.function:
             raise ValueError("reward.kind=function needs reward.function ('package.module:callable')")
+        if self.kind == "factory" and not self.factory:
+            raise ValueError("reward.kind=factory needs reward.factory ('package.module:callable')")
         if self.kind == "target_tokens" and not self.target_tokens:
             raise ValueError("reward.kind=target_tokens needs reward.target_tokens (a list of single-token strings)")
 
@@ -197,6 +208,47 @@ class PPOTrainConfig:
 
 
 @dataclass
+class MonitorReward:
+    """A reward the monitor scores with (not trained on): a reward model or a reward factory."""
+
+    name: str = option("", "Name in the metrics: monitor/<name> (letters, digits, '_').")
+    model: str | None = option(None, "Reward-model checkpoint (as reward.model).")
+    factory: str | None = option(None, "'package.module:callable' returning the reward (as reward.factory).")
+    factory_args: dict = option({}, "Keyword arguments of factory.")
+
+    def __post_init__(self) -> None:
+        if not self.name.replace("_", "").isalnum():
+            raise ValueError(f"monitor.rewards[].name must be letters, digits or '_', got {self.name!r}")
+        if (self.model is None) == (self.factory is None):
+            raise ValueError(f"monitor.rewards[{self.name}]: give exactly one of model and factory")
+
+    def as_reward(self, base: RewardConfig) -> RewardConfig:
+        """The reward config: ``base`` (the training reward's batch size and length) with this source."""
+        if self.model is not None:
+            return dataclasses.replace(base, kind="model", model=self.model, factory=None, factory_args={})
+        return dataclasses.replace(base, kind="factory", factory=self.factory, factory_args=dict(self.factory_args))
+
+
+@dataclass
+class MonitorConfig:
+    every: int = option(
+        0,
+        "Every N iterations (and before the first and after the last), sample the monitor prompts with the "
+        "current policy and log their KL to the reference and every monitor reward's mean score (0: never): the "
+        "over-optimization curve of the run.",
+    )
+    prompts: list[str] = option([], "Held-out prompt files (not trained on, not the test prompts).")
+    max_prompts: int = option(32, "Monitor at most this many prompts.")
+    rewards: list[MonitorReward] = option([], "Rewards to score with besides the training reward (e.g. gold).")
+
+    def __post_init__(self) -> None:
+        if self.every < 0 or self.max_prompts < 1:
+            raise ValueError("monitor.every must be >= 0 and monitor.max_prompts >= 1")
+        if self.every and not self.prompts:
+            raise ValueError("monitor.every > 0 needs monitor.prompts")
+
+
+@dataclass
 class PPOConfig:
     """PPO (and PPO-ptx) of the SFT policy against a reward model, InstructGPT's equation 2."""
 
@@ -218,6 +270,7 @@ class PPOConfig:
     ptx: PtxConfig = section(PtxConfig, "PPO-ptx: pretraining log-likelihood mixed into every update.")
     memory: MemoryConfig = section(MemoryConfig, "Where the frozen models live.")
     train: PPOTrainConfig = section(PPOTrainConfig, "Checkpoints, logging, samples.")
+    monitor: MonitorConfig = section(MonitorConfig, "Over-optimization monitor: proxy and gold scores against KL.")
 
     def __post_init__(self) -> None:
         if self.lora.enabled and (self.ppo.trainable_layers or self.value.trainable_layers):

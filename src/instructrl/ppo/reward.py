@@ -12,7 +12,7 @@ cut-off response is read without EOS, as the reward model was trained);
 from __future__ import annotations
 
 import importlib
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, Protocol
 
 import torch
@@ -85,17 +85,23 @@ class RewardModelReward:
                 self.rm.to("cpu")
 
 
-def load_callable(spec: str) -> RewardFn:
-    """``package.module:callable`` -> the callable, with a clear error when it is not there."""
+def import_callable(spec: str, key: str) -> Callable:
+    """``package.module:callable`` -> the callable, with a clear error naming the config ``key``."""
     if ":" not in spec:
-        raise ValueError(f"reward.function must look like 'package.module:callable', got {spec!r}")
+        raise ValueError(f"{key} must look like 'package.module:callable', got {spec!r}")
     module, name = spec.split(":", 1)
     try:
         fn = getattr(importlib.import_module(module), name)
     except (ImportError, AttributeError) as e:
-        raise ValueError(f"reward.function {spec!r} cannot be loaded: {e}") from None
+        raise ValueError(f"{key} {spec!r} cannot be loaded: {e}") from None
     if not callable(fn):
-        raise ValueError(f"reward.function {spec!r} is not callable")
+        raise ValueError(f"{key} {spec!r} is not callable")
+    return fn
+
+
+def load_callable(spec: str) -> RewardFn:
+    """A user's ``fn(prompts, responses, response_ids)`` as a reward (the finish reasons are not passed on)."""
+    fn = import_callable(spec, "reward.function")
     return lambda prompts, responses, response_ids, finish_reasons: fn(prompts, responses, response_ids)
 
 
@@ -124,6 +130,8 @@ def build_reward(
         return TokenFractionReward([single_token_id(tok, t) for t in cfg.target_tokens], eos_ids)
     if cfg.kind == "function":
         return load_callable(cfg.function)
+    if cfg.kind == "factory":
+        return import_callable(cfg.factory, "reward.factory")(**cfg.factory_args)
     from instructrl.models.scalar import load_reward_model
 
     rm, rm_tok = load_reward_model(cfg.model, device="cpu" if offload else device, dtype=dtype)

@@ -27,6 +27,7 @@ from instructrl.models.loading import load_tokenizer
 from instructrl.ppo.advantages import RunningMoments, Shaped, normalize_scores, sequence_kl, shape
 from instructrl.ppo.config import PPOConfig
 from instructrl.ppo.kl_control import build_kl_controller
+from instructrl.ppo.monitor import Monitor
 from instructrl.ppo.ptx import PtxData
 from instructrl.ppo.reward import build_reward
 from instructrl.ppo.roles import Pair, PolicyAndValue, build_models, sampler_weights
@@ -138,6 +139,24 @@ def run(cfg: PPOConfig) -> Path:
             },
         )
 
+    monitor = Monitor(
+        cfg,
+        tok,
+        reward,
+        generator=generator,
+        policy=policy,
+        reference=reference,
+        device=device,
+        frozen_device=frozen_device,
+        amp_dtype=amp_dtype,
+        autocast_ctx=autocast_ctx,
+    )
+
+    def log_monitor() -> None:
+        if sampler is not None:
+            sampler.refresh()  # the monitor samples with the policy as it is now
+        metrics.log(step, monitor())
+
     def eval_ptx() -> None:
         if ptx is not None and ptx.held_out:
             loss = ptx.evaluate(policy, device, cfg.ptx.eval_blocks, cfg.rollout.forward_batch_size, autocast_ctx)
@@ -147,6 +166,8 @@ def run(cfg: PPOConfig) -> Path:
     bar = tqdm(total=cfg.ppo.steps, initial=step, desc="ppo", disable=not cfg.run.progress, dynamic_ncols=True)
     if step == 0:
         eval_ptx()  # the starting point: the alignment tax is measured from here
+        if monitor.due(step):
+            log_monitor()
     while step < cfg.ppo.steps:
         t0 = time.perf_counter()
         idx = prompt_batch(len(prompts), step, cfg.ppo.batch_size, cfg.run.seed)
@@ -226,6 +247,8 @@ def run(cfg: PPOConfig) -> Path:
             print_samples(rollout, step, bar)
         if cfg.train.eval_every and step % cfg.train.eval_every == 0:
             eval_ptx()
+        if monitor.due(step):
+            log_monitor()
         if cfg.train.save_every and step % cfg.train.save_every == 0 and step < cfg.ppo.steps:
             save(step_dir(out, step))
             prune_checkpoints(out, cfg.train.keep_checkpoints)
