@@ -32,6 +32,26 @@ STAGES: dict[str, tuple[str, str, str]] = {
         "instructrl.label.run:run",
         "rank samples or pick demonstrations with simulated labelers (calibrated panels) or an LLM judge",
     ),
+    "label serve": (
+        "instructrl.web.settings:WebSettings",
+        "instructrl.label.workbench.run:serve",
+        "the labeling workbench: people rate and rank outputs and write demonstrations in a browser",
+    ),
+    "label import": (
+        "instructrl.label.workbench.config:ImportConfig",
+        "instructrl.label.workbench.run:import_cli",
+        "samples (K per prompt) or prompts -> workbench tasks, given to labelers with an overlap",
+    ),
+    "label export": (
+        "instructrl.label.workbench.config:ExportConfig",
+        "instructrl.label.workbench.run:export_cli",
+        "workbench labels -> Ranking and Demonstration records (streamed), and skips",
+    ),
+    "label admin create-user": (
+        "instructrl.web.users:CreateUserConfig",
+        "instructrl.web.users:create_user_cli",
+        "a workbench user (the first admin); the password comes from $INSTRUCTRL_PASSWORD or the terminal",
+    ),
     "sft": (
         "instructrl.sft.config:SFTConfig",
         "instructrl.sft.train:run",
@@ -105,11 +125,13 @@ def main(argv: list[str] | None = None) -> int:
 
         print(__version__)
         return 0
-    # two-word stages ("rm score") take precedence over one-word ones
+    # longer stage names ("label admin create-user", "rm score") take precedence over shorter ones
     name = argv[0]
-    if len(argv) > 1 and f"{argv[0]} {argv[1]}" in STAGES:
-        name = f"{argv[0]} {argv[1]}"
-        argv = argv[1:]
+    for words in (3, 2):
+        if len(argv) >= words and " ".join(argv[:words]) in STAGES:
+            name = " ".join(argv[:words])
+            argv = argv[words - 1 :]
+            break
     if name not in STAGES:
         print(f"instructrl: unknown stage '{argv[0]}'\n\n{_usage()}", file=sys.stderr)
         return 2
@@ -156,7 +178,7 @@ def main(argv: list[str] | None = None) -> int:
 #: Errors a stage module raises on bad input, as "module:Class". They are looked up only among the
 #: modules already imported: a stage that raised one has imported its module, and the CLI need not
 #: import every stage to catch it.
-_STAGE_INPUT_ERRORS = ("instructrl.data.curate.write:CurationError",)
+_STAGE_INPUT_ERRORS = ("instructrl.data.curate.write:CurationError", "instructrl.web.db:InputError")
 
 
 def _input_errors() -> tuple[type[Exception], ...]:

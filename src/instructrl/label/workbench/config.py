@@ -1,0 +1,70 @@
+"""Configs of ``instructrl label import`` and ``instructrl label export`` (``label serve`` takes
+:class:`instructrl.web.settings.WebSettings`)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+from instructrl.config import option
+
+DEFAULT_DB = "sqlite:///runs/workbench/workbench.db"
+
+
+@dataclass
+class ImportConfig:
+    """Samples (K responses per prompt) -> rate-and-rank tasks, or prompts -> write-a-demonstration tasks."""
+
+    file: str = option(
+        "",
+        "JSONL to import: Sample records for task=rank (grouped into one task per prompt by meta.prompt_id, "
+        "else by the prompt; 2 to 9 responses each), Prompt records for task=demonstrate.",
+    )
+    task: Literal["rank", "demonstrate"] = option("rank", "Kind of task the file becomes.")
+    project: str = option("", "Project to import into (created if it does not exist).")
+    org: str = option("default", "Organization of the project (it must exist: create its first user first).")
+    overlap: float = option(
+        0.0,
+        "Share of the items given to labelers_per_item labelers (for measuring agreement); the rest go to one "
+        "labeler each.",
+    )
+    labelers_per_item: int = option(2, "Labelers each overlapping item goes to.")
+    labelers: list[str] = option([], "User names to give the tasks to; empty: every active labeler of the org.")
+    instructions: str = option(
+        "", "A text file of labeling instructions, published as the project's next version when it differs."
+    )
+    priority: Literal["helpfulness", "truthfulness_harmlessness"] = option(
+        "helpfulness",
+        "For a new project: what comes first when criteria conflict (helpfulness for training data, "
+        "truthfulness and harmlessness for evaluation data).",
+    )
+    seed: int = option(0, "Seed of which items overlap, who gets what, and each labeler's order of responses.")
+    db_url: str = option(DEFAULT_DB, "SQLAlchemy URL of the database (as label serve).")
+
+    def __post_init__(self) -> None:
+        if not self.file:
+            raise ValueError("file is required: instructrl label import file=samples.jsonl project=NAME")
+        if not self.project.strip():
+            raise ValueError("project is required: instructrl label import file=... project=NAME")
+        if not 0.0 <= self.overlap <= 1.0:
+            raise ValueError(f"overlap must be in [0, 1], got {self.overlap}")
+        if self.labelers_per_item < 1:
+            raise ValueError(f"labelers_per_item must be >= 1, got {self.labelers_per_item}")
+
+
+@dataclass
+class ExportConfig:
+    """A project's labels as the records ``instructrl rm`` and ``instructrl sft`` read."""
+
+    project: str = option("", "Project to export.")
+    org: str = option("default", "Organization of the project.")
+    out_dir: str = option(
+        "runs/workbench/export",
+        "Folder for rankings.jsonl (Ranking records), demonstrations.jsonl (Demonstration records), "
+        "skips.jsonl (skipped items and their reasons) and config.yaml.",
+    )
+    db_url: str = option(DEFAULT_DB, "SQLAlchemy URL of the database (as label serve).")
+
+    def __post_init__(self) -> None:
+        if not self.project.strip():
+            raise ValueError("project is required: instructrl label export project=NAME")

@@ -1,0 +1,121 @@
+"""The workbench app and its commands: ``instructrl label serve``, ``label import``, ``label export``."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+from fastapi import FastAPI
+from sqlalchemy import func, select
+
+from instructrl.config import save_config
+from instructrl.label.workbench import admin, routes
+from instructrl.label.workbench.config import ExportConfig, ImportConfig
+from instructrl.label.workbench.export import export_project, find_project
+from instructrl.label.workbench.imports import (
+    import_items,
+    project_in_org,
+    publish_instructions,
+    read_demonstration_items,
+    read_rank_items,
+)
+from instructrl.records import RecordError
+from instructrl.web.app import create_app
+from instructrl.web.auth import Viewer
+from instructrl.web.db import Database
+from instructrl.web.migrate import upgrade
+from instructrl.web.models import User
+from instructrl.web.settings import WebSettings
+
+log = logging.getLogger(__name__)
+
+HERE = Path(__file__).resolve().parent
+TEMPLATES = HERE / "templates"
+STATIC = HERE / "static"
+
+
+def home(viewer: Viewer) -> str:
+    return "/admin/projects" if viewer.is_admin else "/queue"
+
+
+def nav(viewer: Viewer) -> list[tuple[str, str]]:
+    links = [("Queue", "/queue")]
+    if viewer.is_admin:
+        links += [("Projects", "/admin/projects"), ("Users", "/admin/users")]
+    return links
+
+
+def build_app(settings: WebSettings, db: Database | None = None) -> FastAPI:
+    """The workbench on the web foundation (the database must be migrated: :func:`serve` does it)."""
+    return create_app(
+        settings,
+        [routes.router, admin.router],
+        db=db,
+        template_dirs=[TEMPLATES],
+        static_dirs={"workbench": STATIC},
+        home=home,
+        nav=nav,
+    )
+
+
+def serve(settings: WebSettings) -> None:
+    """Migrate the database to the newest schema, then serve until stopped (Ctrl-C)."""
+    import uvicorn  # only the server needs it
+
+    db = Database(settings.db_url)
+    revision = upgrade(db)
+    with db.read() as session:
+        users = session.scalar(select(func.count()).select_from(User))
+    log.info("database %s at schema %s", db.url.render_as_string(), revision)
+    if not users:
+        log.warning(
+            "no users yet: create the first admin with `instructrl label admin create-user username=NAME` (same db_url)"
+        )
+    log.info("workbench on http://%s:%d/login", settings.host, settings.port)
+    uvicorn.run(build_app(settings, db), host=settings.host, port=settings.port, log_level="info")
+
+
+def import_cli(cfg: ImportConfig) -> str:
+    """``instructrl label import``: read and check the whole file, then create every task in one transaction."""
+    items = read_rank_items(cfg.file) if cfg.task == "rank" else read_demonstration_items(cfg.file)
+    instructions = ""
+    if cfg.instructions:
+        try:
+            instructions = Path(cfg.instructions).read_text(encoding="utf-8")
+        except OSError as e:
+            raise RecordError(cfg.instructions, None, f"cannot read the instructions: {e}") from None
+    db = Database(cfg.db_url)
+    try:
+        upgrade(db)
+        # one transaction: the project, its instructions and every task, or nothing at all
+        with db.write() as session:
+            project = project_in_org(session, cfg.org, cfg.project, create_priority=cfg.priority)
+            publish_instructions(session, project.id, instructions, None)
+            summary = import_items(
+                session,
+                project.id,
+                cfg.task,
+                items,
+                labelers=cfg.labelers,
+                overlap=cfg.overlap,
+                per_item=cfg.labelers_per_item,
+                seed=cfg.seed,
+            )
+    finally:
+        db.dispose()
+    return str(summary)
+
+
+def export_cli(cfg: ExportConfig) -> Path:
+    """``instructrl label export``: rankings.jsonl, demonstrations.jsonl, skips.jsonl and config.yaml."""
+    db = Database(cfg.db_url)
+    try:
+        upgrade(db)
+        written = export_project(db, find_project(db, cfg), cfg.out_dir)
+    finally:
+        db.dispose()
+    save_config(cfg, cfg.out_dir)
+    for what, path in written.items():
+        with open(path, encoding="utf-8") as fh:
+            log.info("%s: %d records -> %s", what, sum(1 for _ in fh), path)
+    return Path(cfg.out_dir)

@@ -1,0 +1,211 @@
+"""A person's session in a real browser (Playwright driving Debian's chromium): sign in, rate and rank one item
+with the keyboard only and another with the mouse, write a demonstration (its draft survives a reload),
+then the admin's pages; the export holds exactly what was clicked and typed. Screenshots of each page go
+to $WORKBENCH_SHOTS (default /tmp/workbench_shots)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from instructrl.label.workbench.export import iter_export
+from instructrl.label.workbench.schema import FLAG_NAMES, FLAGS
+from instructrl.web.db import utcnow
+from instructrl.web.models import InstructionVersion
+
+from .conftest import PASSWORD, samples_for, unique
+
+CHROMIUM = "/usr/bin/chromium"
+SHOTS = Path(os.environ.get("WORKBENCH_SHOTS", "/tmp/workbench_shots"))
+KEY_OF = {name: key for name, _, key in FLAGS}
+
+HAIKU = (
+    "Write a haiku about autumn leaves. Use all lowercase letters.",
+    [
+        "red leaves drift and fall\nsoft wind carries them away\nthe branches stand bare",
+        "Red leaves drift and fall\nSoft wind carries them away\nThe branches stand bare",
+        "autumn autumn autumn autumn autumn autumn autumn autumn autumn autumn autumn autumn",
+        "my favourite programming language is python because its syntax is clean and readable",
+    ],
+)
+CAPITAL = (
+    "What is the capital of Australia? Answer in one sentence.",
+    [
+        "The capital of Australia is Canberra.",
+        "The capital of Australia is Sydney, which was founded in 1788.",
+        "Canberra is the capital of Australia. It was chosen as a compromise between Sydney and Melbourne.",
+    ],
+)
+INSTRUCTIONS = """Your job is to judge how well each output does what the user asked.
+
+1. Rate each output from 1 (terrible) to 7 (excellent).
+2. Check every flag that applies. "Satisfies the constraint" is the one good flag.
+3. Rank all outputs, best first. Give two outputs the same rank only when you truly cannot choose.
+
+Helpful means: follows the instruction, answers the question asked, and respects its constraints."""
+DEMONSTRATION = "Leaves let go in turn:\nred, then gold, then the last brown one.\nThe street keeps them all."
+
+
+@pytest.fixture(scope="module")
+def browser():
+    if not Path(CHROMIUM).exists():
+        pytest.skip(f"{CHROMIUM} is missing: apt-get install -y chromium (.ci/run does it)")
+    sync_api = pytest.importorskip("playwright.sync_api", reason="playwright is not installed: pip install -e '.[dev]'")
+    with sync_api.sync_playwright() as playwright:
+        browser = playwright.chromium.launch(
+            executable_path=CHROMIUM,
+            args=[
+                "--no-sandbox",
+                "--disable-gpu",
+                "--disable-background-networking",
+                "--disable-component-update",
+                "--disable-sync",
+                "--no-first-run",
+            ],
+        )
+        yield browser
+        browser.close()
+
+
+def _shot(page, name: str, full_page: bool = False) -> None:
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(SHOTS / f"{name}.png"), full_page=full_page)
+
+
+def _display_order(page, responses: list[str]) -> list[int]:
+    """The imported index of the response shown at each position (read off the page)."""
+    shown = page.locator(".output .response-text").all_inner_texts()
+    return [responses.index(text.strip()) for text in shown]
+
+
+def _expected_line(order: list[int], ranks: list[int]) -> str:
+    """The ranking line the page should show, e.g. ``B > A = D > C``."""
+    letters = "ABCDEFGHI"
+    groups = {}
+    for position, index in enumerate(order):
+        groups.setdefault(ranks[index], []).append(letters[position])
+    return " > ".join(" = ".join(groups[r]) for r in sorted(groups))
+
+
+def test_a_labeling_session_in_a_browser(workbench, browser):
+    org = workbench.org(unique("acme-"))
+    labeler = workbench.user(org, name=unique("maria"), display_name="Maria Santos")
+    admin = workbench.user(org, "admin", name=unique("sam"), display_name="Sam Okafor")
+    workbench.user(org, name=unique("lee"), display_name="Lee Chen")
+    project = workbench.project(org, name="Haiku and facts, round 1")
+    with workbench.db.write() as session:
+        session.add(InstructionVersion(project_id=project, version=1, text=INSTRUCTIONS, created_at=utcnow()))
+    workbench.import_rank(project, samples_for("haiku", *HAIKU) + samples_for("capital", *CAPITAL), [labeler])
+    workbench.import_demonstrate(
+        project, [{"prompt": "Write a haiku about autumn leaves falling in a city.", "id": "city"}], [labeler]
+    )
+
+    context = browser.new_context(viewport={"width": 1440, "height": 900})
+    context.set_default_timeout(15_000)
+    page = context.new_page()
+    page.goto(f"{workbench.url}/login")
+    page.fill("input[name=username]", labeler)
+    page.fill("input[name=password]", "not my password")
+    _shot(page, "login")
+    page.keyboard.press("Enter")
+    page.wait_for_selector("text=Wrong user name or password.")
+    page.fill("input[name=password]", PASSWORD)
+    page.keyboard.press("Enter")
+    page.wait_for_url("**/queue")
+    # from here on (the wrong password's 401 is behind us), a failed request, a script error or anything
+    # the Content-Security-Policy blocks shows up here
+    problems: list[str] = []
+    page.on("console", lambda message: message.type == "error" and problems.append(message.text))
+    page.on("pageerror", lambda error: problems.append(str(error)))
+    assert page.locator(".tile .stat b").all_inner_texts() == ["3", "0", "0"]
+    _shot(page, "queue")
+
+    # ---- item 1, keyboard only: rating digits, Shift+digit ranks, flag letters, j to move on, Ctrl+Enter
+    page.click("text=Start labeling")
+    page.wait_for_selector("#task-form[data-kind=rank]")
+    order = _display_order(page, HAIKU[1])
+    assert sorted(order) == [0, 1, 2, 3]
+    likert = [7, 4, 1, 2]
+    ranks = [1, 2, 3, 3]  # the two bad ones tie
+    flags = [
+        {"satisfies_constraint"},
+        {"fails_instruction"},
+        {"fails_instruction", "hallucination"},
+        {"fails_instruction", "expresses_opinion"},
+    ]
+    for index in order:
+        page.keyboard.press(f"Digit{likert[index]}")
+        page.keyboard.press(f"Shift+Digit{ranks[index]}")
+        for flag in sorted(flags[index]):
+            page.keyboard.press(KEY_OF[flag])
+        page.keyboard.press("j")
+    assert page.inner_text("#ranking-order") == _expected_line(order, ranks)
+    page.wait_for_selector("#draft-status:has-text('Draft saved')")
+    page.evaluate("window.scrollTo(0, 0)")
+    _shot(page, "rank")
+    _shot(page, "rank_full", full_page=True)
+    page.keyboard.press("Control+Enter")
+    page.wait_for_selector("text=Saved. Here is your next item.")
+
+    # ---- item 2, the mouse only
+    order2 = _display_order(page, CAPITAL[1])
+    likert2 = [7, 2, 5]
+    ranks2 = [1, 3, 2]
+    flags2 = [{"satisfies_constraint"}, {"hallucination"}, {"fails_instruction"}]
+    for position, index in enumerate(order2):
+        output = page.locator(f"#output-{position}")
+        output.locator(f".seg-item:has(input[name=likert_{position}][value='{likert2[index]}']) span").click()
+        output.locator(f".seg-item:has(input[name=rank_{position}][value='{ranks2[index]}']) span").click()
+        for flag in flags2[index]:
+            output.locator(f"label.flag:has(input[value={flag}])").click()
+    assert page.inner_text("#ranking-order") == _expected_line(order2, ranks2)
+    page.click("button:has-text('Submit')")
+
+    # ---- item 3, a demonstration: typed, saved as a draft, still there after a reload, then submitted
+    page.wait_for_selector("#task-form[data-kind=demonstrate]")
+    page.click("#response")
+    page.keyboard.type(DEMONSTRATION)
+    page.wait_for_selector("#draft-status:has-text('Draft saved')")
+    page.reload()
+    assert page.input_value("#response") == DEMONSTRATION
+    _shot(page, "demonstrate")
+    page.click("button:has-text('Submit')")
+    page.wait_for_selector("text=Nothing left to do here.")
+    assert problems == []
+    context.close()
+
+    # ---- the admin's pages
+    admin_context = browser.new_context(viewport={"width": 1440, "height": 900})
+    admin_page = admin_context.new_page()
+    admin_page.goto(f"{workbench.url}/login")
+    admin_page.fill("input[name=username]", admin)
+    admin_page.fill("input[name=password]", PASSWORD)
+    admin_page.keyboard.press("Enter")
+    admin_page.wait_for_url("**/admin/projects")
+    _shot(admin_page, "admin_projects")
+    admin_page.click("text=Haiku and facts, round 1")
+    admin_page.wait_for_selector("h2:has-text('Progress')")
+    _shot(admin_page, "admin_project")
+    admin_page.goto(f"{workbench.url}/admin/users")
+    _shot(admin_page, "admin_users")
+    admin_context.close()
+
+    # ---- the export is what was clicked and typed
+    def flag_dicts(sets):
+        return [{name: name in chosen for name in FLAG_NAMES} for chosen in sets]
+
+    rankings = list(iter_export(workbench.db, project, "rankings"))
+    assert [
+        (r.meta["prompt_id"], r.labeler_id, r.responses, r.ranks, r.likert, r.flags, r.meta["instruction_version"])
+        for r in rankings
+    ] == [
+        ("haiku", labeler, HAIKU[1], ranks, likert, flag_dicts(flags), 1),
+        ("capital", labeler, CAPITAL[1], ranks2, likert2, flag_dicts(flags2), 1),
+    ]
+    demos = list(iter_export(workbench.db, project, "demonstrations"))
+    assert [(d.meta["prompt_id"], d.response, d.meta["labeler_id"]) for d in demos] == [
+        ("city", DEMONSTRATION, labeler)
+    ]
+    assert list(iter_export(workbench.db, project, "skips")) == []
