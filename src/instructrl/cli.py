@@ -45,7 +45,7 @@ STAGES: dict[str, tuple[str, str, str]] = {
     "label export": (
         "instructrl.label.workbench.config:ExportConfig",
         "instructrl.label.workbench.run:export_cli",
-        "workbench labels -> Ranking and Demonstration records (streamed), and skips",
+        "workbench labels -> Ranking and Demonstration records (streamed), skips and agreement.json",
     ),
     "label admin create-user": (
         "instructrl.web.users:CreateUserConfig",

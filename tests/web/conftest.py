@@ -8,19 +8,14 @@ from __future__ import annotations
 import contextlib
 import itertools
 import json
-import os
 import re
-import socket
-import subprocess
-import sys
-import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
-for module in ("fastapi", "sqlalchemy", "alembic", "argon2", "httpx", "uvicorn"):
+for module in ("fastapi", "sqlalchemy", "alembic", "argon2", "httpx", "uvicorn", "krippendorff"):
     pytest.importorskip(module, reason="the web extra is not installed: pip install -e '.[dev]'")
 
 import httpx  # noqa: E402
@@ -31,16 +26,11 @@ from instructrl.web.migrate import upgrade  # noqa: E402
 from instructrl.web.models import Project  # noqa: E402
 from instructrl.web.users import create_user, organization  # noqa: E402
 
-ROOT = Path(__file__).resolve().parents[2]
+from .servers import free_port, launch, postgres_server  # noqa: E402, F401  (free_port: for the tests)
+
 PASSWORD = "correct horse 1"
 MAX_FAILURES = 3  # the server's login_max_failures
 _names = itertools.count()
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def unique(prefix: str) -> str:
@@ -126,50 +116,16 @@ def samples_for(prompt_id: str, prompt: str, responses: list[str]) -> list[dict]
 
 
 @contextlib.contextmanager
-def serving(db_url: str, folder: Path) -> Iterator[Workbench]:
+def serving(db_url: str, folder: Path, args: Sequence[str] = ()) -> Iterator[Workbench]:
     """``instructrl label serve`` over ``db_url`` (migrated first) on a free port, until the block ends."""
     db = Database(db_url)
     upgrade(db)
-    port = free_port()
-    log_path = folder / f"server-{port}.log"
-    with open(log_path, "wb") as log:
-        proc = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "instructrl.cli",
-                "label",
-                "serve",
-                f"db_url={db_url}",
-                f"port={port}",
-                f"login_max_failures={MAX_FAILURES}",
-            ],
-            cwd=folder,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            env={**os.environ, "PYTHONPATH": str(ROOT / "src")},
-        )
-        try:
-            url = f"http://127.0.0.1:{port}"
-            deadline = time.time() + 30
-            while True:
-                assert proc.poll() is None, log_path.read_text()
-                try:
-                    if httpx.get(f"{url}/healthz", timeout=1).status_code == 200:
-                        break
-                except httpx.HTTPError:
-                    pass
-                assert time.time() < deadline, "the server did not answer within 30 s:\n" + log_path.read_text()
-                time.sleep(0.1)
-            yield Workbench(url, db_url, db, folder)
-        finally:
-            proc.terminate()
-            try:
-                proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
-            db.dispose()
+    server = launch(db_url, folder, [f"login_max_failures={MAX_FAILURES}", *args])
+    try:
+        yield Workbench(server.url, db_url, db, folder)
+    finally:
+        server.stop()
+        db.dispose()
 
 
 @pytest.fixture(scope="session")
@@ -177,3 +133,14 @@ def workbench(tmp_path_factory) -> Iterator[Workbench]:
     folder = tmp_path_factory.mktemp("workbench")
     with serving(f"sqlite:///{folder / 'workbench.db'}", folder) as server:
         yield server
+
+
+@pytest.fixture(scope="session")
+def postgres_url() -> Iterator[str]:
+    """A PostgreSQL server the tests start themselves, shared by every test of the session."""
+    pytest.importorskip("psycopg", reason="psycopg is not installed: pip install -e '.[web]'")
+    try:
+        with postgres_server() as url:
+            yield url
+    except FileNotFoundError as e:
+        pytest.skip(f"{e} (.ci/run does it)")

@@ -1,7 +1,7 @@
 """A person's session in a real browser (Playwright driving Debian's chromium): sign in, rate and rank one item
 with the keyboard only and another with the mouse, write a demonstration (its draft survives a reload),
-then the admin's pages; the export holds exactly what was clicked and typed. Screenshots of each page go
-to $WORKBENCH_SHOTS (default /tmp/workbench_shots)."""
+then the admin's pages; the export holds exactly what was clicked and typed. An admin reads the agreement
+dashboard and marks a gold item; an applicant takes a screening test and the admin reviews it. Screenshots of each page go to $WORKBENCH_SHOTS (default /tmp/workbench_shots)."""
 
 from __future__ import annotations
 
@@ -9,11 +9,12 @@ import os
 from pathlib import Path
 
 import pytest
+from sqlalchemy import select
 
 from instructrl.label.workbench.export import iter_export
 from instructrl.label.workbench.schema import FLAG_NAMES, FLAGS
 from instructrl.web.db import utcnow
-from instructrl.web.models import InstructionVersion
+from instructrl.web.models import Assignment, InstructionVersion, ScreeningItem, ScreeningTest, Task, User
 
 from .conftest import PASSWORD, samples_for, unique
 
@@ -209,3 +210,160 @@ def test_a_labeling_session_in_a_browser(workbench, browser):
         ("city", DEMONSTRATION, labeler)
     ]
     assert list(iter_export(workbench.db, project, "skips")) == []
+
+
+def test_agreement_dashboard_and_gold_in_a_browser(workbench, browser):
+    """Two labelers rank the same items (over HTTP); the admin reads the dashboard, opens the least agreed
+    item and marks one labeler's ranking gold with a click; the dashboard then shows agreement with gold."""
+    org = workbench.org(unique("acme-"))
+    pair = [
+        workbench.user(org, name=unique("maria"), display_name="Maria Santos"),
+        workbench.user(org, name=unique("lee"), display_name="Lee Chen"),
+    ]
+    admin = workbench.user(org, "admin", name=unique("sam"), display_name="Sam Okafor")
+    project = workbench.project(org, name="Haiku and facts, round 2")
+    workbench.import_rank(
+        project, samples_for("haiku", *HAIKU) + samples_for("capital", *CAPITAL), pair, overlap=1.0, per_item=2
+    )
+    # Maria ranks as imported; Lee agrees on the capital and swaps the first two haiku
+    wanted = {"haiku": ([1, 2, 3, 3], [2, 1, 3, 4]), "capital": ([1, 3, 2], [1, 3, 2])}
+    for who, name in enumerate(pair):
+        client, token = workbench.login(name)
+        with workbench.db.read() as session:
+            rows = session.execute(
+                select(Task.external_id, Assignment.id, Assignment.order)
+                .join(Assignment, Assignment.task_id == Task.id)
+                .join(User, User.id == Assignment.user_id)
+                .where(User.username == name)
+            ).all()
+        for prompt_id, assignment, order in rows:
+            ranks = wanted[prompt_id][who]
+            form = {"csrf_token": token}
+            for position, index in enumerate(order):
+                form |= {f"likert_{position}": str(8 - ranks[index]), f"rank_{position}": str(ranks[index])}
+            assert client.post(f"/tasks/{assignment}/submit", data=form).status_code == 303
+
+    context = browser.new_context(viewport={"width": 1440, "height": 900})
+    context.set_default_timeout(15_000)
+    page = context.new_page()
+    page.goto(f"{workbench.url}/login")
+    page.fill("input[name=username]", admin)
+    page.fill("input[name=password]", PASSWORD)
+    page.keyboard.press("Enter")
+    page.wait_for_url("**/admin/projects")
+    problems: list[str] = []
+    page.on("console", lambda message: message.type == "error" and problems.append(message.text))
+    page.on("pageerror", lambda error: problems.append(str(error)))
+    page.click("text=Haiku and facts, round 2")
+    page.click("a:has-text('Agreement')")
+    page.wait_for_selector("h2:has-text('Pairwise agreement')")
+    # haiku: 6 pairs, Lee swaps one (0) and breaks Maria's tie (1/2): 4.5; capital: 3 of 3 -> 7.5 / 9
+    assert page.inner_text("#pairwise .stat b >> nth=0") == "83.3%"
+    _shot(page, "agreement", full_page=True)
+    page.click("#items a >> nth=0")  # the least agreed item: the haiku
+    page.wait_for_selector("h2:has-text('Gold ranking')")
+    assert "Write a haiku about autumn leaves" in page.inner_text(".prompt-card")
+    page.click("button:has-text('Use as gold') >> nth=0")  # Maria's
+    page.wait_for_selector(".tag-gold")
+    assert [page.input_value(f"input[name=gold_{i}]") for i in range(4)] == ["1", "2", "3", "3"]
+    _shot(page, "agreement_item", full_page=True)
+    page.click("a:has-text('Agreement')")
+    page.wait_for_selector("h2:has-text('Gold items')")
+    maria_row = page.locator(f"tr[data-labeler='{pair[0]}'] td").all_inner_texts()
+    lee_row = page.locator(f"tr[data-labeler='{pair[1]}'] td").all_inner_texts()
+    assert maria_row[3:5] == ["100.0%", "6"] and lee_row[3:5] == ["75.0%", "6"]
+    assert problems == []
+    context.close()
+
+
+def test_a_screening_test_in_a_browser(workbench, browser):
+    """An applicant takes a screening test with the mouse; the admin scores the demonstration, reads the report
+    and makes the applicant a labeler."""
+    org = workbench.org(unique("acme-"))
+    applicant = workbench.user(org, "applicant", name=unique("noor"), display_name="Noor Haddad")
+    admin = workbench.user(org, "admin", name=unique("sam"), display_name="Sam Okafor")
+    with workbench.db.write() as session:
+        test = ScreeningTest(
+            org_id=org, name="Screening, December", topics=["Religion", "Politics and elections", "Medical advice"]
+        )
+        test.flag_cutoff, test.rank_cutoff, test.demo_cutoff = 0.75, 0.75, 6.0
+        session.add(test)
+        session.flush()
+        test_id = test.id
+        for position, (kind, prompt, responses, reference) in enumerate(
+            [
+                (
+                    "flag",
+                    "Describe my neighbour.",
+                    ["She is a filthy liar and everyone hates her."],
+                    {"sensitive": True},
+                ),
+                ("flag", "Say something kind.", ["You are doing better than you think."], {"sensitive": False}),
+                ("rank", CAPITAL[0], CAPITAL[1], {"ranks": [1, 3, 2]}),
+                ("demonstrate", "My friend says they want to end their life. What should I do?", None, None),
+            ]
+        ):
+            session.add(
+                ScreeningItem(
+                    test_id=test_id,
+                    position=position,
+                    kind=kind,
+                    prompt=prompt,
+                    responses=responses,
+                    reference=reference,
+                )
+            )
+
+    context = browser.new_context(viewport={"width": 1440, "height": 900})
+    context.set_default_timeout(15_000)
+    page = context.new_page()
+    page.goto(f"{workbench.url}/login")
+    page.fill("input[name=username]", applicant)
+    page.fill("input[name=password]", PASSWORD)
+    page.keyboard.press("Enter")
+    page.wait_for_url("**/screening")
+    problems: list[str] = []
+    page.on("console", lambda message: message.type == "error" and problems.append(message.text))
+    page.on("pageerror", lambda error: problems.append(str(error)))
+    page.click("text=Start")
+    page.wait_for_selector("#screening-form")
+    items = page.locator(".screening-item")
+    items.nth(0).locator("label.seg-item:has-text('Sensitive') >> nth=0").click()
+    items.nth(1).locator("label.seg-item:has-text('Not sensitive')").click()
+    for i, rank in enumerate([1, 3, 2]):
+        items.nth(2).locator(f"label.seg-item:has(input[name$='_{i}'][value='{rank}']) span").click()
+    items.nth(3).locator("textarea").fill("Stay with them, listen, and call a crisis line together.")
+    page.click("label.flag:has-text('Religion')")
+    page.click("label.flag:has-text('Medical advice')")
+    _shot(page, "screening_take_full", full_page=True)
+    page.evaluate("window.scrollTo(0, 0)")
+    _shot(page, "screening_take")
+    page.click("button:has-text('Submit my answers')")
+    page.wait_for_selector("text=Thank you: your answers are in.")
+    assert problems == []
+    context.close()
+
+    admin_context = browser.new_context(viewport={"width": 1440, "height": 900})
+    admin_context.set_default_timeout(15_000)
+    admin_page = admin_context.new_page()
+    admin_page.goto(f"{workbench.url}/login")
+    admin_page.fill("input[name=username]", admin)
+    admin_page.fill("input[name=password]", PASSWORD)
+    admin_page.keyboard.press("Enter")
+    admin_page.wait_for_url("**/admin/projects")
+    admin_page.click("nav >> text=Screening")
+    admin_page.click("text=Screening, December")
+    admin_page.click("text=Noor Haddad")
+    admin_page.wait_for_selector("#report")
+    assert admin_page.locator("tr[data-criterion=flag] td").nth(1).inner_text().startswith("100.0%")
+    assert admin_page.locator("tr[data-criterion=rank] td").nth(1).inner_text().startswith("100.0%")
+    admin_page.select_option("select[name^=score_]", "6")
+    admin_page.click("button:has-text('Save scores')")
+    admin_page.wait_for_selector("#report .tag-pass >> nth=0")
+    assert admin_page.locator("#report h2 .tag").inner_text() == "meets"
+    _shot(admin_page, "screening_report", full_page=True)
+    admin_page.click(f"button:has-text('Make {applicant} a labeler')")
+    admin_page.wait_for_selector(f"text=({applicant}, labeler)")
+    admin_page.goto(f"{workbench.url}/admin/screening/{test_id}")
+    _shot(admin_page, "screening_test")
+    admin_context.close()

@@ -1,17 +1,11 @@
-"""The workbench on a real PostgreSQL server that the test starts itself (initdb and pg_ctl from Debian's
-``postgresql`` package, which .ci/run installs; as root they run as the ``postgres`` user): the
+"""The workbench on a real PostgreSQL server that the tests start themselves (conftest's ``postgres_url``): the
 migrations build exactly the models' tables there, and ten labelers labeling at once over HTTP
 export exactly what they sent, ties and a skip included."""
 
 from __future__ import annotations
 
 import json
-import os
-import shutil
-import subprocess
-import tempfile
 import threading
-from pathlib import Path
 
 import pytest
 from alembic.autogenerate import compare_metadata
@@ -19,51 +13,15 @@ from alembic.runtime.migration import MigrationContext
 from sqlalchemy import func, select
 
 from instructrl.cli import main
+from instructrl.label.workbench.agreement import RankLabel, batches, by_item, item_table, pairwise
+from instructrl.label.workbench.export import iter_export
 from instructrl.records import Ranking, read_jsonl
 from instructrl.web.db import Database
 from instructrl.web.migrate import head, upgrade
 from instructrl.web.models import Assignment, Base, Label, Task, User
 
-from .conftest import free_port, samples_for, serving, unique
-
-
-def _postgres_bin() -> Path | None:
-    found = shutil.which("pg_ctl")
-    if found:
-        return Path(found).resolve().parent
-    candidates = sorted(Path("/usr/lib/postgresql").glob("*/bin/pg_ctl"))
-    return candidates[-1].parent if candidates else None
-
-
-@pytest.fixture(scope="module")
-def postgres_url():
-    bindir = _postgres_bin()
-    if bindir is None or not (bindir / "initdb").exists():
-        pytest.skip("PostgreSQL's initdb/pg_ctl are not installed: apt-get install -y postgresql (.ci/run does it)")
-    pytest.importorskip("psycopg", reason="psycopg is not installed: pip install -e '.[web]'")
-    import psycopg
-
-    folder = Path(tempfile.mkdtemp(prefix="instructrl-pg-"))
-    as_root = os.geteuid() == 0
-    # initdb refuses to run as root: the server runs as the postgres user, in a folder it owns
-    prefix = ["runuser", "-u", "postgres", "--"] if as_root else []
-    if as_root:
-        shutil.chown(folder, "postgres", "postgres")
-    data, port = folder / "data", free_port()
-
-    def run(*args) -> None:
-        subprocess.run([*prefix, *map(str, args)], check=True, capture_output=True)
-
-    run(bindir / "initdb", "-D", data, "-U", "postgres", "--auth=trust", "-E", "UTF8", "--no-sync")
-    options = f"-p {port} -k {folder} -c listen_addresses=127.0.0.1 -c fsync=off"
-    run(bindir / "pg_ctl", "-D", data, "-l", folder / "server.log", "-o", options, "-w", "start")
-    try:
-        with psycopg.connect(f"host=127.0.0.1 port={port} user=postgres dbname=postgres", autocommit=True) as conn:
-            conn.execute("CREATE DATABASE instructrl")
-        yield f"postgresql+psycopg://postgres@127.0.0.1:{port}/instructrl"
-    finally:
-        run(bindir / "pg_ctl", "-D", data, "-m", "immediate", "stop")
-        shutil.rmtree(folder, ignore_errors=True)
+from .conftest import samples_for, serving, unique
+from .test_db import fill_0001
 
 
 def test_migrations_on_postgres(postgres_url):
@@ -72,6 +30,27 @@ def test_migrations_on_postgres(postgres_url):
     with db.engine.connect() as connection:
         assert connection.dialect.name == "postgresql"
         assert compare_metadata(MigrationContext.configure(connection), Base.metadata) == []
+    db.dispose()
+
+
+def test_upgrade_from_0001_on_postgres(postgres_url):
+    """A database at schema 0001 holding labels upgrades to the newest without losing one (the same
+    check as tests/web/test_db.py, on PostgreSQL's ALTER TABLE)."""
+    import psycopg  # the fixture made sure it is installed
+
+    with psycopg.connect(postgres_url.replace("postgresql+psycopg", "postgresql"), autocommit=True) as conn:
+        conn.execute("CREATE DATABASE upgrade_from_0001")
+    url = postgres_url.rsplit("/", 1)[0] + "/upgrade_from_0001"
+    db = Database(url)
+    assert upgrade(db, "0001") == "0001"
+    fill_0001(db)
+    with db.engine.connect() as connection:
+        before = connection.exec_driver_sql("SELECT * FROM labels ORDER BY id").all()
+    assert upgrade(db) == head()
+    with db.engine.connect() as connection:
+        assert connection.exec_driver_sql("SELECT * FROM labels ORDER BY id").all() == before
+        assert compare_metadata(MigrationContext.configure(connection), Base.metadata) == []
+    assert [r.ranks for r in iter_export(db, 1, "rankings")] == [[1, 1, 3], [1, 2, 3]]
     db.dispose()
 
 
@@ -139,6 +118,17 @@ def test_labelers_at_once_on_postgres(postgres_url, tmp_path):
         )
         rankings = read_jsonl(out / "rankings.jsonl", Ranking)
         assert {(r.meta["prompt_id"], r.labeler_id): r.ranks for r in rankings} == sent
+        # the agreement dashboard's queries on PostgreSQL: its numbers are those of the exported rankings
+        agreement = json.loads((out / "agreement.json").read_text(encoding="utf-8"))
+        expected = pairwise(
+            item_table(batches(by_item(RankLabel(r.meta["task_id"], r.labeler_id, tuple(r.ranks)) for r in rankings)))
+        )
+        assert agreement["pairwise"]["rate"] == pytest.approx(expected.rate)
+        assert agreement["pairwise"]["items"] == expected.items > 0
+        admin, _ = workbench.login(workbench.user(org, "admin"))
+        with workbench.db.read() as session:
+            project_id = session.scalar(select(Task.project_id).where(Task.external_id == "g0"))
+        assert admin.get(f"/admin/projects/{project_id}/agreement.json").json() == agreement
         assert all(r.likert == [4 + k for k in r.ranks] for r in rankings)
         skips = [json.loads(line) for line in (out / "skips.jsonl").read_text(encoding="utf-8").splitlines()]
         assert {(s["prompt_id"], s["labeler_id"]): s["reason"] for s in skips} == skipped

@@ -143,6 +143,9 @@ def test_nothing_of_another_labeler_project_or_organization(workbench):
         "/admin/users",
         f"/admin/projects/{ours}",
         f"/admin/projects/{ours}/export/rankings.jsonl",
+        f"/admin/projects/{ours}/agreement",
+        f"/admin/projects/{ours}/agreement.json",
+        "/admin/screening",
     ):
         assert client.get(path).status_code == 403, path
     queue = client.get("/queue").text
@@ -153,7 +156,12 @@ def test_nothing_of_another_labeler_project_or_organization(workbench):
     admin_client, _ = workbench.login(admin)
     projects = admin_client.get("/admin/projects").text
     assert "secret-project" not in projects
-    for path in (f"/admin/projects/{theirs}", f"/admin/projects/{theirs}/export/rankings.jsonl", f"/tasks/{carols}"):
+    for path in (
+        f"/admin/projects/{theirs}",
+        f"/admin/projects/{theirs}/export/rankings.jsonl",
+        f"/admin/projects/{theirs}/agreement.json",
+        f"/tasks/{carols}",
+    ):
         assert admin_client.get(path).status_code == 404, path
     users = admin_client.get("/admin/users").text
     assert carol not in users and other_admin not in users and alice in users

@@ -11,12 +11,25 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import JSON, Boolean, DateTime, ForeignKey, Index, Integer, MetaData, String, Text, UniqueConstraint
+from sqlalchemy import (
+    JSON,
+    Boolean,
+    DateTime,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Text,
+    UniqueConstraint,
+)
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from instructrl.web.db import utcnow
 
-ROLES = ("admin", "labeler")
+# an applicant sees only the screening tests of their organization, until an admin makes them a labeler
+ROLES = ("admin", "labeler", "applicant")
 
 # constraint names that are the same on every database, so that later migrations can name them
 NAMING = {
@@ -120,6 +133,10 @@ class Task(Base):
     responses: Mapped[Any] = mapped_column(JSON, nullable=True)
     meta: Mapped[Any] = mapped_column(JSON, default=dict)
     created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+    # the ranking an admin marked gold (ranks in the imported order), which labelers' rankings are checked
+    # against; SQL NULL when the task is not gold (none_as_null: not a JSON null, so IS NULL finds it)
+    gold: Mapped[Any] = mapped_column(JSON(none_as_null=True), nullable=True)
+    gold_at: Mapped[datetime | None] = mapped_column(DateTime, nullable=True)
 
 
 class Assignment(Base):
@@ -170,3 +187,64 @@ class Draft(Base):
     payload: Mapped[Any] = mapped_column(JSON)
     opened_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+
+
+class ScreeningTest(Base):
+    """A screening test for applicants (the paper's four criteria), with the cut-offs its report applies."""
+
+    __tablename__ = "screening_tests"
+    __table_args__ = (UniqueConstraint("org_id", "name", name="uq_screening_tests_org_id_name"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    org_id: Mapped[int] = mapped_column(ForeignKey("organizations.id"), index=True)
+    name: Mapped[str] = mapped_column(String(200))
+    topics: Mapped[Any] = mapped_column(JSON)  # topics and groups an applicant may declare themselves able to judge
+    flag_cutoff: Mapped[float] = mapped_column(Float)  # share of flags agreeing with the researchers'
+    rank_cutoff: Mapped[float] = mapped_column(Float)  # pairwise agreement with the researchers' rankings
+    demo_cutoff: Mapped[float] = mapped_column(Float)  # mean 1-7 score of the sensitive demonstrations
+    created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+
+
+class ScreeningItem(Base):
+    """One item of a screening test: flag a response as sensitive or not, rank responses, or write a response;
+    ``reference`` holds the researchers' answer (``{"sensitive": bool}``, ``{"ranks": [...]}``, or None)."""
+
+    __tablename__ = "screening_items"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    test_id: Mapped[int] = mapped_column(ForeignKey("screening_tests.id"), index=True)
+    position: Mapped[int] = mapped_column(Integer)
+    kind: Mapped[str] = mapped_column(String(16))  # flag | rank | demonstrate
+    prompt: Mapped[Any] = mapped_column(JSON)
+    responses: Mapped[Any] = mapped_column(JSON, nullable=True)
+    reference: Mapped[Any] = mapped_column(JSON, nullable=True)
+
+
+class ScreeningAttempt(Base):
+    """One applicant's take of a test: the topics they declared and when they submitted."""
+
+    __tablename__ = "screening_attempts"
+    __table_args__ = (UniqueConstraint("test_id", "user_id", name="uq_screening_attempts_test_id_user_id"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    test_id: Mapped[int] = mapped_column(ForeignKey("screening_tests.id"))
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id"), index=True)
+    status: Mapped[str] = mapped_column(String(16), default="open")  # open | submitted
+    topics: Mapped[Any] = mapped_column(JSON, nullable=True)
+    started_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+    submitted_at: Mapped[datetime | None] = mapped_column(DateTime, nullable=True)
+
+
+class ScreeningAnswer(Base):
+    """An applicant's answer to one item; a demonstration gets its 1-7 score from a reviewer later."""
+
+    __tablename__ = "screening_answers"
+    __table_args__ = (UniqueConstraint("attempt_id", "item_id", name="uq_screening_answers_attempt_id_item_id"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    attempt_id: Mapped[int] = mapped_column(ForeignKey("screening_attempts.id"))
+    item_id: Mapped[int] = mapped_column(ForeignKey("screening_items.id"))
+    answer: Mapped[Any] = mapped_column(JSON)
+    score: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    reviewer_id: Mapped[int | None] = mapped_column(ForeignKey("users.id"), nullable=True)
+    reviewed_at: Mapped[datetime | None] = mapped_column(DateTime, nullable=True)

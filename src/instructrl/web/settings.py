@@ -18,6 +18,11 @@ class WebSettings:
     )
     host: str = option("127.0.0.1", "Address to listen on (0.0.0.0 to serve other machines; put TLS in front).")
     port: int = option(8400, "TCP port to listen on.")
+    workers: int = option(
+        1,
+        "Server processes (uvicorn workers) answering on the port. They share nothing but the database: on SQLite "
+        "their writes take turns through its lock (BEGIN IMMEDIATE, busy_timeout), on PostgreSQL row locks.",
+    )
     session_hours: float = option(12.0, "A sign-in lasts this long; then the user signs in again.")
     login_max_failures: int = option(
         5, "Failed sign-ins for one user name within login_window_s before sign-in with that name is refused."
@@ -36,6 +41,8 @@ class WebSettings:
             raise ValueError("db_url must name a database, e.g. sqlite:///runs/workbench/workbench.db")
         if not 0 < self.port < 65536:
             raise ValueError(f"port must be in 1..65535, got {self.port}")
+        if self.workers < 1:
+            raise ValueError(f"workers must be >= 1, got {self.workers}")
         if self.session_hours <= 0:
             raise ValueError(f"session_hours must be > 0, got {self.session_hours}")
         if self.login_max_failures < 1 or self.login_max_failures_per_ip < 1:

@@ -85,7 +85,9 @@ class CreateUserConfig:
     """``instructrl label admin create-user``: a user (the first admin) in an organization."""
 
     username: str = option("", "User name to sign in with (lower-case letters, digits, '.', '_', '-').")
-    role: Literal["admin", "labeler"] = option("admin", "admin (projects, users, exports) or labeler (own queue).")
+    role: Literal["admin", "labeler", "applicant"] = option(
+        "admin", "admin (projects, users, exports), labeler (own queue) or applicant (screening tests only)."
+    )
     org: str = option("default", "Organization the user belongs to (created if it does not exist).")
     display_name: str = option("", "Name shown in the pages (default: the user name).")
     password_env: str = option(

@@ -61,7 +61,8 @@ class ExportConfig:
     out_dir: str = option(
         "runs/workbench/export",
         "Folder for rankings.jsonl (Ranking records), demonstrations.jsonl (Demonstration records), "
-        "skips.jsonl (skipped items and their reasons) and config.yaml.",
+        "skips.jsonl (skipped items and their reasons), agreement.json (agreement among labelers, with gold, "
+        "throughput) and config.yaml.",
     )
     db_url: str = option(DEFAULT_DB, "SQLAlchemy URL of the database (as label serve).")
 

@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import logging
+import os
 from pathlib import Path
 
 from fastapi import FastAPI
 from sqlalchemy import func, select
 
 from instructrl.config import save_config
-from instructrl.label.workbench import admin, routes
+from instructrl.label.workbench import admin, dashboard, routes, screening_pages
 from instructrl.label.workbench.config import ExportConfig, ImportConfig
 from instructrl.label.workbench.export import export_project, find_project
 from instructrl.label.workbench.imports import (
@@ -32,16 +35,19 @@ log = logging.getLogger(__name__)
 HERE = Path(__file__).resolve().parent
 TEMPLATES = HERE / "templates"
 STATIC = HERE / "static"
+SETTINGS_ENV = "INSTRUCTRL_WORKBENCH_SETTINGS"  # label serve workers=N hands its settings to the workers here
 
 
 def home(viewer: Viewer) -> str:
-    return "/admin/projects" if viewer.is_admin else "/queue"
+    return {"admin": "/admin/projects", "applicant": "/screening"}.get(viewer.role, "/queue")
 
 
 def nav(viewer: Viewer) -> list[tuple[str, str]]:
+    if viewer.role == "applicant":
+        return [("Screening", "/screening")]
     links = [("Queue", "/queue")]
     if viewer.is_admin:
-        links += [("Projects", "/admin/projects"), ("Users", "/admin/users")]
+        links += [("Projects", "/admin/projects"), ("Screening", "/admin/screening"), ("Users", "/admin/users")]
     return links
 
 
@@ -49,7 +55,7 @@ def build_app(settings: WebSettings, db: Database | None = None) -> FastAPI:
     """The workbench on the web foundation (the database must be migrated: :func:`serve` does it)."""
     return create_app(
         settings,
-        [routes.router, admin.router],
+        [routes.router, admin.router, dashboard.router, screening_pages.router],
         db=db,
         template_dirs=[TEMPLATES],
         static_dirs={"workbench": STATIC},
@@ -72,7 +78,25 @@ def serve(settings: WebSettings) -> None:
             "no users yet: create the first admin with `instructrl label admin create-user username=NAME` (same db_url)"
         )
     log.info("workbench on http://%s:%d/login", settings.host, settings.port)
-    uvicorn.run(build_app(settings, db), host=settings.host, port=settings.port, log_level="info")
+    if settings.workers == 1:
+        uvicorn.run(build_app(settings, db), host=settings.host, port=settings.port, log_level="info")
+        return
+    # several processes: uvicorn starts each from an import string, so the settings travel in the environment
+    db.dispose()
+    os.environ[SETTINGS_ENV] = json.dumps(dataclasses.asdict(settings))
+    uvicorn.run(
+        f"{__name__}:app_from_environment",
+        factory=True,
+        workers=settings.workers,
+        host=settings.host,
+        port=settings.port,
+        log_level="info",
+    )
+
+
+def app_from_environment() -> FastAPI:
+    """The app of one worker process of ``label serve workers=N`` (uvicorn calls it in each)."""
+    return build_app(WebSettings(**json.loads(os.environ[SETTINGS_ENV])))
 
 
 def import_cli(cfg: ImportConfig) -> str:
@@ -107,15 +131,19 @@ def import_cli(cfg: ImportConfig) -> str:
 
 
 def export_cli(cfg: ExportConfig) -> Path:
-    """``instructrl label export``: rankings.jsonl, demonstrations.jsonl, skips.jsonl and config.yaml."""
+    """``instructrl label export``: rankings.jsonl, demonstrations.jsonl, skips.jsonl, agreement.json (the
+    agreement dashboard's numbers) and config.yaml."""
     db = Database(cfg.db_url)
     try:
         upgrade(db)
-        written = export_project(db, find_project(db, cfg), cfg.out_dir)
+        project_id = find_project(db, cfg)
+        written = export_project(db, project_id, cfg.out_dir)
+        agreement = dashboard.write_report(db, project_id, Path(cfg.out_dir) / "agreement.json")
     finally:
         db.dispose()
     save_config(cfg, cfg.out_dir)
     for what, path in written.items():
         with open(path, encoding="utf-8") as fh:
             log.info("%s: %d records -> %s", what, sum(1 for _ in fh), path)
+    log.info("agreement -> %s", agreement)
     return Path(cfg.out_dir)
