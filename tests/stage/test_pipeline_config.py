@@ -18,13 +18,17 @@ PRESETS = sorted((ROOT / "configs" / "run").glob("*.yaml"))
 
 
 def test_presets_load_and_default_yaml_is_the_default():
-    assert [p.name for p in PRESETS] == ["default.yaml", "gpu.yaml", "tiny.yaml"]
+    assert [p.name for p in PRESETS] == ["default.yaml", "gpu.yaml", "quality.yaml", "tiny.yaml"]
     assert load_config(PipelineConfig, ROOT / "configs/run/default.yaml") == load_config(PipelineConfig)
     tiny = load_config(PipelineConfig, ROOT / "configs/run/tiny.yaml")
     assert tiny.model == "tiny" and tiny.run.threads == 1 and tiny.ppo.ppo.steps == 2
     assert sft_config(tiny, Paths.of(tiny)).run.threads == 1  # every stage runs with the pipeline's run section
     gpu = load_config(PipelineConfig, ROOT / "configs/run/gpu.yaml")
     assert gpu.ptx.coef == 27.8 and gpu.data.max_test_prompts is None
+    quality = load_config(PipelineConfig, ROOT / "configs/run/quality.yaml")
+    built = ppo_config(quality, Paths.of(quality), "ppo", 0.0)
+    assert quality.reward == "gold" and built.reward.factory == "instructrl.label.gold:GoldReward"
+    assert built.ppo.steps == 40 and built.ppo.batch_size == 16 and built.optim.lr == 2e-5
 
 
 @pytest.mark.parametrize("preset", PRESETS, ids=lambda p: p.name)
