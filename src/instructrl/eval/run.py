@@ -1,8 +1,13 @@
-"""Evaluate policies on held-out test prompts with the held-out panel: ``run(EvalConfig) -> Path``.
+"""Evaluate policies: ``run(EvalConfig) -> Path``.
 
-setup -> sample (one response per test prompt and policy, with its log-prob) -> KL to the
-reference policy -> judge (held-out panel: Likert and flags per response, each policy against the
-baseline, a ranking of all policies' responses per prompt) -> reward-model scores -> save.
+``tasks`` chooses what runs on every policy: ``preference`` (described here) and the automatic
+evaluations of :mod:`instructrl.eval.tasks` (TruthfulQA, HellaSwag, RealToxicityPrompts, GSM8K),
+whose results go to ``tasks/`` and ``task_results.{json,md}`` (see :mod:`instructrl.eval.tasks.suite`).
+
+Preference, on held-out test prompts with the held-out panel: setup -> sample (one response per
+test prompt and policy, with its log-prob) -> KL to the reference policy -> judge (held-out panel:
+Likert and flags per response, each policy against the baseline, a ranking of all policies'
+responses per prompt) -> reward-model scores -> save.
 
 Writes ``out_dir/{config.yaml, samples/<policy>.jsonl, comparisons.jsonl, results.json,
 metrics.jsonl}``. Sampling is the slow part: a policy whose ``samples/<policy>.jsonl`` exists (for
@@ -32,6 +37,7 @@ from instructrl.builtin import load_demonstrations, resolve
 from instructrl.config import save_config
 from instructrl.eval.config import EvalConfig, PolicySpec
 from instructrl.eval.sample import load_policy, sample_prompts, sequence_logprobs
+from instructrl.eval.tasks.suite import build_tasks, run_tasks
 from instructrl.eval.winrate import bootstrap_ci, kl_estimate, preference_accuracy, ranking_accuracy, summarize
 from instructrl.label.labeler import rng_for
 from instructrl.label.panel import Panel
@@ -217,13 +223,31 @@ def load_panel(panel_file: str) -> Any:
 
 
 def run(cfg: EvalConfig) -> Path:
-
+    """Every configured task on every policy: ``preference`` (below) and the tasks of
+    :mod:`instructrl.eval.tasks` (their data is read and checked first, before any model loads)."""
     if not cfg.policies:
         raise ValueError("eval: no policies to evaluate")
     out = Path(cfg.run.out_dir)
     out.mkdir(parents=True, exist_ok=True)
     save_config(cfg, out)
     seed_everything(cfg.run.seed)
+    if cfg.run.threads:
+        import torch
+
+        torch.set_num_threads(cfg.run.threads)
+    tasks = build_tasks(cfg)
+    for task in tasks:
+        task.load()
+    if "preference" in cfg.tasks:
+        run_preference(cfg, out)
+    if tasks:
+        path = run_tasks(cfg, tasks, out)
+        log.info("eval: task results in %s", path)
+    return out
+
+
+def run_preference(cfg: EvalConfig, out: Path) -> None:
+    """Sample every policy on the test prompts and judge them with the held-out panel (see the module doc)."""
     prompts = load_test_prompts(cfg)
     ids = [p.id for p in prompts]
     shots = few_shot_prefix(cfg, prompts) if any(p.few_shot for p in cfg.policies) else []
@@ -340,7 +364,6 @@ def run(cfg: EvalConfig) -> Path:
             for r in results["policies"]
         ),
     )
-    return out
 
 
 def summarize_results(
