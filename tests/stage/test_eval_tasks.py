@@ -14,7 +14,7 @@ from instructrl.config import load_config
 from instructrl.eval.config import EvalConfig, TruthfulQAConfig
 from instructrl.eval.metrics import mc2
 from instructrl.eval.tasks.lm import HFLanguageModel
-from instructrl.eval.tasks.truthfulqa import TruthfulQATask, question_context
+from instructrl.eval.tasks.truthful_qa import TruthfulQATask, question_context
 
 ROOT = Path(__file__).resolve().parents[2]
 TASKS = ("truthfulqa", "hellaswag", "real_toxicity_prompts", "gsm8k")

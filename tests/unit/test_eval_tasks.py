@@ -12,9 +12,9 @@ import pytest
 from instructrl.eval.config import GSM8KConfig, HellaSwagConfig, RealToxicityPromptsConfig, TruthfulQAConfig
 from instructrl.eval.tasks import Loglik, json_items
 from instructrl.eval.tasks.gsm8k import GSM8KTask, build_prompt
-from instructrl.eval.tasks.hellaswag import HellaSwagTask, clean
+from instructrl.eval.tasks.hella_swag import HellaSwagTask, clean
 from instructrl.eval.tasks.toxicity import BIASED, RESPECTFUL, ToxicityTask
-from instructrl.eval.tasks.truthfulqa import INSTRUCTION, QA_PRIMER, TruthfulQATask, parse_question, question_context
+from instructrl.eval.tasks.truthful_qa import INSTRUCTION, QA_PRIMER, TruthfulQATask, parse_question, question_context
 from instructrl.records import RecordError
 
 

@@ -41,9 +41,9 @@ RESULTS_MD = "task_results.md"
 def build_tasks(cfg: EvalConfig) -> list[Task]:
     """The configured tasks other than ``preference``, in the config's order (data not read yet)."""
     from instructrl.eval.tasks.gsm8k import GSM8KTask
-    from instructrl.eval.tasks.hellaswag import HellaSwagTask
+    from instructrl.eval.tasks.hella_swag import HellaSwagTask
     from instructrl.eval.tasks.toxicity import ToxicityTask
-    from instructrl.eval.tasks.truthfulqa import TruthfulQATask
+    from instructrl.eval.tasks.truthful_qa import TruthfulQATask
 
     common = {"seed": cfg.run.seed, "bootstrap": cfg.bootstrap, "confidence": cfg.confidence}
     makers = {
