@@ -112,6 +112,7 @@ class Outcome:
     latencies: list[float] = field(default_factory=list)
     acked: set[int] = field(default_factory=set)
     no_answer: list[int] = field(default_factory=list)
+    retried: list[int] = field(default_factory=list)  # sent again once after a closed kept-alive connection
     seconds: float = 0.0
     lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
@@ -124,7 +125,7 @@ class Outcome:
         return (
             f"{what}: {len(self.latencies)} submits in {self.seconds:.1f} s = {rate:.0f} labels/s; latency p50 "
             f"{statistics.median(self.latencies) * 1000:.0f} ms, p99 {self.percentile(0.99) * 1000:.0f} ms; "
-            f"statuses {dict(self.statuses)}; no answer {len(self.no_answer)}"
+            f"statuses {dict(self.statuses)}; no answer {len(self.no_answer)}; sent again {len(self.retried)}"
         )
 
 
@@ -146,6 +147,7 @@ def run(
         sessions = clients[name]
         start.wait()
         for n, (assignment, order, _task) in enumerate(plan.work[name]):
+            stale_retry = resume is None  # one retry for a kept-alive connection the server had just closed
             while True:
                 client, token = sessions[n % len(sessions)]
                 began = time.perf_counter()
@@ -154,6 +156,13 @@ def run(
                         f"/tasks/{assignment}/submit", data=form_for(token, assignment, order, plan.k)
                     )
                 except httpx.TransportError:
+                    if stale_retry:
+                        # a labeler idle at the start barrier may reuse a connection uvicorn closed after its
+                        # keep-alive timeout; httpx does not resend a POST then, a browser does: so do we, once
+                        stale_retry = False
+                        with outcome.lock:
+                            outcome.retried.append(assignment)
+                        continue
                     with outcome.lock:
                         outcome.no_answer.append(assignment)
                     if resume is None or not resume.wait(timeout=120):
