@@ -52,6 +52,26 @@ STAGES: dict[str, tuple[str, str, str]] = {
         "instructrl.web.users:create_user_cli",
         "a workbench user (the first admin); the password comes from $INSTRUCTRL_PASSWORD or the terminal",
     ),
+    "serve": (
+        "instructrl.serve.config:ServeConfig",
+        "instructrl.serve.run:serve",
+        "an OpenAI-compatible API and the playground over one or more models (continuous batching)",
+    ),
+    "serve key create": (
+        "instructrl.serve.config:KeyConfig",
+        "instructrl.serve.run:key_create_cli",
+        "an API key for a user (printed once); once a key exists, every API request needs one",
+    ),
+    "serve key revoke": (
+        "instructrl.serve.config:RevokeConfig",
+        "instructrl.serve.run:key_revoke_cli",
+        "revoke an API key by its first characters",
+    ),
+    "serve export": (
+        "instructrl.serve.config:PromptExportConfig",
+        "instructrl.serve.run:export_cli",
+        "the stored API and playground prompts that may train the next round -> Prompt records",
+    ),
     "sft": (
         "instructrl.sft.config:SFTConfig",
         "instructrl.sft.train:run",

@@ -53,12 +53,20 @@ class Server:
             self.proc.wait()
 
 
-def launch(db_url: str, folder: Path, args: Sequence[str] = (), port: int | None = None, wait_s: float = 60) -> Server:
-    """Start ``instructrl label serve db_url=... port=... *args`` in ``folder`` (in a process group of its own,
-    so that :meth:`Server.kill` reaches the worker processes too) and wait until it answers."""
+def launch(
+    db_url: str,
+    folder: Path,
+    args: Sequence[str] = (),
+    port: int | None = None,
+    wait_s: float = 60,
+    stage: Sequence[str] = ("label", "serve"),
+) -> Server:
+    """Start ``instructrl label serve db_url=... port=... *args`` (or another ``stage``) in ``folder`` (in a
+    process group of its own, so that :meth:`Server.kill` reaches the worker processes too) and wait until it
+    answers."""
     port = port or free_port()
     log_path = folder / f"server-{port}-{time.monotonic_ns()}.log"
-    command = [sys.executable, "-m", "instructrl.cli", "label", "serve", f"db_url={db_url}", f"port={port}", *args]
+    command = [sys.executable, "-m", "instructrl.cli", *stage, f"db_url={db_url}", f"port={port}", *args]
     with open(log_path, "wb") as log:
         proc = subprocess.Popen(
             command,

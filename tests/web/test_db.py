@@ -19,12 +19,12 @@ from instructrl.web.models import Base, LoginAttempt, Task
 def test_migrations_build_exactly_the_models(tmp_path):
     db = Database(f"sqlite:///{tmp_path / 'new' / 'fresh.db'}")  # the folder is created
     assert current(db) is None
-    assert upgrade(db) == head() == "0003"
+    assert upgrade(db) == head() == "0004"
     with db.engine.connect() as connection:
         assert compare_metadata(MigrationContext.configure(connection), Base.metadata) == []
     tables = set(inspect(db.engine).get_table_names())
     assert tables == set(Base.metadata.tables) | {"alembic_version"}
-    assert upgrade(db) == "0003"  # a second start changes nothing
+    assert upgrade(db) == "0004"  # a second start changes nothing
     db.dispose()
 
 

@@ -8,7 +8,7 @@ from typing import Literal
 from instructrl.config import RunConfig, option, section
 from instructrl.records import CATEGORIES, PROMPT_TYPES, SOURCES
 
-FORMATS = ("auto", "jsonl", "csv", "parquet", "hf")
+FORMATS = ("auto", "jsonl", "csv", "parquet", "hf", "db")
 
 
 @dataclasses.dataclass
@@ -53,9 +53,14 @@ class InputConfig:
     """One input file (or saved Hugging Face dataset) and how to read it."""
 
     path: str = option(
-        "", "JSONL (.jsonl/.json/.gz), CSV, Parquet file, or a directory written by datasets.save_to_disk."
+        "",
+        "JSONL (.jsonl/.json/.gz), CSV, Parquet file, a directory written by datasets.save_to_disk, or the URL of "
+        "the serving database (sqlite:///runs/workbench/workbench.db, postgresql+psycopg://...): its stored API "
+        "and playground prompts that may train the next round (consent given, no opt-out).",
     )
-    format: Literal["auto", "jsonl", "csv", "parquet", "hf"] = option("auto", "File format; 'auto' decides by suffix.")
+    format: Literal["auto", "jsonl", "csv", "parquet", "hf", "db"] = option(
+        "auto", "Format; 'auto' decides by suffix, and a URL (scheme://...) is a database."
+    )
     name: str = option("", "Short name used in record ids and the report; empty: the file name without suffix.")
     source: str = option("import", f"Default 'source' of its prompts ({', '.join(SOURCES)}).")
     fields: FieldMap = option(FieldMap, "Field mapping.")
@@ -65,6 +70,8 @@ class InputConfig:
             raise ValueError("inputs[].path is required")
         if self.source not in SOURCES:
             raise ValueError(f"inputs[].source {self.source!r} is not one of {', '.join(SOURCES)}")
+        if (self.format == "db" or "://" in self.path) and self.fields.messages is None:
+            self.fields.messages = "messages"  # the store hands chat prompts over as messages
 
 
 @dataclasses.dataclass

@@ -9,6 +9,7 @@ an object, so the caller decides whether to stop or to skip and count it.
 from __future__ import annotations
 
 import csv
+import dataclasses
 import datetime as dt
 import gzip
 import io
@@ -26,6 +27,8 @@ _MISSING = object()
 def input_format(inp: InputConfig) -> str:
     if inp.format != "auto":
         return inp.format
+    if "://" in inp.path:
+        return "db"
     p = Path(inp.path)
     if p.is_dir():
         return "hf"
@@ -52,6 +55,9 @@ def iter_raw(inp: InputConfig, raw: bool = False) -> Iterator[tuple[str, int, An
     With ``raw`` a JSONL file yields each line's text unparsed (a worker process parses it)."""
     path = Path(inp.path)
     fmt = input_format(inp)
+    if fmt == "db":
+        yield from _iter_db(inp.path)
+        return
     if not path.exists():
         raise RecordError(str(path), None, "file not found")
     if fmt == "jsonl":
@@ -96,6 +102,37 @@ def utf8_error(where: str, e: UnicodeDecodeError) -> RecordError:
         None,
         f"not valid UTF-8 (byte 0x{e.object[e.start]:02x} at byte {e.start} of the line); save the file as UTF-8",
     )
+
+
+def _iter_db(url: str) -> Iterator[tuple[str, int, Any]]:
+    """The serving database's prompts that may train the next round (see :mod:`instructrl.web.prompts`)."""
+    try:
+        from sqlalchemy.engine import make_url
+        from sqlalchemy.exc import SQLAlchemyError
+
+        from instructrl.web.db import Database
+        from instructrl.web.prompts import training_prompts
+    except ImportError:  # pragma: no cover - depends on the environment
+        raise RecordError(
+            url, None, "reading the serving database needs the web extra: pip install 'instructrl[web]'"
+        ) from None
+    try:
+        label = make_url(url).render_as_string(hide_password=True)
+    except Exception:
+        raise RecordError(url, None, "not a database URL (e.g. sqlite:///runs/workbench/workbench.db)") from None
+    if make_url(url).get_backend_name() == "sqlite" and not Path(make_url(url).database or "").exists():
+        raise RecordError(label, None, "database file not found")
+    db = Database(url)
+    try:
+        for n, p in enumerate(training_prompts(db), 1):
+            obj = dataclasses.asdict(p)
+            if isinstance(p.prompt, list):
+                obj["messages"] = obj.pop("prompt")
+            yield f"{label}:served_prompts id {p.meta['served_prompt_id']}", n, obj
+    except SQLAlchemyError as e:
+        raise RecordError(label, None, f"cannot read the prompt store: {str(e).splitlines()[0]}") from None
+    finally:
+        db.dispose()
 
 
 def _iter_jsonl(path: Path) -> Iterator[tuple[str, int, Any]]:

@@ -72,9 +72,11 @@ def create_app(
     static_dirs: Mapping[str, Path] | None = None,
     home: Callable[[auth.Viewer], str] | None = None,
     nav: Callable[[auth.Viewer], list[tuple[str, str]]] | None = None,
+    csrf_exempt: Sequence[str] = (),
 ) -> FastAPI:
     """The app. ``static_dirs`` maps a name to a folder served at ``/static/<name>/``; ``home`` gives the
-    page a user lands on after sign-in; ``nav`` the ``(label, path)`` links in the header."""
+    page a user lands on after sign-in; ``nav`` the ``(label, path)`` links in the header; ``csrf_exempt``
+    path prefixes whose requests authenticate by a header, not a cookie (an API), and so need no CSRF token."""
     app = FastAPI(
         title=settings.title, docs_url=None, redoc_url=None, openapi_url=None, dependencies=[Depends(auth.csrf_guard)]
     )
@@ -83,6 +85,7 @@ def create_app(
     app.state.templates = build_templates(template_dirs)
     app.state.home = home or (lambda viewer: "/admin/users" if viewer.is_admin else "/")
     app.state.nav = nav or _default_nav
+    app.state.csrf_exempt = tuple(csrf_exempt)
     app.add_middleware(SecurityHeaders)
 
     app.include_router(auth.router)

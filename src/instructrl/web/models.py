@@ -23,6 +23,7 @@ from sqlalchemy import (
     String,
     Text,
     UniqueConstraint,
+    false,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
@@ -51,6 +52,8 @@ class Organization(Base):
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     name: Mapped[str] = mapped_column(String(100), unique=True)
     created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+    # the organization's prompts never leave the store for training (its admin says so in the playground)
+    training_opt_out: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
 
 
 class User(Base):
@@ -64,6 +67,7 @@ class User(Base):
     role: Mapped[str] = mapped_column(String(16))  # one of ROLES
     active: Mapped[bool] = mapped_column(Boolean, default=True)
     created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+    training_opt_out: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
 
 
 class WebSession(Base):
@@ -248,3 +252,70 @@ class ScreeningAnswer(Base):
     score: Mapped[int | None] = mapped_column(Integer, nullable=True)
     reviewer_id: Mapped[int | None] = mapped_column(ForeignKey("users.id"), nullable=True)
     reviewed_at: Mapped[datetime | None] = mapped_column(DateTime, nullable=True)
+
+
+class ApiKey(Base):
+    """A key of the OpenAI-compatible API; the table keeps its SHA-256 and its first characters only."""
+
+    __tablename__ = "api_keys"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    org_id: Mapped[int] = mapped_column(ForeignKey("organizations.id"), index=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id"), index=True)
+    name: Mapped[str] = mapped_column(String(200), default="")
+    prefix: Mapped[str] = mapped_column(String(16))
+    key_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+    revoked_at: Mapped[datetime | None] = mapped_column(DateTime, nullable=True)
+
+
+class Consent(Base):
+    """A user saw the notice that what they submit to ``model`` may train future models (one notice version)."""
+
+    __tablename__ = "consents"
+    __table_args__ = (UniqueConstraint("user_id", "model", "version", name="uq_consents_user_id_model_version"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id"), index=True)
+    model: Mapped[str] = mapped_column(String(64))
+    version: Mapped[int] = mapped_column(Integer)
+    accepted_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+
+
+class ServedPrompt(Base):
+    """One prompt sent to a served model (API or playground) and what the model answered. ``consent`` is the
+    state when it was sent: the user had seen the notice for that model, and neither the user nor the
+    organization had opted out. Only such prompts (and only while no opt-out followed) leave the store."""
+
+    __tablename__ = "served_prompts"
+    __table_args__ = (Index("ix_served_prompts_org_id_created_at", "org_id", "created_at"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    org_id: Mapped[int] = mapped_column(ForeignKey("organizations.id"))
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id"), index=True)
+    api_key_id: Mapped[int | None] = mapped_column(ForeignKey("api_keys.id"), nullable=True)
+    source: Mapped[str] = mapped_column(String(16))  # api | playground | compare
+    model: Mapped[str] = mapped_column(String(64))
+    prompt: Mapped[Any] = mapped_column(JSON)  # text (completions) or chat messages
+    params: Mapped[Any] = mapped_column(JSON, default=dict)
+    response: Mapped[Any] = mapped_column(JSON, nullable=True)  # the texts of the n choices
+    consent: Mapped[bool] = mapped_column(Boolean)
+    notice_version: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+
+
+class Comparison(Base):
+    """A side-by-side vote in the playground: one prompt, two models' answers (their sides drawn at random by
+    the server), and the user's pick: ``left``, ``right``, ``tie`` or ``both_bad``."""
+
+    __tablename__ = "comparisons"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    org_id: Mapped[int] = mapped_column(ForeignKey("organizations.id"), index=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id"), index=True)
+    prompt_id: Mapped[int] = mapped_column(ForeignKey("served_prompts.id"))
+    models: Mapped[Any] = mapped_column(JSON)  # [left, right]
+    responses: Mapped[Any] = mapped_column(JSON)  # [left, right]
+    vote: Mapped[str | None] = mapped_column(String(16), nullable=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+    voted_at: Mapped[datetime | None] = mapped_column(DateTime, nullable=True)
