@@ -370,12 +370,27 @@ def save_config(cfg: Any, directory: str | os.PathLike) -> Path:
     return path
 
 
+def _unchecked_defaults(cls: type) -> Any:
+    """An instance holding every field's default, without ``__post_init__``'s checks (a config whose
+    required fields are empty by default can still list them in ``--help``)."""
+    obj = object.__new__(cls)
+    for f in dataclasses.fields(cls):
+        if f.default is not dataclasses.MISSING:
+            value = f.default
+        elif f.default_factory is not dataclasses.MISSING:
+            value = f.default_factory()
+        else:
+            value = None
+        object.__setattr__(obj, f.name, value)
+    return obj
+
+
 def describe(cls: type, prefix: str = "", defaults: Any = None) -> list[tuple[str, str, Any, str]]:
     """Rows ``(key, type, default, doc)`` for every leaf field, for ``--help`` (the defaults of a
     section are those its parent gives it)."""
     rows = []
     hints = typing.get_type_hints(cls)
-    defaults = cls() if defaults is None else defaults
+    defaults = _unchecked_defaults(cls) if defaults is None else defaults
     for f in dataclasses.fields(cls):
         tp = hints[f.name]
         doc = f.metadata.get("doc", "")

@@ -173,3 +173,21 @@ def test_a_client_that_leaves_mid_stream_frees_its_slot(served, http):
 def test_the_health_and_metrics_endpoints(http):
     assert http.get("/health").json() == {"status": "ok", "models": ["a", "b"]}
     assert "instructrl_decode_steps_total" in http.get("/metrics").text
+
+
+def test_a_model_that_does_not_load_is_one_clear_line(tmp_path, capsys):
+    from instructrl.cli import main
+
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "broken").mkdir()
+    (tmp_path / "broken" / "config.json").write_text("{not json", encoding="utf-8")
+    for spec, expected in (
+        (f"x={tmp_path / 'nowhere'}", "does not exist"),
+        (f"x={tmp_path / 'empty'}", "holds no config.json"),
+        (f"x={tmp_path / 'broken'}", "does not load"),
+    ):
+        assert main(["serve", f"model={spec}", f"db_url=sqlite:///{tmp_path / 'db.sqlite'}"]) == 2
+        err = capsys.readouterr().err
+        assert expected in err and "Traceback" not in err and len(err.strip().splitlines()) == 2, err
+    assert main(["serve", "models=[a=x,a=y]"]) == 2
+    assert "two models are called 'a'" in capsys.readouterr().err

@@ -1,7 +1,7 @@
 """The playground: signed-in users chat with a served model, compare two models side by side, and say what
 may be done with what they type.
 
-* ``/playground``: chat with a chosen model (system prompt, temperature, top-p, length). On switching to
+* ``/playground/chat``: chat with a chosen model (system prompt, temperature, top-p, length). On switching to
   a model the page shows the notice that what is submitted may be used to train future models; the
   server records that the user saw it (``Consent``, per model and notice version) and refuses to send a
   prompt before. Every prompt is stored with user, organization, model, time and consent state.
@@ -61,6 +61,11 @@ def _state(request: Request, viewer: Viewer) -> dict:
 
 
 @router.get("/playground")
+def playground_home(viewer: Viewer = Depends(current_viewer)) -> Response:
+    return RedirectResponse("/playground/chat", status_code=303)
+
+
+@router.get("/playground/chat")
 def chat_page(request: Request, viewer: Viewer = Depends(current_viewer)) -> Response:
     serving = _serving(request)
     state = _state(request, viewer)

@@ -12,7 +12,7 @@ from typing import Any
 
 from fastapi import FastAPI
 
-from instructrl.records import PromptText, write_jsonl
+from instructrl.records import PromptText, RecordError, write_jsonl
 from instructrl.serve import api, playground
 from instructrl.serve.config import KeyConfig, PromptExportConfig, RevokeConfig, ServeConfig
 from instructrl.serve.engine import ENGINES
@@ -65,8 +65,12 @@ def load_models(cfg: ServeConfig) -> dict[str, ServedModel]:
     models = {}
     device = resolve_device(cfg.device)
     for name, path in cfg.model_dirs().items():
-        tok = load_tokenizer(path, padding_side="left")
-        model = load_model(path, dtype=DTYPES[cfg.dtype], tokenizer=tok, device=device)
+        try:
+            tok = load_tokenizer(path, padding_side="left")
+            model = load_model(path, dtype=DTYPES[cfg.dtype], tokenizer=tok, device=device)
+        except (OSError, ValueError, KeyError) as e:  # a folder that is not a model, a hub id offline, a bad config
+            first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            raise RecordError(path, None, f"model {name!r} does not load: {first}") from None
         kwargs: dict[str, Any] = dict(max_context=cfg.max_context or None, threads=cfg.threads or None)
         if cfg.engine == "batched":
             kwargs.update(max_batch=cfg.max_batch, max_prefill=cfg.max_prefill)
@@ -111,7 +115,7 @@ class Serving:
 
 
 def nav(viewer: Viewer) -> list[tuple[str, str]]:
-    links = [("Playground", "/playground"), ("Compare", "/playground/compare"), ("Data use", "/playground/data")]
+    links = [("Chat", "/playground/chat"), ("Compare", "/playground/compare"), ("Data use", "/playground/data")]
     if viewer.is_admin:
         links.append(("Users", "/admin/users"))
     return links
@@ -124,7 +128,7 @@ def build_app(cfg: ServeConfig, db: Database, models: dict[str, ServedModel]) ->
         db=db,
         template_dirs=[HERE / "templates"],
         static_dirs={"playground": HERE / "static"},
-        home=lambda viewer: "/playground",
+        home=lambda viewer: "/playground/chat",
         nav=nav,
         csrf_exempt=("/v1/",),
     )
