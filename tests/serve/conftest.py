@@ -19,7 +19,7 @@ from instructrl.serve.keys import create_key  # noqa: E402
 from instructrl.web.db import Database  # noqa: E402
 from instructrl.web.migrate import upgrade  # noqa: E402
 
-from ..web.conftest import Workbench  # noqa: E402
+from ..web.conftest import Workbench, postgres_url  # noqa: E402, F401  (postgres_url: a fixture)
 from ..web.servers import ROOT as ROOT_DIR  # noqa: E402, F401  (for the tests)
 from ..web.servers import Server, launch  # noqa: E402
 
@@ -64,8 +64,10 @@ def second_model_dir(tmp_path_factory) -> Path:
 
 
 @contextlib.contextmanager
-def serving(folder: Path, models: dict[str, Path], args: tuple[str, ...] = ()) -> Iterator[Serve]:
-    db_url = f"sqlite:///{folder / 'serve.db'}"
+def serving(
+    folder: Path, models: dict[str, Path], args: tuple[str, ...] = (), db_url: str | None = None
+) -> Iterator[Serve]:
+    db_url = db_url or f"sqlite:///{folder / 'serve.db'}"
     db = Database(db_url)
     upgrade(db)
     spec = ",".join(f"{name}={path}" for name, path in models.items())

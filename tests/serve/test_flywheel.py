@@ -17,7 +17,7 @@ from instructrl.records import Prompt, read_jsonl
 from instructrl.web.prompts import accept_notice
 from instructrl.web.users import check_username
 
-from .conftest import ROOT_DIR
+from .conftest import ROOT_DIR, serving
 
 PREFIX = "Please write a detailed, friendly and accurate explanation, for a curious reader with no background, of "
 
@@ -145,3 +145,40 @@ def test_prompts_flow_from_the_api_and_playground_into_the_next_run(served, tmp_
     from_playground = {p.id for p in shared} & {p.id for p in everything}
     assert from_playground, "no playground prompt reached the run's prompt sets"
     assert all(p.source in ("api", "playground") for p in shared if p.id in from_playground)
+
+
+def test_the_store_on_postgresql(postgres_url, tmp_path, tiny_model_dir):
+    """The same store on a PostgreSQL server: a key's prompts are stored, read back by its organization only,
+    and curate reads them by the server's URL."""
+    with serving(tmp_path, {"a": tiny_model_dir}, db_url=postgres_url) as s:
+        org = s.org()
+        name = s.user(org)
+        notice(s, name)
+        key = s.key(name)
+        texts = [f"postgres prompt {i} of {name}: how do ships float?" for i in range(4)]
+        send(s, key, texts)
+        other = s.key(s.user(s.org()))
+        with httpx.Client(base_url=s.url, headers={"authorization": f"Bearer {other}"}, timeout=60) as client:
+            assert client.get("/v1/prompts").json()["data"] == []
+        out = tmp_path / "curated"
+        inputs = json.dumps([{"path": postgres_url, "name": "pg"}])
+        done = cli(
+            "curate",
+            f"inputs={inputs}",
+            f"run.out_dir={out}",
+            "run.progress=false",
+            "lang.detect=false",
+            "stats.tokenizer=whitespace",
+            cwd=tmp_path,
+        )
+        assert done.returncode == 0, done.stderr
+        got = [
+            p
+            for split in ("train", "valid", "test")
+            if (out / f"{split}.jsonl").exists()
+            for p in read_jsonl(out / f"{split}.jsonl", Prompt)
+        ]
+        mine = sorted(
+            p.prompt if isinstance(p.prompt, str) else p.prompt[-1]["content"] for p in got if p.user_id == name
+        )
+        assert mine == sorted(texts)
