@@ -46,6 +46,7 @@ from instructrl.models.generation import (
     eos_ids_of,
     finish_generation,
 )
+from instructrl.models.kv import cache_argument
 from instructrl.records import PromptText
 
 
@@ -264,8 +265,8 @@ class CachedGenerator(HFGenerator):
                 input_ids=last[:, None],
                 attention_mask=mask,
                 position_ids=positions,
-                past_key_values=cache,
                 use_cache=True,
+                **{cache_argument(model): cache},
             )
             last, lps = self._sample(out.logits[:, -1], temperature, top_p, gen)
             for k, (row, t, lp) in enumerate(zip(slots, last.tolist(), lps.tolist())):
@@ -327,9 +328,9 @@ class CachedGenerator(HFGenerator):
             input_ids=ids,
             attention_mask=mask,
             position_ids=positions,
-            past_key_values=cache,
             use_cache=True,
             logits_to_keep=1,
+            **{cache_argument(self.model): cache},
         )
         first, lps = self._sample(out.logits[:, -1], temperature, top_p, gen)
         rows = [_Row(i, len(encoded[i]), [t], [lp]) for i, t, lp in zip(take, first.tolist(), lps.tolist())]

@@ -16,13 +16,13 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-import inspect
 from collections.abc import Callable, Sequence
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 
+from instructrl.models.kv import cache_argument, cache_of
 from instructrl.models.loading import render_prompt
 from instructrl.records import PromptText
 
@@ -205,17 +205,11 @@ def encode_continuations(tok: Any, context: str, continuations: Sequence[str]) -
     return (ctx_ids or [tok.eos_token_id]), out
 
 
-def _cache_argument(decoder: torch.nn.Module) -> str:
-    """The name under which the decoder takes a KV cache: ``cache`` in recent transformers (which
-    deprecate ``past_key_values``), ``past_key_values`` before."""
-    return "cache" if "cache" in inspect.signature(decoder.forward).parameters else "past_key_values"
-
-
 def _prefix_cache(model: torch.nn.Module, prefix: Sequence[int], device: torch.device) -> Any:
     """Keys and values of ``prefix`` (one row), copied into every batch whose contexts start with it."""
     decoder = model.get_decoder()
     out = decoder(input_ids=torch.tensor([list(prefix)], device=device), use_cache=True)
-    return getattr(out, "cache", None) or out.past_key_values
+    return cache_of(out)
 
 
 def _packed_batch(
@@ -280,7 +274,7 @@ def _packed_batch(
     if prefix is not None:
         cache = copy.deepcopy(prefix[1])
         cache.reorder_cache(torch.zeros(n, dtype=torch.long, device=device))  # the prefix once per row
-        kwargs = {_cache_argument(decoder): cache, "use_cache": True}
+        kwargs = {cache_argument(decoder): cache, "use_cache": True}
     hidden = decoder(
         input_ids=input_ids.to(device), attention_mask=mask, position_ids=positions.to(device), **kwargs
     ).last_hidden_state

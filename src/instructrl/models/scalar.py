@@ -21,6 +21,7 @@ from typing import Any
 
 import torch
 
+from instructrl.models.kv import cache_argument, cache_of
 from instructrl.models.loading import (
     decoder_layers,
     encode_prompt,
@@ -166,12 +167,16 @@ class ScalarRewardModel(torch.nn.Module):
         """
         p_pos = (prompt_mask.long().cumsum(-1) - 1).clamp(min=0)
         out = self.backbone(input_ids=prompt_ids, attention_mask=prompt_mask, position_ids=p_pos, use_cache=True)
-        cache = out.past_key_values
+        cache = cache_of(out)
         cache.reorder_cache(owner)
         mask = torch.cat([prompt_mask[owner], response_mask], dim=1)
         r_pos = prompt_mask.long().sum(-1)[owner, None] + torch.arange(response_ids.shape[1], device=owner.device)
         out = self.backbone(
-            input_ids=response_ids, attention_mask=mask, position_ids=r_pos, past_key_values=cache, use_cache=True
+            input_ids=response_ids,
+            attention_mask=mask,
+            position_ids=r_pos,
+            use_cache=True,
+            **{cache_argument(self.backbone): cache},
         )
         h = out.last_hidden_state
         idx = last_token_index(response_mask)

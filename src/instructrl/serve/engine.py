@@ -18,7 +18,6 @@ listener through a callback, from the engine's thread.
 from __future__ import annotations
 
 import dataclasses
-import inspect
 import logging
 import queue
 import threading
@@ -30,6 +29,7 @@ import torch
 
 from instructrl.models.cached_generation import CachedGenerator, _new_cache
 from instructrl.models.generation import cut_at_stop, eos_ids_of
+from instructrl.models.kv import cache_argument
 
 log = logging.getLogger(__name__)
 
@@ -125,11 +125,6 @@ class Sequence:
     def drop(self) -> None:
         """The client went away: end without telling it anything more."""
         self.finish_reason = self.finish_reason or "cancelled"
-
-
-def cache_argument(model: torch.nn.Module) -> str:
-    """The keyword under which ``model.forward`` takes a KV cache (``cache`` in newer transformers)."""
-    return "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"
 
 
 class _Engine:

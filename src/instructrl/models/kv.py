@@ -1,0 +1,29 @@
+"""How a Hugging Face decoder takes and returns its KV cache, across transformers versions.
+
+transformers renamed the ``past_key_values`` argument and output of decoders to ``cache`` (the old
+name is deprecated and goes away in 5.40). Every call site in instructrl that hands a cache over or
+reads one back goes through these two functions, so that it uses the supported name of the installed
+version and never the deprecated one.
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+from typing import Any
+
+
+@functools.cache
+def _takes_cache(forward: Any) -> bool:
+    return "cache" in inspect.signature(forward).parameters
+
+
+def cache_argument(module: Any) -> str:
+    """The keyword under which ``module.forward`` takes a KV cache: ``cache``, or ``past_key_values`` before."""
+    return "cache" if _takes_cache(type(module).forward) else "past_key_values"
+
+
+def cache_of(output: Any) -> Any:
+    """The KV cache a forward call returned (``output.cache``, or ``output.past_key_values`` before)."""
+    cache = getattr(output, "cache", None)
+    return cache if cache is not None else output.past_key_values
