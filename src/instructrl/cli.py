@@ -182,6 +182,16 @@ def main(argv: list[str] | None = None) -> int:
     )
     try:
         cfg = load_config(_load(cfg_spec), config_path, overrides)
+        processes = getattr(getattr(cfg, "run", None), "num_processes", 1)
+        if processes > 1 or os.environ.get("WORLD_SIZE", "1") not in ("", "1"):
+            if name not in DISTRIBUTED_STAGES:
+                raise ConfigError(
+                    f"run.num_processes: '{name}' runs in one process (several: {', '.join(DISTRIBUTED_STAGES)})"
+                )
+            from instructrl.utils.dist import launched, relaunch
+
+            if not launched():  # start the processes; each of them comes back here
+                return relaunch(processes, [*name.split(), *rest], cfg.run.threads)
         out = _load(run_spec)(cfg)
     except Exception as e:
         # bad input ends in one line that names file, line and field, and exit code 2; anything
@@ -190,10 +200,13 @@ def main(argv: list[str] | None = None) -> int:
             raise
         print(_error_lines(name, e), file=sys.stderr)
         return 2
-    if out is not None:
+    if out is not None and os.environ.get("RANK", "0") == "0":  # one line, from the main process
         print(out)
     return 0
 
+
+#: Stages that train on several processes (run.num_processes, or under torchrun / accelerate launch).
+DISTRIBUTED_STAGES = ("sft", "rm")
 
 #: Errors a stage module raises on bad input, as "module:Class". They are looked up only among the
 #: modules already imported: a stage that raised one has imported its module, and the CLI need not

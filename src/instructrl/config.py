@@ -66,9 +66,18 @@ class RunConfig:
         "several times faster than oversubscribed cores.",
     )
 
+    num_processes: int = option(
+        1,
+        "Processes to train with (data parallel through accelerate: DDP, gloo on CPU, NCCL on GPUs). The CLI "
+        "launches them itself (torch's elastic launcher); the global batch stays batch_size x grad_accum whatever "
+        "the number. sft and rm only, for now.",
+    )
+
     def __post_init__(self) -> None:
         if self.threads < 0:
             raise ValueError(f"run.threads must be >= 0, got {self.threads}")
+        if self.num_processes < 1:
+            raise ValueError(f"run.num_processes must be >= 1, got {self.num_processes}")
 
 
 @dataclasses.dataclass

@@ -81,6 +81,24 @@ def response_lm_loss(
     return nll_sum(logits, targets), int(sel.sum())
 
 
+class ResponseLMLoss(torch.nn.Module):
+    """:func:`response_lm_loss` as a module over ``model``'s parameters, so that a data-parallel wrapper
+    (DDP) runs it as its forward and exchanges the gradients of its backward."""
+
+    def __init__(self, model: torch.nn.Module):
+        super().__init__()
+        self.model = model
+
+    def forward(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor | None,
+        mask: torch.Tensor,
+        position_ids: torch.Tensor | None = None,
+    ) -> tuple[torch.Tensor, int]:
+        return response_lm_loss(self.model, input_ids, attention_mask, mask, position_ids)
+
+
 # --------------------------------------------------------------------------- prompt + response batches
 
 

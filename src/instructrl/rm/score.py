@@ -53,6 +53,18 @@ def score_batch(rm: torch.nn.Module, b: RMBatch, device: torch.device, shared: b
     return rm(b.input_ids.to(device), b.attention_mask.to(device))
 
 
+class BatchScorer(torch.nn.Module):
+    """:func:`score_batch` as a module over the reward model's parameters, so that a data-parallel wrapper
+    (DDP) runs it as its forward and exchanges the gradients of its backward."""
+
+    def __init__(self, rm: torch.nn.Module, device: torch.device, shared: bool):
+        super().__init__()
+        self.rm, self.device, self.shared = rm, device, shared
+
+    def forward(self, b: RMBatch) -> torch.Tensor:
+        return score_batch(self.rm, b, self.device, self.shared)
+
+
 @torch.no_grad()
 def evaluate(
     rm: torch.nn.Module,

@@ -28,9 +28,9 @@ from instructrl.rm import data as rm_data
 from instructrl.rm.config import RMConfig
 from instructrl.rm.importers import load_rankings
 from instructrl.rm.loss import kway_loss, pair_stats
-from instructrl.rm.score import evaluate, score_batch
-from instructrl.utils.device import DTYPES, autocast, resolve_device, resolve_precision
-from instructrl.utils.metrics import MetricsLogger
+from instructrl.rm.score import BatchScorer, evaluate
+from instructrl.utils.device import DTYPES, autocast, resolve_precision
+from instructrl.utils.dist import Dist
 from instructrl.utils.optim import build_optimizer
 from instructrl.utils.run import latest_checkpoint, nonfinite_error, prune_checkpoints, start_run, step_dir
 
@@ -38,10 +38,11 @@ log = logging.getLogger(__name__)
 
 
 def run(cfg: RMConfig) -> Path:
-    out, finished = start_run(cfg, "rm")
+    dist = Dist.setup(cfg.run.device, cfg.run.num_processes)
+    out, finished = start_run(cfg, "rm", main=dist.is_main)
     if finished is not None:
         return finished
-    device = resolve_device(cfg.run.device)
+    device = dist.device
     amp_dtype = resolve_precision(cfg.run.precision, device)
 
     # ---------------------------------------------------------------- setup: data
@@ -97,17 +98,18 @@ def run(cfg: RMConfig) -> Path:
     head = {n for n, p in rm.named_parameters() if id(p) in head_params}
     opt, sched = build_optimizer(rm, cfg.optim, total_steps, lr_for=lambda n: cfg.train.head_lr if n in head else None)
     step, epoch0, pos0, seen = 0, 0, 0, {"prompts": 0, "pairs": 0, "sequences": 0, "tokens": 0}
-    ckpt = latest_checkpoint(out) if cfg.run.resume else None
-    if ckpt is not None:
+    ckpt = dist.same_everywhere(latest_checkpoint(out) if cfg.run.resume else None)
+    if ckpt is not None:  # written by any number of processes: the whole model and optimizer are in it
         state = load_checkpoint(ckpt, rm.model, opt, sched)
         step, epoch0, pos0, seen = state["step"], state["epoch"], state["position"], state["seen"]
         log.info("rm: resumed from %s (step %d, epoch %d, batch %d)", ckpt, step, epoch0, pos0)
-    metrics = MetricsLogger(out, resume_step=step if ckpt is not None else None)
+    metrics = dist.metrics(out, resume_step=step if ckpt is not None else None)
+    scorer = dist.wrap(BatchScorer(rm, device, shared))  # DDP across processes
     last_eval: dict = {}
 
     def evaluate_now(epoch: int) -> None:
         nonlocal last_eval
-        if not eval_ex:
+        if not eval_ex or not dist.is_main:  # for the log only: the main process evaluates, the others go on
             return
         last_eval = evaluate(
             rm,
@@ -131,7 +133,9 @@ def run(cfg: RMConfig) -> Path:
         )
 
     # ---------------------------------------------------------------- loop
-    bar = tqdm(total=total_steps, initial=step, desc="rm", disable=not cfg.run.progress, dynamic_ncols=True)
+    bar = tqdm(
+        total=total_steps, initial=step, desc="rm", disable=not (cfg.run.progress and dist.is_main), dynamic_ncols=True
+    )
     t0, cpu0, tok0 = time.time(), time.process_time(), seen["tokens"]
     done = step >= total_steps
     rm.train()
@@ -142,20 +146,29 @@ def run(cfg: RMConfig) -> Path:
         i = pos0 if epoch == epoch0 else 0
         while i < len(batches) and not done:
             idx = batches[i]
-            loss_sum, correct, pairs = 0.0, 0.0, 0
-            for mb in rm_data.micro_batches(idx, train_ex, cfg.train.micro_batch_size):
+            loss_sum, correct, pairs, sequences, tokens = 0.0, 0.0, 0, 0, 0
+            group = list(rm_data.micro_batches(idx, train_ex, cfg.train.micro_batch_size))
+            mine = dist.share(group)
+            # a process with no micro-batch left still joins the gradient exchange, with weight 0
+            for k, mb in enumerate(mine or group[:1]):
                 b = rm_data.collate(mb, tok.pad_token_id)
-                with autocast(device, amp_dtype):
-                    scores = score_batch(rm, b, device, shared)
-                loss = kway_loss(scores, b.pairs.to(device), num_prompts=len(idx))
-                if not torch.isfinite(loss):
-                    raise nonfinite_error("rm", step, out)
-                loss.backward()
-                loss_sum += float(loss.detach())
-                correct += float(pair_stats(scores.detach(), b.pairs.to(device))["correct"].sum())
-                pairs += len(b.pair_dataset)
-                seen["sequences"] += b.input_ids.shape[0]
-                seen["tokens"] += b.n_tokens_shared if shared else b.n_tokens
+                with dist.no_sync(scorer, last=k == max(len(mine), 1) - 1):
+                    with autocast(device, amp_dtype):
+                        scores = scorer(b)
+                    loss = kway_loss(scores, b.pairs.to(device), num_prompts=len(idx))
+                    if not torch.isfinite(loss):
+                        raise nonfinite_error("rm", step, out)
+                    (loss * (dist.world if mine else 0.0)).backward()  # DDP averages over the processes
+                if mine:
+                    loss_sum += float(loss.detach())
+                    correct += float(pair_stats(scores.detach(), b.pairs.to(device))["correct"].sum())
+                    pairs += len(b.pair_dataset)
+                    sequences += b.input_ids.shape[0]
+                    tokens += b.n_tokens_shared if shared else b.n_tokens
+            loss_sum, correct, pairs, sequences, tokens = dist.sum(loss_sum, correct, pairs, sequences, tokens)
+            pairs = int(pairs)
+            seen["sequences"] += int(sequences)
+            seen["tokens"] += int(tokens)
             seen["prompts"] += len(idx)
             seen["pairs"] += pairs
             grad_norm = (
@@ -189,28 +202,40 @@ def run(cfg: RMConfig) -> Path:
             if cfg.train.eval_every and step % cfg.train.eval_every == 0 and not done:
                 evaluate_now(epoch)
             if cfg.train.save_every and step % cfg.train.save_every == 0 and not done:
-                save_checkpoint(
-                    step_dir(out, step),
-                    rm.model,
-                    tok,
-                    optimizer=opt,
-                    scheduler=sched,
-                    state={"step": step, "epoch": epoch, "position": i, "seen": seen, "total_steps": total_steps},
-                )
-                prune_checkpoints(out, cfg.train.keep_checkpoints)
+                with dist.main_writes() as main:
+                    if main:
+                        save_checkpoint(
+                            step_dir(out, step),
+                            rm.model,
+                            tok,
+                            optimizer=opt,
+                            scheduler=sched,
+                            state={
+                                "step": step,
+                                "epoch": epoch,
+                                "position": i,
+                                "seen": seen,
+                                "total_steps": total_steps,
+                            },
+                        )
+                        prune_checkpoints(out, cfg.train.keep_checkpoints)
         if i >= len(batches) or done:
             evaluate_now(epoch)
     bar.close()
 
     # ---------------------------------------------------------------- normalize, save
-    bias, info = normalization_bias(rm, tok, demos, cfg, device, amp_dtype)
-    final = save_final(
-        out,
-        rm.model,
-        tok,
-        state={"step": step, "seen": seen, "eval": last_eval, "bias": bias},
-        extra=lambda partial: save_reward_info(partial, bias, **info),
-    )
+    final = out / "final"
+    bias = 0.0
+    with dist.main_writes() as main:
+        if main:
+            bias, info = normalization_bias(rm, tok, demos, cfg, device, amp_dtype)
+            final = save_final(
+                out,
+                rm.model,
+                tok,
+                state={"step": step, "seen": seen, "eval": last_eval, "bias": bias},
+                extra=lambda partial: save_reward_info(partial, bias, **info),
+            )
     log.info(
         "rm: done, %d steps, %d comparisons seen, held-out accuracy %s, bias %.4f; model in %s",
         step,

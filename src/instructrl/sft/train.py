@@ -17,13 +17,13 @@ from tqdm.auto import tqdm
 
 from instructrl.builtin import load_demonstrations
 from instructrl.models.checkpoint import load_checkpoint, publish, save_checkpoint, save_final
-from instructrl.models.forward import response_lm_loss
+from instructrl.models.forward import ResponseLMLoss, response_lm_loss
 from instructrl.models.loading import load_model, load_tokenizer
 from instructrl.models.lora import apply_lora
 from instructrl.sft import data as sft_data
 from instructrl.sft.config import SFTConfig
-from instructrl.utils.device import DTYPES, autocast, resolve_device, resolve_precision
-from instructrl.utils.metrics import MetricsLogger
+from instructrl.utils.device import DTYPES, autocast, resolve_precision
+from instructrl.utils.dist import Dist
 from instructrl.utils.optim import build_optimizer
 from instructrl.utils.run import latest_checkpoint, nonfinite_error, prune_checkpoints, start_run, step_dir
 
@@ -31,10 +31,11 @@ log = logging.getLogger(__name__)
 
 
 def run(cfg: SFTConfig) -> Path:
-    out, finished = start_run(cfg, "sft")
+    dist = Dist.setup(cfg.run.device, cfg.run.num_processes)
+    out, finished = start_run(cfg, "sft", main=dist.is_main)
     if finished is not None:
         return finished
-    device = resolve_device(cfg.run.device)
+    device = dist.device
     amp_dtype = resolve_precision(cfg.run.precision, device)
 
     # ---------------------------------------------------------------- setup: data
@@ -84,13 +85,14 @@ def run(cfg: SFTConfig) -> Path:
     model.to(device)
     opt, sched = build_optimizer(model, cfg.optim, total_steps)
     step, epoch0, pos0, best, tokens_seen = 0, 0, 0, None, 0
-    ckpt = latest_checkpoint(out) if cfg.run.resume else None
-    if ckpt is not None:
+    ckpt = dist.same_everywhere(latest_checkpoint(out) if cfg.run.resume else None)
+    if ckpt is not None:  # written by any number of processes: the whole model and optimizer are in it
         state = load_checkpoint(ckpt, model, opt, sched)
         step, epoch0, pos0 = state["step"], state["epoch"], state["position"]
         best, tokens_seen = state.get("best"), state.get("tokens_seen", 0)
         log.info("sft: resumed from %s (step %d, epoch %d, batch %d)", ckpt, step, epoch0, pos0)
-    metrics = MetricsLogger(out, resume_step=step if ckpt is not None else None)
+    metrics = dist.metrics(out, resume_step=step if ckpt is not None else None)
+    trained = dist.wrap(ResponseLMLoss(model))  # the loss the loop runs forward and backward (DDP across processes)
 
     rm = None
     if cfg.train.select_by == "rm_score":
@@ -106,13 +108,23 @@ def run(cfg: SFTConfig) -> Path:
     def evaluate_and_select(epoch: int, select: bool = True) -> None:
         """Validation loss (and RM score); keep best/ by the selection rule (lower key is better)."""
         nonlocal best
-        val = evaluate(model, valid_ex, tok.pad_token_id, cfg.train.batch_size, device, amp_dtype)
+        val = evaluate(model, valid_ex, tok.pad_token_id, cfg.train.batch_size, device, amp_dtype, dist)
         row = {"sft/val_loss": val, "sft/epoch": epoch}
         key = val
         if rm is not None:
-            row["sft/rm_score"] = mean_rm_score(
-                model, tok, rm_prompts, *rm, cfg.train.rm_eval_max_new_tokens, cfg.train.batch_size, device, amp_dtype
-            )
+            score = None
+            if dist.is_main:  # sampled once, by the main process; every process takes its decision
+                score = mean_rm_score(
+                    model,
+                    tok,
+                    rm_prompts,
+                    *rm,
+                    cfg.train.rm_eval_max_new_tokens,
+                    cfg.train.batch_size,
+                    device,
+                    amp_dtype,
+                )
+            row["sft/rm_score"] = dist.same_everywhere(score)
             key = -row["sft/rm_score"]
         metrics.log(step, row)
         log.info(
@@ -123,22 +135,26 @@ def run(cfg: SFTConfig) -> Path:
         )
         if select and valid_ex and (best is None or key < best):
             best = key
-            save_checkpoint(
-                out / "best",
-                model,
-                tok,
-                merge_lora=True,
-                state={
-                    "step": step,
-                    "epoch": epoch,
-                    "val_loss": val,
-                    "rm_score": row.get("sft/rm_score"),
-                    "selected_by": cfg.train.select_by,
-                },
-            )
+            with dist.main_writes() as main:
+                if main:
+                    save_checkpoint(
+                        out / "best",
+                        model,
+                        tok,
+                        merge_lora=True,
+                        state={
+                            "step": step,
+                            "epoch": epoch,
+                            "val_loss": val,
+                            "rm_score": row.get("sft/rm_score"),
+                            "selected_by": cfg.train.select_by,
+                        },
+                    )
 
     # ---------------------------------------------------------------- loop
-    bar = tqdm(total=total_steps, initial=step, desc="sft", disable=not cfg.run.progress, dynamic_ncols=True)
+    bar = tqdm(
+        total=total_steps, initial=step, desc="sft", disable=not (cfg.run.progress and dist.is_main), dynamic_ncols=True
+    )
     t0, tok0 = time.time(), tokens_seen
     done = step >= total_steps
     if step == 0 and valid_ex:
@@ -151,23 +167,27 @@ def run(cfg: SFTConfig) -> Path:
         model.train()
         while i < len(batches) and not done:
             group = batches[i : i + cfg.train.grad_accum]
-            n_targets = sum(b.n_targets for b in group)
-            loss_sum = 0.0
-            for b in group:
-                with autocast(device, amp_dtype):
-                    nll, _ = response_lm_loss(
-                        model,
+            n_targets = sum(b.n_targets for b in group)  # of the global batch: every process knows it
+            mine = dist.share(group)
+            loss_sum, my_tokens = 0.0, 0
+            # a process with no micro-batch left still joins the gradient exchange, with weight 0
+            for k, b in enumerate(mine or group[:1]):
+                with dist.no_sync(trained, last=k == max(len(mine), 1) - 1), autocast(device, amp_dtype):
+                    nll, _ = trained(
                         b.input_ids.to(device),
                         None if b.attention_mask is None else b.attention_mask.to(device),
                         b.mask.to(device),
                         None if b.position_ids is None else b.position_ids.to(device),
                     )
-                loss = nll / max(1, n_targets)
-                if not torch.isfinite(loss):
-                    raise nonfinite_error("sft", step, out)
-                loss.backward()
-                loss_sum += float(loss.detach())
-                tokens_seen += b.n_tokens
+                    loss = nll / max(1, n_targets)
+                    if not torch.isfinite(loss):
+                        raise nonfinite_error("sft", step, out)
+                    (loss * (dist.world if mine else 0.0)).backward()  # DDP averages over the processes
+                if mine:
+                    loss_sum += float(loss.detach())
+                    my_tokens += b.n_tokens
+            loss_sum, group_tokens = dist.sum(loss_sum, my_tokens)
+            tokens_seen += int(group_tokens)
             grad_norm = (
                 torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.optim.max_grad_norm)
                 if cfg.optim.max_grad_norm > 0
@@ -198,31 +218,36 @@ def run(cfg: SFTConfig) -> Path:
                 evaluate_and_select(epoch)
                 model.train()
             if cfg.train.save_every and step % cfg.train.save_every == 0 and not done:
-                save_checkpoint(
-                    step_dir(out, step),
-                    model,
-                    tok,
-                    optimizer=opt,
-                    scheduler=sched,
-                    state={
-                        "step": step,
-                        "epoch": epoch,
-                        "position": i,
-                        "best": best,
-                        "tokens_seen": tokens_seen,
-                        "total_steps": total_steps,
-                    },
-                )
-                prune_checkpoints(out, cfg.train.keep_checkpoints)
+                with dist.main_writes() as main:
+                    if main:
+                        save_checkpoint(
+                            step_dir(out, step),
+                            model,
+                            tok,
+                            optimizer=opt,
+                            scheduler=sched,
+                            state={
+                                "step": step,
+                                "epoch": epoch,
+                                "position": i,
+                                "best": best,
+                                "tokens_seen": tokens_seen,
+                                "total_steps": total_steps,
+                            },
+                        )
+                        prune_checkpoints(out, cfg.train.keep_checkpoints)
         if i >= len(batches) or done:
             evaluate_and_select(epoch)
     bar.close()
 
     # ---------------------------------------------------------------- save
-    if (out / "best").exists():
-        final = publish(out / "best", out / "final")
-    else:
-        final = save_final(out, model, tok, state={"step": step, "val_loss": None})
+    with dist.main_writes() as main:
+        if main:
+            if (out / "best").exists():
+                publish(out / "best", out / "final")
+            else:
+                save_final(out, model, tok, state={"step": step, "val_loss": None})
+    final = out / "final"
     log.info("sft: done, %d steps, best validation loss %s; model in %s", step, best, final)
     return final
 
@@ -266,17 +291,22 @@ def evaluate(
     batch_size: int,
     device: torch.device,
     amp_dtype: torch.dtype,
+    dist: Dist | None = None,
 ) -> float:
-    """Token-mean NLL of the response tokens of ``examples`` (nan when there are none)."""
+    """Token-mean NLL of the response tokens of ``examples`` (nan when there are none); with several
+    processes, each scores its share of the batches and the sums are added up."""
     if not examples:
         return float("nan")
     model.eval()
     total, count = 0.0, 0
     ordered = sorted(examples, key=lambda e: len(e.input_ids))
-    for s in range(0, len(ordered), batch_size):
+    starts = list(range(0, len(ordered), batch_size))
+    for s in dist.share(starts) if dist else starts:
         b = sft_data.collate(ordered[s : s + batch_size], pad_id)
         with autocast(device, amp_dtype):
             nll, n = response_lm_loss(model, b.input_ids.to(device), b.attention_mask.to(device), b.mask.to(device))
         total += float(nll)
         count += n
+    if dist:
+        total, count = dist.sum(total, count)
     return total / max(1, count)

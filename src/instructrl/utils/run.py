@@ -14,7 +14,8 @@ from instructrl.config import ConfigError, save_config, to_dict
 from instructrl.utils.seed import seed_everything
 
 #: Settings that may change between a run and its resumption.
-RESUMABLE_CHANGES = frozenset({"run.progress", "run.resume", "run.device", "run.threads"})
+# the number of processes too: a checkpoint holds the whole model and optimizer, whoever wrote it
+RESUMABLE_CHANGES = frozenset({"run.progress", "run.resume", "run.device", "run.threads", "run.num_processes"})
 
 _STEP_RE = re.compile(r"^step-(\d{6,})$")
 
@@ -90,10 +91,11 @@ def nonfinite_error(stage: str, step: int, out: Path) -> FloatingPointError:
     )
 
 
-def start_run(cfg: Any, stage: str) -> tuple[Path, Path | None]:
+def start_run(cfg: Any, stage: str, main: bool = True) -> tuple[Path, Path | None]:
     """The common start of a stage's ``run``: returns ``(out_dir, finished)``, where ``finished`` is
     ``out_dir/final`` when a finished run is there to resume (nothing left to do). Otherwise the
-    config is checked against a run being resumed, saved as ``config.yaml``, and the RNGs seeded."""
+    config is checked against a run being resumed, saved as ``config.yaml`` (by the ``main`` process
+    of several), and the RNGs seeded."""
     out = Path(cfg.run.out_dir)
     check_out_dir(cfg, out)
     if cfg.run.resume and (out / "final" / "state.json").exists():
@@ -101,7 +103,8 @@ def start_run(cfg: Any, stage: str) -> tuple[Path, Path | None]:
             "%s: %s already holds a finished run (final/); nothing to do", stage, out
         )
         return out, out / "final"
-    save_config(cfg, out)
+    if main:
+        save_config(cfg, out)
     seed_everything(cfg.run.seed)
     if getattr(cfg.run, "threads", 0):
         import torch
