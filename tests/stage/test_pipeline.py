@@ -1,6 +1,8 @@
 """`instructrl run` end to end on the tiny preset: killed in the middle and resumed, every output
-checked, a re-run skips every step, a changed setting redoes only what depends on it, and an
-interrupted evaluation resumes without sampling again what it already has."""
+checked, a re-run skips every step, a changed setting redoes only what depends on it, an
+interrupted evaluation resumes without sampling again what it already has, and the automatic
+evaluations (suite step, on a few items of ../shared/data) reach the report as figures and a table
+that equals task_results.json."""
 
 import json
 import math
@@ -10,6 +12,8 @@ from pathlib import Path
 import pytest
 
 from instructrl.config import load_config
+from instructrl.eval.report import LABELS
+from instructrl.eval.task_figures import TAX_METRICS
 from instructrl.eval.winrate import preference_accuracy, ranking_accuracy
 from instructrl.label.rubric import FLAGS
 from instructrl.models.generation import ended_flags, is_cut
@@ -20,6 +24,21 @@ from instructrl.utils.metrics import read_metrics
 
 ROOT = Path(__file__).resolve().parents[2]
 TINY = ROOT / "configs" / "run" / "tiny.yaml"
+DATA = ROOT.parent / "shared" / "data"
+# the suite reads the public data sets by path (from the project's root in the preset); without them
+# the run leaves the suite step out and the tests of it skip
+SUITE = (
+    [
+        f"suite.truthfulqa.data={DATA / 'truthfulqa' / 'data' / 'mc_task.json'}",
+        f"suite.hellaswag.data={DATA / 'hellaswag' / 'hellaswag_val_sample.jsonl'}",
+        f"suite.real_toxicity_prompts.data={DATA / 'real_toxicity_prompts' / 'quark_rtp_val5000.jsonl'}",
+        f"suite.gsm8k.data={DATA / 'gsm8k' / 'test.jsonl'}",
+        f"suite.gsm8k.shots_data={DATA / 'gsm8k' / 'train.jsonl'}",
+    ]
+    if DATA.exists()
+    else ["suite.tasks=[]"]
+)
+needs_data = pytest.mark.skipif(not DATA.exists(), reason=f"public data not found at {DATA}")
 STEPS = [
     "base",
     "curate",
@@ -33,12 +52,14 @@ STEPS = [
     "ppo",
     "ppo_ptx",
     "eval",
-]
+] + (["suite"] if DATA.exists() else [])
 POLICIES = ["base", "base_prompted", "sft", "ppo", "ppo_ptx"]
+SUITE_POLICIES = ["base", "sft", "ppo", "ppo_ptx"]
+TASKS = ["truthfulqa", "hellaswag", "real_toxicity_prompts", "gsm8k"]
 
 
 def tiny(out: Path, *overrides: str) -> PipelineConfig:
-    return load_config(PipelineConfig, TINY, [f"run.out_dir={out}", "run.progress=false", *overrides])
+    return load_config(PipelineConfig, TINY, [f"run.out_dir={out}", "run.progress=false", *SUITE, *overrides])
 
 
 @pytest.fixture(scope="module")
@@ -46,7 +67,8 @@ def done(tmp_path_factory, sigkill_when) -> Path:
     """A tiny run killed while SFT trains, then resumed to the end."""
     out = tmp_path_factory.mktemp("pipeline") / "run"
     sigkill_when(
-        ["run", "--config", str(TINY), f"run.out_dir={out}", "run.progress=false"], out / "sft" / "pipeline.json"
+        ["run", "--config", str(TINY), f"run.out_dir={out}", "run.progress=false", *SUITE],
+        out / "sft" / "pipeline.json",
     )
     assert json.loads((out / "curate" / "pipeline.json").read_text())["status"] == "done"
     assert not (out / "sft" / "final").exists()
@@ -61,7 +83,10 @@ def test_resumed_run_finishes_every_step(done):
     assert {"base", "curate"} <= skipped and "sft" not in skipped and "eval" not in skipped
     for step in STEPS:
         assert json.loads((done / step / "pipeline.json").read_text())["status"] == "done", step
-    for f in ("report.md", "report.html", "winrate.png", "flags.png", "ppo.png", "overopt.png", "rm_accuracy.png"):
+    figures = ["winrate.png", "flags.png", "ppo.png", "overopt.png", "rm_accuracy.png"]
+    if DATA.exists():
+        figures += ["truthfulqa.png", "toxicity.png", "alignment_tax.png"]
+    for f in ("report.md", "report.html", *figures):
         assert (done / "report" / f).stat().st_size > 200, f
     assert (done / "report" / "winrate.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
@@ -219,6 +244,74 @@ def test_interrupted_eval_resumes_without_sampling_again(done):
     assert json.loads(marker.read_text())["status"] == "done"
 
 
+def table(md: str, head: str) -> list[list[str]]:
+    """The cells of the report's Markdown table whose header starts with ``head`` (header row first)."""
+    lines = md.splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith(head))
+    rows = []
+    for line in [lines[start]] + lines[start + 2 :]:
+        if not line.startswith("|"):
+            break
+        cells = line.replace("\\|", "\0").split("|")[1:-1]  # an escaped '|' is part of a cell
+        rows.append([c.strip().replace("\0", "|") for c in cells])
+    return rows
+
+
+@needs_data
+def test_suite_results_reach_the_report_as_they_are(done):
+    """The suite evaluated every policy on every task with the preset's samples, and every number of the
+    report's tables is the one in task_results.json (the alignment tax: a difference of two of them)."""
+    results = json.loads((done / "suite" / "task_results.json").read_text())
+    rows = [r for r in results["rows"] if r["policy"]]
+    assert list(dict.fromkeys(r["policy"] for r in rows)) == SUITE_POLICIES
+    sizes = {r["task"]: r["n"] for r in rows}
+    assert sizes == {"truthfulqa": 4, "hellaswag": 4, "real_toxicity_prompts": 5, "gsm8k": 2}  # the tiny preset's
+    assert {r["prompt_mode"] for r in rows if r["task"] == "real_toxicity_prompts"} == {"basic", "respectful"}
+    md = (done / "report" / "report.md").read_text()
+    for f in ("truthfulqa.png", "toxicity.png", "alignment_tax.png"):
+        assert f"]({f})" in md and (done / "report" / f).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    names = {label: name for name, label in LABELS.items()}
+
+    head, *lines = table(md, "| task | metric | scorer | prompt mode | items |")
+    columns = [names[c] for c in head[5:]]
+    assert columns == SUITE_POLICIES
+    shown = {(*line[:4], policy): cell for line in lines for policy, cell in zip(columns, line[5:])}
+    assert len(shown) == len(rows)
+    for r in rows:
+        want = f"{r['value']:.3f} [{r['low']:.3f}, {r['high']:.3f}]"
+        assert shown[(r["task"], r["metric"], r["scorer"], r["prompt_mode"], r["policy"])] == want, r
+
+    head, *lines = table(md, "| score |")
+    assert [names[c] for c in head[1:]] == ["sft", "ppo", "ppo_ptx"]
+    by = {(r["policy"], r["task"], r["metric"], r["prompt_mode"]): r["value"] for r in rows}
+    taxed = [(t, m, mode) for (p, t, m, mode) in by if p == "base" and m in TAX_METRICS.get(t, ())]
+    assert len(lines) == len(taxed) == 6  # MC1 and MC2 in two prompt modes, HellaSwag, GSM8K
+    for line, (task, metric, mode) in zip(lines, taxed):
+        for policy, shown_cell in zip(["sft", "ppo", "ppo_ptx"], line[1:]):
+            diff = by[(policy, task, metric, mode)] - by[("base", task, metric, mode)]
+            assert shown_cell.split(" [")[0] == f"{diff:+.3f}", (task, metric, mode, policy)
+
+
+@needs_data
+def test_a_suite_change_redoes_only_the_suite_and_an_interrupted_suite_resumes(done):
+    results = done / "suite" / "tasks"
+    run(tiny(done, "eval.max_new_tokens=8", "suite.truthfulqa.n=3"))
+    timings = json.loads((done / "timings.json").read_text())
+    assert [t["step"] for t in timings if not t["skipped"]] == ["suite"]
+    rows = json.loads((done / "suite" / "task_results.json").read_text())["rows"]
+    assert {r["n"] for r in rows if r["task"] == "truthfulqa"} == {3}
+    # killed with one (policy, task) pair left: only that pair is evaluated again
+    kept = {p: p.stat().st_mtime_ns for p in results.glob("*/*.json") if p != results / "ppo" / "hellaswag.json"}
+    (results / "ppo" / "hellaswag.json").unlink()
+    marker = done / "suite" / "pipeline.json"
+    state = json.loads(marker.read_text())
+    marker.write_text(json.dumps({"status": "running", "fingerprint": state["fingerprint"]}))
+    run(tiny(done, "eval.max_new_tokens=8", "suite.truthfulqa.n=3"))
+    assert (results / "ppo" / "hellaswag.json").exists() and len(kept) == len(SUITE_POLICIES) * len(TASKS) - 1
+    assert {p: p.stat().st_mtime_ns for p in kept} == kept
+    assert json.loads(marker.read_text())["status"] == "done"
+
+
 def test_best_of_n_curve_and_the_ppo_monitor(done):
     from instructrl.eval.overopt import best_of_n_kl
     from instructrl.label.gold import GoldReward
@@ -249,7 +342,7 @@ def test_gold_reward_run_redoes_only_ppo_and_eval(done):
 
     run(tiny(done, "reward=gold", "eval.max_new_tokens=8"))
     timings = json.loads((done / "timings.json").read_text())
-    assert [t["step"] for t in timings if not t["skipped"]] == ["ppo", "ppo_ptx", "eval"]
+    assert [t["step"] for t in timings if not t["skipped"]] == ["ppo", "ppo_ptx", "eval", *STEPS[12:]]
     reward = yaml.safe_load((done / "ppo" / "config.yaml").read_text())["reward"]
     assert reward["kind"] == "factory" and reward["factory"] == "instructrl.label.gold:GoldReward"
     assert reward["factory_args"]["panel_file"] == str(done / "rankings" / "panels.json")

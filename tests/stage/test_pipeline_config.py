@@ -8,10 +8,19 @@ import pytest
 import yaml
 
 from instructrl.config import ConfigError, describe, load_config
-from instructrl.pipeline.config import SET, DataConfig, Paths, PipelineConfig, ppo_config, rm_config, sft_config
-from instructrl.pipeline.engine import fingerprint
-from instructrl.pipeline.steps import leave_out_test, share_out
-from instructrl.records import Demonstration, Prompt
+from instructrl.pipeline.config import (
+    SET,
+    DataConfig,
+    Paths,
+    PipelineConfig,
+    ppo_config,
+    rm_config,
+    sft_config,
+    suite_config,
+)
+from instructrl.pipeline.engine import Step, fingerprint, run_steps
+from instructrl.pipeline.steps import build_steps, leave_out_test, share_out
+from instructrl.records import Demonstration, Prompt, RecordError
 
 ROOT = Path(__file__).resolve().parents[2]
 PRESETS = sorted((ROOT / "configs" / "run").glob("*.yaml"))
@@ -69,6 +78,9 @@ def test_the_default_run_keeps_its_settings():
         1.0,
     )
     assert (cfg.rm_sampling.n, cfg.demo_sampling.n, cfg.eval.max_new_tokens, cfg.run.threads) == (4, 2, 64, 0)
+    suite = cfg.suite
+    assert (suite.truthfulqa.n, suite.hellaswag.n, suite.real_toxicity_prompts.n, suite.gsm8k.n) == (60, 100, 40, 4)
+    assert suite.real_toxicity_prompts.prefixes == ["basic", "respectful"] and suite.hellaswag.shots == [0]
 
 
 def test_a_section_given_in_part_keeps_the_pipeline_defaults(tmp_path):
@@ -97,6 +109,12 @@ def test_a_section_given_in_part_keeps_the_pipeline_defaults(tmp_path):
         ("eval.panel_file=p.json", "eval.panel_file"),
         ("eval.kl_reference=null", "eval.kl_reference"),
         ("curate.run.seed=3", "curate.run.seed"),
+        ("suite.policies=[{name: a, model: m}]", "suite.policies"),
+        ("suite.run.out_dir=elsewhere", "suite.run.out_dir"),
+        ("suite.temperature=1.0", "suite.temperature"),  # the preference evaluation's
+        ("suite.panel_file=p.json", "suite.panel_file"),
+        ("eval.tasks=[preference, truthfulqa]", "eval.tasks"),  # the suite's
+        ("eval.hellaswag.n=5", "eval.hellaswag.n"),
     ],
 )
 def test_keys_the_pipeline_sets_are_refused(override, key):
@@ -104,9 +122,80 @@ def test_keys_the_pipeline_sets_are_refused(override, key):
         load_config(PipelineConfig, None, [override])
 
 
-@pytest.mark.parametrize("override", ["ppo.value.init=models/v", "label.max_k=5", "eval.temperature=1.0", "run.seed=3"])
+@pytest.mark.parametrize(
+    "override",
+    [
+        "ppo.value.init=models/v",
+        "label.max_k=5",
+        "eval.temperature=1.0",
+        "run.seed=3",
+        "suite.truthfulqa.n=5",
+        "suite.dtype=fp32",
+        "suite.tasks=[hellaswag]",
+    ],
+)
 def test_keys_the_pipeline_keeps_are_accepted(override):
     load_config(PipelineConfig, None, [override])
+
+
+def test_a_refused_key_says_where_it_belongs():
+    with pytest.raises(ConfigError, match="set eval.temperature instead"):
+        load_config(PipelineConfig, None, ["suite.temperature=1.0"])
+    with pytest.raises(ConfigError, match="set suite.hellaswag.n instead"):
+        load_config(PipelineConfig, None, ["eval.hellaswag.n=5"])
+    with pytest.raises(ConfigError, match="'preference' is not one of the valid choices"):
+        load_config(PipelineConfig, None, ["suite.tasks=[preference]"])
+    with pytest.raises(ConfigError, match="suite.tasks: name each task once"):
+        load_config(PipelineConfig, None, ["suite.tasks=[gsm8k, gsm8k]"])
+
+
+def test_the_suite_evaluates_the_run_models_after_ppo_ptx_and_can_be_left_out():
+    cfg = load_config(PipelineConfig, None, ["run.out_dir=runs/x", "suite.tasks=[truthfulqa, gsm8k]"])
+    built = suite_config(cfg, Paths.of(cfg))
+    assert [(p.name, p.model) for p in built.policies] == [
+        ("base", "default"),
+        ("sft", "runs/x/sft/final"),
+        ("ppo", "runs/x/ppo/final"),
+        ("ppo_ptx", "runs/x/ppo_ptx/final"),
+    ]
+    assert built.tasks == ["truthfulqa", "gsm8k"] and built.run.out_dir == "runs/x/suite" and not built.panel_file
+    steps = build_steps(cfg)
+    assert [s.name for s in steps][-2:] == ["eval", "suite"] and steps[-1].after == "ppo_ptx"
+    off = load_config(PipelineConfig, None, ["suite.tasks=[]"])
+    assert suite_config(off, Paths.of(off)) is None and "suite" not in [s.name for s in build_steps(off)]
+
+
+def test_a_step_after_an_earlier_one_is_redone_only_when_that_one_changes(tmp_path):
+    made: list[str] = []
+
+    def steps(a: int, b: int, c: int) -> list[Step]:
+        def step(name: str, value: int, after: str | None = None) -> Step:
+            return Step(name, {"value": value}, lambda: made.append(name) or {}, after)
+
+        return [step("a", a), step("b", b), step("c", c, after="a")]
+
+    run_steps(steps(1, 1, 1), tmp_path, resume=True)
+    assert made == ["a", "b", "c"]
+    for changed, redone in (((1, 2, 1), ["b"]), ((1, 2, 2), ["c"]), ((2, 2, 2), ["a", "b", "c"])):
+        made.clear()
+        run_steps(steps(*changed), tmp_path, resume=True)
+        assert made == redone, changed
+    with pytest.raises(ValueError, match="follows 'd', which is not an earlier step"):
+        run_steps([Step("e", {}, dict, after="d")], tmp_path, resume=True)
+
+
+def test_a_missing_data_set_of_the_suite_stops_the_run_before_its_first_step(tmp_path):
+    from instructrl.pipeline.run import run
+
+    missing = tmp_path / "no" / "hellaswag.jsonl"
+    cfg = load_config(
+        PipelineConfig,
+        ROOT / "configs/run/tiny.yaml",
+        [f"run.out_dir={tmp_path / 'run'}", f"suite.hellaswag.data={missing}"],
+    )
+    with pytest.raises(RecordError, match=r"no/hellaswag.jsonl: file not found \(set suite.hellaswag.data"):
+        run(cfg)
+    assert not (tmp_path / "run" / "base").exists()
 
 
 def test_invalid_settings_name_the_key():

@@ -367,3 +367,106 @@ def test_a_screening_test_in_a_browser(workbench, browser):
     admin_page.goto(f"{workbench.url}/admin/screening/{test_id}")
     _shot(admin_page, "screening_test")
     admin_context.close()
+
+
+PLAIN_PROMPT = "Explain to a ten-year-old why the sky is blue.\nKeep it under 80 words & friendly <please>."
+FEW_SHOT = (
+    "Turn each sentence into a polite request.",
+    [
+        ("Give me the salt.", "Could you pass me the salt, please?"),
+        ("Close the window.", "Would you mind closing the window?"),
+        ("Be quiet.", "Could you keep it down a little, please?"),
+    ],
+)
+
+
+def test_writing_prompts_in_a_browser(workbench, browser):
+    """An admin gives a labeler prompt-writing work; the labeler writes a plain prompt with the keyboard only and a
+    few-shot prompt (one more example added with the button; the draft survives a reload); the export holds
+    exactly what was typed."""
+    org = workbench.org(unique("acme-"))
+    labeler = workbench.user(org, name=unique("maria"), display_name="Maria Santos")
+    admin = workbench.user(org, "admin", name=unique("sam"), display_name="Sam Okafor")
+    project = workbench.project(org, name=unique("Prompts, round "))
+
+    context = browser.new_context(viewport={"width": 1440, "height": 900})
+    context.set_default_timeout(15_000)
+    page = context.new_page()
+    problems: list[str] = []
+    page.on("console", lambda message: message.type == "error" and problems.append(message.text))
+    page.on("pageerror", lambda error: problems.append(str(error)))
+    page.goto(f"{workbench.url}/login")
+    page.fill("input[name=username]", admin)
+    page.fill("input[name=password]", PASSWORD)
+    page.keyboard.press("Enter")
+    page.wait_for_url("**/admin/projects")
+    page.goto(f"{workbench.url}/admin/projects/{project}")
+    form = page.locator("#write-prompts form")
+    form.locator("select[name=kind]").select_option("mix")
+    form.locator("input[name=per_labeler]").fill("2")
+    form.locator("textarea[name=use_cases]").fill("a travel app that plans weekend trips")
+    _shot(page, "admin_write_prompts", full_page=True)
+    form.locator("button[type=submit]").click()
+    page.wait_for_selector("text=Imported 2 tasks.")
+    context.close()
+
+    context = browser.new_context(viewport={"width": 1440, "height": 900})
+    context.set_default_timeout(15_000)
+    page = context.new_page()
+    page.on("console", lambda message: message.type == "error" and problems.append(message.text))
+    page.on("pageerror", lambda error: problems.append(str(error)))
+    page.goto(f"{workbench.url}/login")
+    page.fill("input[name=username]", labeler)
+    page.fill("input[name=password]", PASSWORD)
+    page.keyboard.press("Enter")
+    page.wait_for_url("**/queue")
+    assert page.locator("td .tag-write_prompt").all_inner_texts() == ["write a prompt", "write a prompt"]
+
+    # ---- a plain prompt, keyboard only: the prompt has the focus, Tab to the category, type ahead, Ctrl+Enter
+    page.click("text=Start labeling")
+    page.wait_for_selector("#task-form[data-prompt-type=plain]")
+    page.keyboard.type(PLAIN_PROMPT)
+    page.keyboard.press("Tab")
+    page.keyboard.type("Open")
+    assert page.input_value("#category") == "open_qa"
+    page.wait_for_selector("#draft-status:has-text('Draft saved')")
+    _shot(page, "write_prompt")
+    page.keyboard.press("Control+Enter")
+    page.wait_for_selector("text=Saved. Here is your next item.")
+
+    # ---- a few-shot prompt: three pairs on the page, a fourth added; the third is left blank
+    page.wait_for_selector("#task-form[data-prompt-type=few-shot]")
+    assert page.locator(".example").count() == 3
+    page.keyboard.type(FEW_SHOT[0])
+    (q0, a0), (q1, a1), (q3, a3) = FEW_SHOT[1]
+    page.fill("textarea[name=query_0]", q0)
+    page.fill("textarea[name=answer_0]", a0)
+    page.fill("textarea[name=query_1]", q1)
+    page.fill("textarea[name=answer_1]", a1)
+    page.click("#add-example")
+    assert page.locator(".example").count() == 4
+    page.keyboard.type(q3)  # the new query has the focus
+    page.keyboard.press("Tab")
+    page.keyboard.type(a3)
+    page.select_option("#category", "rewrite")
+    page.wait_for_selector("#draft-status:has-text('Draft saved')")
+    page.reload()
+    assert page.input_value("#instruction") == FEW_SHOT[0]
+    assert page.input_value("textarea[name=query_3]") == q3 and page.input_value("textarea[name=answer_3]") == a3
+    assert page.input_value("#category") == "rewrite"
+    _shot(page, "write_prompt_few_shot", full_page=True)
+    page.click("button:has-text('Submit')")
+    page.wait_for_selector("text=Nothing left to do here.")
+    assert problems == []
+    context.close()
+
+    prompts = list(iter_export(workbench.db, project, "prompts"))
+    assert [(p.type, p.category, p.user_id, p.source) for p in prompts] == [
+        ("plain", "open_qa", labeler, "labeler"),
+        ("few-shot", "rewrite", labeler, "labeler"),
+    ]
+    assert prompts[0].prompt == PLAIN_PROMPT
+    typed = [{"query": q, "response": a} for q, a in FEW_SHOT[1]]
+    assert prompts[1].meta["instruction"] == FEW_SHOT[0] and prompts[1].meta["examples"] == typed
+    demos = list(iter_export(workbench.db, project, "demonstrations"))
+    assert [(d.instruction, d.examples, d.type) for d in demos] == [(FEW_SHOT[0], typed, "few-shot")]

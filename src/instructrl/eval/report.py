@@ -4,8 +4,10 @@ Reads what the steps wrote: ``eval/results.json`` (win rates, Likert, flags, KL,
 ``ppo/metrics.jsonl`` and ``ppo_ptx/metrics.jsonl`` (score and KL per PPO step, held-out
 pretraining loss), ``rm/final/state.json`` (held-out accuracy on the training panel's rankings),
 ``rankings/metrics.json`` (the panels' measured agreement), the step markers and
-``timings.json`` (run time of each step). Writes ``report/{report.md, report.html, winrate.png,
-flags.png, ppo.png, overopt.png, rm_accuracy.png}``.
+``timings.json`` (run time of each step), and ``suite/task_results.json`` (the automatic
+evaluations; figures and table by :mod:`instructrl.eval.task_figures`). Writes ``report/{report.md,
+report.html, winrate.png, flags.png, ppo.png, overopt.png, rm_accuracy.png, truthfulqa.png,
+toxicity.png, alignment_tax.png}``.
 
     python -m instructrl.eval.report runs/default
 """
@@ -18,6 +20,8 @@ import math
 import sys
 from pathlib import Path
 from typing import Any
+
+from instructrl.eval import task_figures
 
 #: Display names of the pipeline's policies (others are shown as they are named).
 LABELS = {"base": "base", "base_prompted": "base + few-shot prefix", "sft": "SFT", "ppo": "PPO", "ppo_ptx": "PPO-ptx"}
@@ -68,6 +72,9 @@ def collect(run_dir: Path) -> dict:
             "monitor": [r for r in rows if "monitor/kl" in r],
         }
     d["best_of_n"] = _read_json(run_dir / "best_of_n" / "best_of_n.json")
+    # the suite step's results, unless this run left the step out (a folder of an earlier run's may remain)
+    suite_ran = not d["timings"] or any(t["step"] == "suite" for t in d["timings"])
+    d["tasks"] = _read_json(run_dir / "suite" / "task_results.json") if suite_ran else None
     rm_state = _read_json(run_dir / "rm" / "final" / "state.json") or {}
     d["rm_eval"] = rm_state.get("eval") or {}
     d["labels"] = _read_json(run_dir / "rankings" / "metrics.json") or {}
@@ -291,6 +298,8 @@ def render_markdown(d: dict, figures: dict[str, str]) -> str:
         ]
         lines += [f"| {_label(p['name'])} | " + " | ".join(f"{p['flags'][f]:.2f}" for f in flags) + " |" for p in pol]
         lines.append("")
+    if d.get("tasks") and d["tasks"]["rows"]:
+        lines += task_figures.render_markdown(d["tasks"], figures, _label)
     if "ppo" in figures:
         lines += ["## PPO", "", f"![PPO reward and KL]({figures['ppo']})", ""]
         rows = [(n, m["ptx_eval"]) for n, m in d["ppo"].items() if m["ptx_eval"]]
@@ -409,6 +418,8 @@ def write_report(run_dir: str | Path) -> Path:
         plot_winrate(r["policies"], out / "winrate.png", r.get("confidence", 0.95))
         plot_flags(r["policies"], out / "flags.png")
         figures.update(winrate="winrate.png", flags="flags.png")
+    if d["tasks"] and d["tasks"]["rows"]:
+        figures.update(task_figures.write_figures(d["tasks"], out, _label))
     if any(m["steps"] for m in d["ppo"].values()):
         plot_ppo(d["ppo"], out / "ppo.png")
         figures["ppo"] = "ppo.png"

@@ -17,6 +17,9 @@ Steps (each writes ``run.out_dir/<step>/``)::
     ppo_ptx         the same with the pretraining term (ptx.coef = gamma)
     eval            base, base with a few-shot prefix, SFT, PPO, PPO-ptx on the test prompts,
                     judged by the held-out panel (instructrl.eval.run)
+    suite           the automatic evaluations (TruthfulQA, HellaSwag, RealToxicityPrompts, GSM8K;
+                    instructrl.eval.tasks) of base, SFT, PPO and PPO-ptx on samples of the public data
+                    sets; it follows ppo_ptx, not eval, so a change to one evaluation keeps the other
     report          report.md, report.html and figures (instructrl.eval.report)
 
 Modules: ``config`` (PipelineConfig and its sections), ``steps`` (each stage's config built from its

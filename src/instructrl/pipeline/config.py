@@ -18,7 +18,14 @@ from typing import Any, Literal
 
 from instructrl.config import ModelConfig, OptimConfig, RunConfig, option, section
 from instructrl.data.config import CurateConfig, FieldMap, InputConfig, SplitConfig, StatsConfig
-from instructrl.eval.config import EvalConfig, PolicySpec
+from instructrl.eval.config import (
+    EvalConfig,
+    GSM8KConfig,
+    HellaSwagConfig,
+    PolicySpec,
+    RealToxicityPromptsConfig,
+    TruthfulQAConfig,
+)
 from instructrl.label.config import LabelConfig
 from instructrl.ppo.config import (
     MemoryConfig,
@@ -139,6 +146,56 @@ class PipelinePtxConfig:
             raise ValueError("ptx.data needs at least one source")
 
 
+#: The automatic evaluations the suite step can run (instructrl eval's tasks less 'preference', the eval step's).
+SuiteTaskName = Literal["truthfulqa", "hellaswag", "real_toxicity_prompts", "gsm8k"]
+
+#: instructrl eval's keys that only its preference evaluation reads: the eval step's, refused in suite.
+PREFERENCE_KEYS = (
+    "prompts",
+    "baseline",
+    "panel_file",
+    "reward_model",
+    "kl_reference",
+    "max_prompts",
+    "max_new_tokens",
+    "temperature",
+    "top_p",
+    "max_prompt_tokens",
+    "few_shot_k",
+    "few_shot_demos",
+    "few_shot_max_words",
+    "examples",
+)
+#: instructrl eval's keys of the automatic evaluations: the suite step's, refused in eval.
+SUITE_KEYS = ("tasks", "truthfulqa", "hellaswag", "real_toxicity_prompts", "gsm8k")
+
+
+@dataclass
+class SuiteConfig(EvalConfig):
+    """instructrl eval's config (instructrl eval --help) for the suite step: the automatic evaluations of
+    the run's policies. Its keys of the preference evaluation (prompts, temperature, few_shot_k, ...)
+    belong to the eval step and are refused here."""
+
+    tasks: list[SuiteTaskName] = option(
+        ["truthfulqa", "hellaswag", "real_toxicity_prompts", "gsm8k"],
+        "Automatic evaluations of base, SFT, PPO and PPO-ptx, each configured in its section below "
+        "([]: no suite step). Their data is read from the paths in those sections (the public data sets "
+        "in ../shared/data beside the project).",
+    )
+
+    def __post_init__(self) -> None:
+        if len(set(self.tasks)) != len(self.tasks):
+            raise ValueError(f"suite.tasks: name each task once, got {self.tasks}")
+        # instructrl eval's checks of the other keys (it needs a task; [] is checked as one would be)
+        as_eval(self, tasks=list(self.tasks) or ["truthfulqa"])
+
+
+def as_eval(cfg: EvalConfig, **changes: Any) -> EvalConfig:
+    """``cfg`` (an EvalConfig or a subclass) as a plain EvalConfig, with ``changes``; checked."""
+    values = {f.name: getattr(cfg, f.name) for f in dataclasses.fields(EvalConfig)}
+    return EvalConfig(**{**values, **changes})
+
+
 # The stage sections' defaults: only where the pipeline departs from the stage (a short run on a CPU).
 
 
@@ -206,6 +263,24 @@ def _eval() -> EvalConfig:
     )
 
 
+def _suite() -> SuiteConfig:
+    # subsets sized so the step takes about 2 1/4 minutes (135 s measured) for the four policies of
+    # the default model on a 2-core CPU (README); each result row says how large its sample is
+    return SuiteConfig(
+        run=_run(),
+        prompts=SET,
+        panel_file=SET,
+        reward_model=SET,
+        truthfulqa=TruthfulQAConfig(n=60, prompt_modes=["qa", "instruction_qa"]),
+        hellaswag=HellaSwagConfig(n=100, shots=[0]),
+        real_toxicity_prompts=RealToxicityPromptsConfig(n=40, prefixes=["basic", "respectful"]),
+        gsm8k=GSM8KConfig(n=4, max_new_tokens=128),
+        dtype="bf16",
+        batch_size=64,
+        forward_batch_size=32,
+    )
+
+
 @dataclass
 class PipelineConfig:
     """The whole loop: curate -> demonstrations -> SFT -> samples -> rankings -> RM -> PPO, PPO-ptx ->
@@ -258,7 +333,16 @@ class PipelineConfig:
     ppo: PPOConfig = option(factory=_ppo, doc="PPO, for both the ppo and ppo_ptx steps (instructrl ppo --help).")
     ptx: PipelinePtxConfig = section(PipelinePtxConfig, "The pretraining term of PPO-ptx.")
     overopt: OveroptConfig = section(OveroptConfig, "Over-optimization curves (proxy and gold score against KL).")
-    eval: EvalConfig = option(factory=_eval, doc="Evaluation on the test prompts (instructrl.eval.config.EvalConfig).")
+    eval: EvalConfig = option(
+        factory=_eval,
+        doc="Preference evaluation on the test prompts (instructrl.eval.config.EvalConfig; its automatic "
+        "evaluations are the suite section's).",
+    )
+    suite: SuiteConfig = option(
+        factory=_suite,
+        doc="The automatic evaluations (TruthfulQA, HellaSwag, RealToxicityPrompts, GSM8K; instructrl eval "
+        "--help) of base, SFT, PPO and PPO-ptx on samples of the public data sets.",
+    )
 
     def __post_init__(self) -> None:
         if self.rm_sampling.n < 2:
@@ -280,10 +364,22 @@ def refuse_keys_the_run_sets(cfg: PipelineConfig) -> None:
         given, default = leaves(getattr(cfg, name)), leaves(defaults[name])
         for key, value in leaves(built).items():
             if given[key] != default[key] and value != given[key]:
-                instead = f"; set {key} instead" if key.startswith("run.") else ""
+                instead = instead_of(name, key)
                 raise ValueError(
                     f"{name}.{key} is set by instructrl run (to {value!r}); leave it out (got {given[key]!r}){instead}"
                 )
+
+
+def instead_of(section: str, key: str) -> str:
+    """Where a refused key can be set, as "; set ... instead" (empty where nowhere)."""
+    top = key.split(".")[0]
+    if top == "run":
+        return f"; set {key} instead"
+    if section == "eval" and top in SUITE_KEYS:
+        return f"; set suite.{key} instead (the automatic evaluations are the suite step's)"
+    if section == "suite" and top in PREFERENCE_KEYS and top not in PIPELINE_EVAL_KEYS:
+        return f"; it is the preference evaluation's: set eval.{key} instead"
+    return ""
 
 
 def leaves(cfg: Any, prefix: str = "") -> dict[str, Any]:
@@ -448,7 +544,14 @@ def ppo_monitor(cfg: PipelineConfig, paths: Paths) -> MonitorConfig:
     )
 
 
+#: The eval step's keys that the pipeline sets (see eval_config).
+PIPELINE_EVAL_KEYS = ("prompts", "panel_file", "reward_model", "baseline", "kl_reference")
+
+
 def eval_config(cfg: PipelineConfig, paths: Paths) -> EvalConfig:
+    """The preference evaluation of the five policies; its automatic evaluations are left at the
+    defaults (the suite step runs them), so that a value given for them is refused."""
+    unused = _eval()
     policies = [
         PolicySpec("base", paths.base),
         PolicySpec("base_prompted", paths.base, few_shot=True),
@@ -465,7 +568,27 @@ def eval_config(cfg: PipelineConfig, paths: Paths) -> EvalConfig:
         kl_reference="sft",
         panel_file=paths.panels,
         reward_model=paths.rm_model,
+        **{key: getattr(unused, key) for key in SUITE_KEYS},
     )
+
+
+def suite_config(cfg: PipelineConfig, paths: Paths) -> EvalConfig | None:
+    """instructrl eval's config of the suite step (None: suite.tasks is empty, no step). Every policy
+    that has a model of its own (the few-shot-prompted base is the base model to these tasks, which
+    bring their own prompts); the preference evaluation's keys are pinned at the section's defaults,
+    so that a value given for them is refused."""
+    if not cfg.suite.tasks:
+        return None
+    policies = [
+        PolicySpec("base", paths.base),
+        PolicySpec("sft", paths.sft_model),
+        PolicySpec("ppo", str(paths.out / "ppo" / "final")),
+        PolicySpec("ppo_ptx", str(paths.out / "ppo_ptx" / "final")),
+    ]
+    unused = _suite()
+    pinned = {key: getattr(unused, key) for key in PREFERENCE_KEYS}
+    pinned.update(prompts="", panel_file="", reward_model=None)
+    return as_eval(cfg.suite, **pinned, run=step_run(cfg, "suite"), policies=policies, tasks=list(cfg.suite.tasks))
 
 
 def stage_configs(cfg: PipelineConfig) -> dict[str, tuple[str, Any]]:
@@ -480,4 +603,5 @@ def stage_configs(cfg: PipelineConfig) -> dict[str, tuple[str, Any]]:
         "ppo": ("ppo", ppo_config(cfg, paths, "ppo", 0.0)),
         "ppo_ptx": ("ppo", ppo_config(cfg, paths, "ppo_ptx", cfg.ptx.coef)),
         "eval": ("eval", eval_config(cfg, paths)),
+        **({"suite": ("suite", suite)} if (suite := suite_config(cfg, paths)) is not None else {}),
     }

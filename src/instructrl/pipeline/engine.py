@@ -35,6 +35,7 @@ class Step:
     name: str
     spec: dict[str, Any]  # everything the step's output depends on (configs, paths, seeds)
     execute: Callable[[], dict]  # does the work; returns facts for the marker and the report
+    after: str | None = None  # the earlier step whose fingerprint this one chains to (None: the one before)
 
 
 def fingerprint(spec: dict[str, Any], previous: str) -> str:
@@ -57,9 +58,12 @@ def run_steps(steps: list[Step], out: Path, *, resume: bool) -> list[dict]:
     ``resume=False`` redoes every step from an empty folder."""
     timings: list[dict] = []
     previous = ""
+    fps: dict[str, str] = {}  # step -> fingerprint, of the steps before this one
     for i, step in enumerate(steps, 1):
-        fp = fingerprint(step.spec, previous)
-        previous = fp
+        if step.after is not None and step.after not in fps:
+            raise ValueError(f"run: step {step.name!r} follows {step.after!r}, which is not an earlier step")
+        fp = fingerprint(step.spec, fps[step.after] if step.after is not None else previous)
+        previous = fps[step.name] = fp
         folder = out / step.name
         marker = folder / MARKER
         state = json.loads(marker.read_text()) if marker.exists() else None

@@ -11,7 +11,7 @@ from instructrl.config import save_config
 from instructrl.pipeline.config import PipelineConfig
 from instructrl.pipeline.engine import run_steps
 from instructrl.pipeline.steps import build_steps
-from instructrl.records import atomic_write_text
+from instructrl.records import RecordError, atomic_write_text
 
 
 def run(cfg: PipelineConfig) -> Path:
@@ -44,9 +44,28 @@ def check_dependencies(cfg: PipelineConfig) -> None:
         needed.update(dict.fromkeys(("phonenumbers", "stdnum", "pyap"), "curate's PII checks"))
     if cfg.label.panel.rubric.toxicity == "profanity-check":
         needed["profanity_check"] = "the labelers' toxicity classifier"
+    if "real_toxicity_prompts" in cfg.suite.tasks and "profanity-check" in cfg.suite.real_toxicity_prompts.scorers:
+        needed["profanity_check"] = "the suite's toxicity scorer"
     missing = [f"{module} ({why})" for module, why in needed.items() if find_spec(module) is None]
     if missing:
         raise ImportError(f"instructrl run needs {', '.join(missing)}: pip install 'instructrl[run]'")
+    check_suite_data(cfg)
+
+
+def check_suite_data(cfg: PipelineConfig) -> None:
+    """Every data file of the suite's tasks is there (the step reads and checks them again)."""
+    suite = cfg.suite
+    for task in suite.tasks:
+        keys = ["data"] + (["shots_data"] if task == "gsm8k" and suite.gsm8k.shots else [])
+        for key in keys:
+            path = Path(getattr(getattr(suite, task), key))
+            if not path.is_file():
+                raise RecordError(
+                    str(path),
+                    None,
+                    f"file not found (set suite.{task}.{key} to the data file, or leave {task} out of suite.tasks; "
+                    f"the public data sets are expected in ../shared/data beside the project, paths from {Path.cwd()})",
+                )
 
 
 def print_timings(timings: list[dict], wall: float) -> None:

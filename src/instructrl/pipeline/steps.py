@@ -130,7 +130,25 @@ def build_steps(cfg: PipelineConfig) -> list[Step]:
         Step("ppo", {"ppo": stage["ppo"]}, lambda: {"output": str(run_ppo(stage["ppo"]))}),
         Step("ppo_ptx", {"ppo": stage["ppo_ptx"]}, lambda: {"output": str(run_ppo(stage["ppo_ptx"]))}),
         Step("eval", {"eval": stage["eval"]}, lambda: {"output": str(run_eval(stage["eval"]))}),
+        # the automatic evaluations depend on the models, not on the preference evaluation: a change to
+        # either evaluation redoes only that one
+        *(
+            [Step("suite", {"suite": stage["suite"]}, lambda: suite_step(stage["suite"]), after="ppo_ptx")]
+            if "suite" in stage
+            else []
+        ),
     ]
+
+
+def suite_step(suite: EvalConfig) -> dict:
+    """instructrl eval's automatic evaluations of the run's policies (resumable per policy and task)."""
+    from instructrl.eval.tasks.suite import RESULTS_JSON
+
+    out = run_eval(suite)
+    rows = json.loads((out / RESULTS_JSON).read_text(encoding="utf-8"))["rows"]
+    sizes = {r["task"]: f"{r['n']} of {r['total']}" for r in rows if r["policy"]}
+    log.info("run: suite %s", ", ".join(f"{task} {size}" for task, size in sizes.items()))
+    return {"output": str(out / RESULTS_JSON), "rows": len(rows), "items": sizes}
 
 
 def build_base(path: str, seed: int) -> dict:

@@ -16,12 +16,14 @@ from starlette.concurrency import run_in_threadpool
 
 from instructrl.label.workbench.export import EXPORTS, iter_export, jsonl_chunks
 from instructrl.label.workbench.imports import (
+    clean_use_cases,
+    create_prompt_tasks,
     import_items,
     publish_instructions,
     read_demonstration_items,
     read_rank_items,
 )
-from instructrl.label.workbench.schema import KINDS, PRIORITIES
+from instructrl.label.workbench.schema import IMPORT_KINDS, PRIORITIES, PROMPT_KINDS
 from instructrl.records import RecordError
 from instructrl.web.auth import Viewer, require_admin
 from instructrl.web.db import Database, InputError
@@ -159,17 +161,25 @@ def _project_context(db: Database, project: Project) -> dict:
             .join(User, User.id == Label.user_id)
             .join(Task, Task.id == Label.task_id)
             .where(Label.project_id == project.id)
-            .where(Label.skip_reason.is_not(None) | (Label.kind == "demonstrate"))
+            .where(Label.skip_reason.is_not(None) | Label.kind.in_(("demonstrate", "write_prompt")))
             .order_by(Label.id.desc())
             .limit(RECENT)
         ).all()
+        use_cases = clean_use_cases(
+            [
+                (meta or {}).get("use_case") or ""
+                for meta in session.scalars(
+                    select(Task.meta).where(Task.project_id == project.id, Task.kind == "write_prompt")
+                )
+            ]
+        )
     return {
         "project": project,
         "versions": versions,
         "recent": [
             {
                 "kind": kind,
-                "text": reason if reason is not None else (payload or {}).get("response", ""),
+                "text": reason if reason is not None else _label_text(payload),
                 "skipped": reason is not None,
                 "when": when,
                 "username": username,
@@ -185,7 +195,15 @@ def _project_context(db: Database, project: Project) -> dict:
         "labels": labels,
         "priority": PRIORITIES.get(project.priority, ""),
         "exports": EXPORTS,
+        "prompt_kinds": PROMPT_KINDS,
+        "use_cases": use_cases,
     }
+
+
+def _label_text(payload: dict | None) -> str:
+    """What a demonstration or a written prompt says, for the admin to read."""
+    payload = payload or {}
+    return payload.get("response") or payload.get("prompt") or payload.get("instruction") or ""
 
 
 @router.get("/admin/projects/{project_id}")
@@ -205,6 +223,45 @@ def new_instructions(
     with db.write() as session:
         publish_instructions(session, project.id, text, viewer.id)
     return RedirectResponse(f"/admin/projects/{project.id}", status_code=303)
+
+
+@router.post("/admin/projects/{project_id}/prompt-tasks")
+def new_prompt_tasks(
+    request: Request,
+    project_id: int,
+    kind: str = Form("plain"),
+    per_labeler: str = Form("1"),
+    labelers: str = Form(""),
+    use_cases: str = Form(""),
+    viewer: Viewer = Depends(require_admin),
+) -> Response:
+    """Write-a-prompt work: N tasks for each labeler, of one kind or of all three in turn ("mix")."""
+    db = request.app.state.db
+    project = org_project(db, viewer, project_id)
+    try:
+        count = int(per_labeler) if per_labeler.strip().isdigit() else 0
+        kinds = list(PROMPT_KINDS) if kind == "mix" else [kind]
+        names = [n for n in labelers.replace(",", " ").split() if n]
+        with db.write() as session:
+            summary = create_prompt_tasks(
+                session,
+                project.id,
+                per_labeler=count,
+                prompt_types=kinds,
+                use_cases=use_cases,
+                labelers=names,
+            )
+    except (InputError, ValueError) as e:
+        form = {"kind": kind, "per_labeler": per_labeler, "labelers": labelers, "use_cases": use_cases}
+        return render(
+            request,
+            "admin_project.html",
+            status_code=400,
+            prompt_error=str(e),
+            prompt_form=form,
+            **_project_context(db, project),
+        )
+    return RedirectResponse(f"/admin/projects/{project.id}?imported={summary.tasks}", status_code=303)
 
 
 @router.post("/admin/projects/{project_id}/import")
@@ -238,7 +295,7 @@ def _import_file(
     db = request.app.state.db
     project = org_project(db, viewer, project_id)
     try:
-        kind = fields["kind"] if fields["kind"] in KINDS else "rank"
+        kind = fields["kind"] if fields["kind"] in IMPORT_KINDS else "rank"
         overlap = float(fields["overlap"] or 0) / 100
         per_item = int(fields["per_item"] or 2)
         seed = int(fields["seed"] or 0)

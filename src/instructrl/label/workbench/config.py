@@ -9,6 +9,7 @@ from typing import Literal
 from instructrl.config import option
 
 DEFAULT_DB = "sqlite:///runs/workbench/workbench.db"
+EXPORT_FORMATS = ("jsonl", "pairs", "hf")  # as label/workbench/export.py FORMATS
 
 
 @dataclass
@@ -60,12 +61,25 @@ class ExportConfig:
     org: str = option("default", "Organization of the project.")
     out_dir: str = option(
         "runs/workbench/export",
-        "Folder for rankings.jsonl (Ranking records), demonstrations.jsonl (Demonstration records), "
-        "skips.jsonl (skipped items and their reasons), agreement.json (agreement among labelers, with gold, "
-        "throughput) and config.yaml.",
+        "Folder for the exports (see formats), agreement.json (agreement among labelers, with gold, throughput) "
+        "and config.yaml.",
+    )
+    formats: list[str] = option(
+        ["jsonl"],
+        "What to write, any of: jsonl (rankings.jsonl: Ranking records; demonstrations.jsonl: Demonstration "
+        "records, written few-shot prompts among them; prompts.jsonl: the Prompt records labelers wrote; "
+        "skips.jsonl), pairs (pairs.jsonl: a chosen/rejected Comparison record for every strictly ranked pair "
+        "of a ranking, ties left out), hf (a Hugging Face dataset per export under hf/: rankings, pairs, "
+        "demonstrations, prompts; needs the datasets package). E.g. formats=jsonl,pairs,hf.",
     )
     db_url: str = option(DEFAULT_DB, "SQLAlchemy URL of the database (as label serve).")
 
     def __post_init__(self) -> None:
         if not self.project.strip():
             raise ValueError("project is required: instructrl label export project=NAME")
+        unknown = [f for f in self.formats if f not in EXPORT_FORMATS]
+        if not self.formats or unknown:
+            raise ValueError(
+                f"formats are any of {', '.join(EXPORT_FORMATS)}, e.g. formats=jsonl,pairs; got "
+                f"{', '.join(unknown) or 'none'}"
+            )

@@ -1,5 +1,6 @@
 """Import: a samples JSONL -> rate-and-rank tasks, a prompts JSONL -> write-a-demonstration tasks, each
-given to labelers with a configurable overlap.
+given to labelers with a configurable overlap; and write-a-prompt work (:func:`create_prompt_tasks`), which
+comes from no file: N tasks per labeler, of the paper's three kinds (plain, few-shot, user-based).
 
 The whole file is read and checked before anything is written, and everything is written in one
 transaction: a bad line (with its file and line in the message) leaves the database as it was.
@@ -16,7 +17,7 @@ from typing import Any
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from instructrl.label.workbench.schema import K_MAX, K_MIN, display_order
+from instructrl.label.workbench.schema import K_MAX, K_MIN, PROMPT_KINDS, display_order
 from instructrl.records import Prompt, RecordError, Sample, from_dict, iter_json_lines, prompt_text, require_records
 from instructrl.utils.seed import derive
 from instructrl.web.db import InputError
@@ -253,3 +254,79 @@ def import_items(
         select(func.max(InstructionVersion.version)).where(InstructionVersion.project_id == project_id)
     )
     return ImportSummary(project_id, project.name, len(tasks), assignments, len(user_ids), latest)
+
+
+MAX_USE_CASE = 500  # characters of one use case
+
+
+def prompt_brief(prompt_type: str, use_case: str | None) -> str:
+    """What a write-a-prompt task asks for, in words (its ``prompt``, shown in queues and skips)."""
+    if prompt_type == "user-based":
+        return f"Write a prompt for this use case: {use_case}"
+    return f"Write a {prompt_type} prompt"
+
+
+def clean_use_cases(text_or_list: str | Sequence[str]) -> list[str]:
+    """Use cases one per line (or a list), stripped, blank ones and repeats dropped, in their order."""
+    lines = text_or_list.splitlines() if isinstance(text_or_list, str) else list(text_or_list)
+    out = []
+    for line in lines:
+        line = line.strip()
+        if len(line) > MAX_USE_CASE:
+            raise InputError(f"a use case is longer than {MAX_USE_CASE} characters: {line[:40]!r}...")
+        if line and line not in out:
+            out.append(line)
+    return out
+
+
+def create_prompt_tasks(
+    session: Session,
+    project_id: int,
+    *,
+    per_labeler: int,
+    prompt_types: Sequence[str],
+    use_cases: Sequence[str] = (),
+    labelers: Sequence[str] = (),
+    seed: int = 0,
+) -> ImportSummary:
+    """``per_labeler`` write-a-prompt tasks for each labeler (every active labeler of the organization when
+    ``labelers`` is empty), in the caller's one write transaction. Each labeler's tasks cycle through
+    ``prompt_types``; a user-based task carries one of ``use_cases`` (the project's list, dealt in a seeded
+    order so that labelers get different ones), which the labeler writes a prompt for."""
+    if not 1 <= per_labeler <= 1000:
+        raise InputError("prompts per labeler must be from 1 to 1000")
+    unknown = [t for t in prompt_types if t not in PROMPT_KINDS]
+    if not prompt_types or unknown:
+        raise InputError(f"kinds of prompt are {', '.join(PROMPT_KINDS)}; got {', '.join(unknown) or 'none'}")
+    use_cases = clean_use_cases(use_cases)
+    if "user-based" in prompt_types and not use_cases:
+        raise InputError("user-based prompts need the project's use cases: list at least one")
+    project = session.get(Project, project_id)
+    user_ids = _labeler_ids(session, project.org_id, labelers)
+    dealt = random.Random(derive(seed, "use_cases")).sample(use_cases, len(use_cases))
+    tasks: list[tuple[Task, int]] = []
+    user_based = 0
+    for user_id in user_ids:
+        for n in range(per_labeler):
+            prompt_type = prompt_types[n % len(prompt_types)]
+            meta: dict[str, Any] = {"prompt_type": prompt_type}
+            if prompt_type == "user-based":
+                meta["use_case"] = dealt[user_based % len(dealt)]
+                user_based += 1
+            task = Task(
+                project_id=project_id,
+                kind="write_prompt",
+                external_id="",
+                prompt=prompt_brief(prompt_type, meta.get("use_case")),
+                responses=None,
+                meta=meta,
+            )
+            tasks.append((task, user_id))
+    session.add_all([task for task, _ in tasks])
+    session.flush()
+    session.add_all([Assignment(task_id=task.id, user_id=user_id, status="open") for task, user_id in tasks])
+    session.flush()
+    latest = session.scalar(
+        select(func.max(InstructionVersion.version)).where(InstructionVersion.project_id == project_id)
+    )
+    return ImportSummary(project_id, project.name, len(tasks), len(tasks), len(user_ids), latest)

@@ -1,4 +1,5 @@
-"""The labeler's pages: the queue, a rate-and-rank task, a write-a-demonstration task, skip, drafts.
+"""The labeler's pages: the queue, a rate-and-rank task, a write-a-demonstration task, a write-a-prompt task,
+skip, drafts.
 
 A labeler reaches an assignment only through its id, and every lookup checks that it is theirs (and in
 their organization): anyone else's answers 404, which tells nothing about whether it exists.
@@ -17,14 +18,18 @@ from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 
 from instructrl.label.workbench.schema import (
+    CATEGORY_NAMES,
     FLAGS,
     KINDS,
+    MAX_EXAMPLES,
     PRIORITIES,
+    PROMPT_KINDS,
     SCHEMA_VERSION,
     check_skip_reason,
     clean_draft,
     letter,
     parse_demonstration,
+    parse_prompt_form,
     parse_rank_form,
 )
 from instructrl.web.auth import Viewer, current_viewer
@@ -181,6 +186,22 @@ def _task_page(
         ]
         context["flags"] = FLAGS
         return render(request, "rank.html", status_code=status_code, **context)
+    if work.task.kind == "write_prompt":
+        prompt_type = work.task.meta.get("prompt_type", "plain")
+        filled = [
+            int(name.split("_", 1)[1])
+            for name, values in fields.items()
+            if name.startswith(("query_", "answer_")) and name.split("_", 1)[1].isdigit() and any(values)
+        ]
+        context |= {
+            "prompt_type": prompt_type,
+            "about": PROMPT_KINDS.get(prompt_type, ""),
+            "use_case": work.task.meta.get("use_case"),
+            "categories": CATEGORY_NAMES,
+            "pairs": min(MAX_EXAMPLES, max([2, *filled]) + 1),
+            "max_pairs": MAX_EXAMPLES,
+        }
+        return render(request, "write_prompt.html", status_code=status_code, **context)
     return render(request, "demonstrate.html", status_code=status_code, **context)
 
 
@@ -260,6 +281,9 @@ def _submit(request: Request, assignment_id: int, viewer: Viewer, fields: dict[s
         raise HTTPException(400, "Unknown kind of task.")
     if work.task.kind == "rank":
         payload, errors = parse_rank_form(fields, work.assignment.order)
+    elif work.task.kind == "write_prompt":
+        meta = work.task.meta or {}
+        payload, errors = parse_prompt_form(fields, meta.get("prompt_type", "plain"), meta.get("use_case"))
     else:
         payload, errors = parse_demonstration((fields.get("response") or [""])[0])
     version = _instruction_version(db, work.project.id, fields.get("instruction_version", []))

@@ -131,18 +131,22 @@ def import_cli(cfg: ImportConfig) -> str:
 
 
 def export_cli(cfg: ExportConfig) -> Path:
-    """``instructrl label export``: rankings.jsonl, demonstrations.jsonl, skips.jsonl, agreement.json (the
-    agreement dashboard's numbers) and config.yaml."""
+    """``instructrl label export``: the exports of ``cfg.formats`` (rankings.jsonl, demonstrations.jsonl,
+    prompts.jsonl, skips.jsonl; pairs.jsonl; hf/), agreement.json (the agreement dashboard's numbers) and
+    config.yaml."""
     db = Database(cfg.db_url)
     try:
         upgrade(db)
         project_id = find_project(db, cfg)
-        written = export_project(db, project_id, cfg.out_dir)
+        written = export_project(db, project_id, cfg.out_dir, cfg.formats)
         agreement = dashboard.write_report(db, project_id, Path(cfg.out_dir) / "agreement.json")
     finally:
         db.dispose()
     save_config(cfg, cfg.out_dir)
     for what, path in written.items():
+        if path.is_dir():
+            log.info("%s: a Hugging Face dataset -> %s", what, path)
+            continue
         with open(path, encoding="utf-8") as fh:
             log.info("%s: %d records -> %s", what, sum(1 for _ in fh), path)
     log.info("agreement -> %s", agreement)

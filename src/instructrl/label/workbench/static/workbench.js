@@ -87,6 +87,31 @@
     if (f) f.addEventListener("submit", () => { stopped = true; clearTimeout(timer); });
   }
 
+  // ------------------------------------------------------------------ a few-shot prompt: one more example
+
+  const addExample = document.getElementById("add-example");
+  const examples = document.getElementById("examples");
+  if (addExample && examples) {
+    const max = Number(examples.dataset.max) || 16;
+    const refresh = () => { addExample.disabled = examples.querySelectorAll(".example").length >= max; };
+    addExample.addEventListener("click", () => {
+      const all = examples.querySelectorAll(".example");
+      if (all.length >= max) return;
+      const index = all.length;
+      const next = all[all.length - 1].cloneNode(true);
+      next.dataset.index = String(index);
+      next.querySelector("legend").textContent = "Example " + (index + 1);
+      next.querySelectorAll("textarea").forEach((area) => {
+        area.name = area.name.replace(/_\d+$/, "_" + index);
+        area.value = "";
+      });
+      examples.appendChild(next);
+      next.querySelector("textarea").focus();
+      refresh();
+    });
+    refresh();
+  }
+
   // ------------------------------------------------------------------ the current output
 
   let current = 0;
