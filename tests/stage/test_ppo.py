@@ -221,6 +221,52 @@ def test_resume_after_sigkill_is_exact(ppo_world, tmp_path):
         assert [r[key] for r in rows] == pytest.approx([r[key] for r in ref_rows], abs=1e-6), key
 
 
+def test_group_baseline_trains_without_a_value_function_and_resumes(ppo_world, tmp_path, caplog):
+    """ppo.advantage=group: 4 prompts x 4 samples per iteration, the leave-one-out baseline, no value
+    model anywhere (not in the checkpoints, no value metrics); the reward rises and a resumed run
+    (from the step checkpoint, as after a crash) ends with the same weights as one uninterrupted run."""
+    group = ("rollout.samples_per_prompt=4", "ppo.advantage=group")
+    out = tmp_path / "group"
+    final = run(ppo_cfg(ppo_world, out, "ppo.steps=24", "train.save_every=12", "train.keep_checkpoints=0", *group))
+    rows = [r for r in read_metrics(out) if "ppo/score" in r]
+    score = [r["ppo/score"] for r in rows]
+    assert len(score) == 24
+    first, last = sum(score[:5]) / 5, sum(score[-5:]) / 5
+    assert last > first + 0.1 and last > 1.5 * first, (first, last, score)
+    assert all("ppo/value_loss" not in r and "ppo/score_std_within" in r for r in rows)
+    assert all(0 <= r["ppo/score_std_within"] <= r["ppo/score_std"] + 1e-6 for r in rows)
+    assert max(series(out, "ppo/first_ratio_error")) < 1e-4
+    assert (out / "step-000012" / "model.safetensors").exists() and not (out / "step-000012" / "value").exists()
+
+    # resume: a copy of the run cut back to its step-12 checkpoint finishes like the uninterrupted run
+    import shutil
+
+    cut = tmp_path / "cut"
+    shutil.copytree(out, cut, ignore=shutil.ignore_patterns("final", "step-000024"))
+    (cut / "config.yaml").write_text((out / "config.yaml").read_text().replace(str(out), str(cut)))
+    (cut / "metrics.jsonl").write_text(
+        "".join(
+            line + "\n" for line in (out / "metrics.jsonl").read_text().splitlines() if json.loads(line)["step"] <= 12
+        )
+    )
+    with caplog.at_level(logging.INFO, logger="instructrl.ppo.train"):
+        resumed = run(
+            ppo_cfg(ppo_world, cut, "ppo.steps=24", "train.save_every=12", "train.keep_checkpoints=0", *group)
+        )
+    assert "resumed from" in caplog.text and "step 12" in caplog.text
+    assert [r["step"] for r in read_metrics(cut) if "ppo/score" in r] == list(range(1, 25))
+    a, b = load_file(str(final / "model.safetensors")), load_file(str(resumed / "model.safetensors"))
+    for k in a:
+        torch.testing.assert_close(a[k], b[k], rtol=0, atol=1e-6)
+
+
+def test_group_advantage_needs_several_samples_per_prompt(ppo_world, tmp_path):
+    with pytest.raises(ValueError, match="samples_per_prompt >= 2"):
+        ppo_cfg(ppo_world, tmp_path / "x", "ppo.advantage=group")
+    with pytest.raises(ValueError, match="multiple of rollout.samples_per_prompt"):
+        ppo_cfg(ppo_world, tmp_path / "x", "rollout.samples_per_prompt=3")
+
+
 def test_lora_reference_is_the_policy_without_adapters(ppo_world, tmp_path):
     out = tmp_path / "lora"
     final = run(

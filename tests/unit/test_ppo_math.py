@@ -7,7 +7,15 @@ import pytest
 import torch
 
 from instructrl.models.forward import entropy_from_logits, token_logprobs
-from instructrl.ppo.advantages import RunningMoments, gae, last_index, normalize_scores, sequence_kl, shape_rewards
+from instructrl.ppo.advantages import (
+    RunningMoments,
+    gae,
+    group_advantages,
+    last_index,
+    normalize_scores,
+    sequence_kl,
+    shape_rewards,
+)
 from instructrl.ppo.kl_control import AdaptiveKLController, FixedKLController, build_kl_controller
 from instructrl.ppo.loss import policy_loss, value_loss
 from instructrl.ppo.ptx import collate_blocks, make_blocks, ptx_nll_from_logits, split_blocks
@@ -29,6 +37,24 @@ def test_shape_rewards_kl_at_every_token_and_score_at_the_last():
     torch.testing.assert_close(kl, T([[0.5, 0.0, -1.0], [0.5, -0.3, 0.0]]))
     torch.testing.assert_close(sequence_kl(kl, mask), T((-0.5 + 0.2) / 2))
     assert last_index(mask).tolist() == [2, 1]
+
+
+def test_group_advantages_leave_one_out_hand_computed():
+    # two prompts, three responses each; per-token rewards (KL terms and the score at the last token)
+    rewards = T([[0.0, 1.0, 0.0], [2.0, 0.0, 0.0], [0.5, 0.5, 3.0], [1.0, 0.0, 0.0], [1.0, 0.0, 0.0], [4.0, 0.0, 0.0]])
+    mask = M([[1, 1, 0], [1, 0, 0], [1, 1, 1], [1, 0, 0], [1, 1, 0], [1, 1, 1]])
+    # returns of rows 0-2 (masked sums): 1, 2, 4 -> baselines (2+4)/2=3, (1+4)/2=2.5, 1.5
+    # rows 3-5: returns 1, 1, 4 -> baselines 2.5, 2.5, 1
+    adv = group_advantages(rewards, mask, 3)
+    want = T([-2.0, -0.5, 2.5, -1.5, -1.5, 3.0])[:, None] * mask.float()
+    torch.testing.assert_close(adv, want)
+    # the same responses with nothing to tell them apart have no advantage, whatever the prompt's level
+    flat = group_advantages(T([[5.0], [5.0], [-7.0], [-7.0]]), M([[1], [1], [1], [1]]), 2)
+    torch.testing.assert_close(flat, T([[0.0], [0.0], [0.0], [0.0]]))
+    with pytest.raises(ValueError, match="groups of 4"):
+        group_advantages(rewards, mask, 4)
+    with pytest.raises(ValueError, match="groups of 1"):
+        group_advantages(rewards, mask, 1)
 
 
 def test_gae_hand_computed_with_padding():

@@ -228,3 +228,13 @@ def test_sampler_copy_follows_the_policy_in_half_precision(tiny_model_dir):
         sampler_weights(
             load_config(PPOConfig, None, ["lora.enabled=true", "rollout.weights=bf16"]), policy, torch.bfloat16
         )
+
+
+def test_prompt_batch_lists_each_prompt_k_times_in_a_row():
+    from instructrl.ppo.rollout import prompt_batch
+
+    plain = prompt_batch(10, 3, 4, seed=7)
+    grouped = prompt_batch(10, 3, 16, seed=7, repeat=4)
+    assert grouped == [i for i in plain for _ in range(4)]
+    with pytest.raises(ValueError, match="multiple of 3"):
+        prompt_batch(10, 0, 8, seed=7, repeat=3)

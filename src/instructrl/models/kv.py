@@ -18,9 +18,24 @@ def _takes_cache(forward: Any) -> bool:
     return "cache" in inspect.signature(forward).parameters
 
 
+def _innermost(module: Any) -> Any:
+    """The Hugging Face model inside wrappers that pass keywords through (a PEFT model, DDP)."""
+    for _ in range(8):
+        if hasattr(module, "get_base_model"):
+            module = module.get_base_model()
+        elif type(module).__name__ == "DistributedDataParallel" and hasattr(module, "module"):
+            module = module.module
+        else:
+            break
+    return module
+
+
 def cache_argument(module: Any) -> str:
-    """The keyword under which ``module.forward`` takes a KV cache: ``cache``, or ``past_key_values`` before."""
-    return "cache" if _takes_cache(type(module).forward) else "past_key_values"
+    """The keyword under which ``module.forward`` takes a KV cache: ``cache``, or ``past_key_values`` before.
+
+    Wrappers (PEFT, DDP) take ``**kwargs`` and hand them to the model inside, so the model inside decides.
+    """
+    return "cache" if _takes_cache(type(_innermost(module)).forward) else "past_key_values"
 
 
 def cache_of(output: Any) -> Any:

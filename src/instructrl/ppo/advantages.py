@@ -61,6 +61,22 @@ def gae(
     return adv, (adv + values) * m
 
 
+def group_advantages(rewards: torch.Tensor, mask: torch.Tensor, group_size: int) -> torch.Tensor:
+    """The leave-one-out baseline (RLOO; Ahmadian et al. 2024) over consecutive groups of rows.
+
+    Rows ``g*k .. g*k+k-1`` are ``k = group_size`` responses to one prompt. A response's return is the
+    row sum of its per-token ``rewards`` (its score minus the KL penalty); its advantage is that return
+    less the mean return of the other ``k - 1`` responses, the same at each of its tokens. The baseline
+    does not depend on the response it is subtracted from, so the policy gradient stays unbiased, and it
+    removes what the prompt alone decides (how hard it is), which a single sample cannot separate."""
+    if group_size < 2 or rewards.shape[0] % group_size:
+        raise ValueError(f"{rewards.shape[0]} rows cannot form groups of {group_size} (>= 2) responses")
+    m = mask.to(rewards.dtype)
+    returns = (rewards * m).sum(-1).view(-1, group_size)
+    baseline = (returns.sum(-1, keepdim=True) - returns) / (group_size - 1)
+    return (returns - baseline).reshape(-1, 1) * m
+
+
 class RunningMoments:
     """Mean and standard deviation of every score seen so far (Chan et al.'s parallel update);
     its state is three numbers, saved with a checkpoint for exact resume."""
@@ -139,15 +155,21 @@ def shape(
     whiten: bool,
     cut: torch.Tensor | None = None,
     missing_eos_penalty: float | None = None,
+    group_size: int | None = None,
 ) -> Shaped:
     """Scores -> per-token rewards (KL penalty, the score at the last token) -> advantages and returns.
 
     ``cut`` [B] marks responses the sampler cut off; ``missing_eos_penalty`` is subtracted from their
-    score. ``whiten``: advantages to zero mean and unit variance over the batch's real tokens."""
+    score. ``whiten``: advantages to zero mean and unit variance over the batch's real tokens.
+    ``group_size``: the leave-one-out group baseline instead of GAE (:func:`group_advantages`; ``values``
+    are not read and the returns are zero)."""
     if missing_eos_penalty is not None and cut is not None:
         scores = scores - missing_eos_penalty * cut.to(scores.dtype)
     rewards, log_ratio = shape_rewards(scores, logprobs, ref_logprobs, mask, kl_coef)
-    advantages, returns = gae(rewards, values, mask, gamma, lam)
+    if group_size is not None:
+        advantages, returns = group_advantages(rewards, mask, group_size), torch.zeros_like(rewards)
+    else:
+        advantages, returns = gae(rewards, values, mask, gamma, lam)
     if whiten:
         advantages = masked_whiten(advantages, mask) * mask
     return Shaped(rewards, log_ratio, advantages, returns)

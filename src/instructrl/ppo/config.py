@@ -101,6 +101,11 @@ class RolloutConfig:
     max_new_tokens: int = option(128, "Longest response; a response that reaches it is cut (finish_reason length).")
     temperature: float = option(1.0, "Sampling temperature (log-probs use the same temperature).")
     top_p: float = option(1.0, "Nucleus sampling threshold (1.0 samples from the whole distribution).")
+    samples_per_prompt: int = option(
+        1,
+        "Responses sampled for each prompt of an iteration: ppo.batch_size episodes are ppo.batch_size / N "
+        "prompts with N responses each (ppo.advantage=group needs N >= 2).",
+    )
     forward_batch_size: int = option(8, "Sequences per no-grad forward pass (log-probs, reference, values).")
     weights: Literal["auto", "policy", "bf16", "fp16"] = option(
         "auto",
@@ -113,6 +118,8 @@ class RolloutConfig:
             raise ValueError(f"rollout.temperature must be > 0 for PPO (it samples), got {self.temperature}")
         if self.batch_size < 1 or self.max_new_tokens < 1 or self.forward_batch_size < 1:
             raise ValueError("rollout.batch_size, max_new_tokens and forward_batch_size must be >= 1")
+        if self.samples_per_prompt < 1:
+            raise ValueError(f"rollout.samples_per_prompt must be >= 1, got {self.samples_per_prompt}")
 
 
 @dataclass
@@ -122,6 +129,13 @@ class PPOAlgoConfig:
     minibatch_size: int = option(8, "Episodes per optimizer step.")
     micro_batch_size: int = option(4, "Episodes per forward/backward pass (gradient accumulation inside a minibatch).")
     epochs: int = option(1, "PPO epochs over each rollout batch (InstructGPT/DeepSpeed-Chat: 1).")
+    advantage: Literal["gae", "group"] = option(
+        "gae",
+        "How each token's advantage is estimated: 'gae' (a learned value function and GAE, InstructGPT's PPO) or "
+        "'group' (no value function: a response's return, its score minus beta times its KL, less the mean "
+        "return of the other responses to the same prompt, given to each of its tokens; the leave-one-out "
+        "baseline of RLOO; needs rollout.samples_per_prompt >= 2).",
+    )
     gamma: float = option(1.0, "Discount of GAE.")
     lam: float = option(0.95, "Lambda of GAE.")
     cliprange: float = option(0.2, "Clip of the policy ratio.")
@@ -273,5 +287,12 @@ class PPOConfig:
     monitor: MonitorConfig = section(MonitorConfig, "Over-optimization monitor: proxy and gold scores against KL.")
 
     def __post_init__(self) -> None:
+        k = self.rollout.samples_per_prompt
+        if self.ppo.batch_size % k:
+            raise ValueError(
+                f"ppo.batch_size ({self.ppo.batch_size}) must be a multiple of rollout.samples_per_prompt ({k})"
+            )
+        if self.ppo.advantage == "group" and k < 2:
+            raise ValueError("ppo.advantage=group needs rollout.samples_per_prompt >= 2 (a baseline from the others)")
         if self.lora.enabled and (self.ppo.trainable_layers or self.value.trainable_layers):
             raise ValueError("choose lora.enabled or ppo.trainable_layers / value.trainable_layers, not both")

@@ -22,9 +22,10 @@ log = logging.getLogger(__name__)
 
 def build_models(
     cfg: PPOConfig, tok: Any, device: torch.device, frozen_device: torch.device
-) -> tuple[torch.nn.Module, torch.nn.Module | None, ScalarRewardModel]:
-    """(policy, separate reference or None when LoRA provides it, value). Dropout is 0 in all of
-    them so that rollout and training see the same function (ratio 1 before an update)."""
+) -> tuple[torch.nn.Module, torch.nn.Module | None, ScalarRewardModel | None]:
+    """(policy, separate reference or None when LoRA provides it, value or None under
+    ``ppo.advantage=group``). Dropout is 0 in all of them so that rollout and training see the same
+    function (ratio 1 before an update)."""
     pc = cfg.policy
     policy = load_model(pc.name_or_path, dtype=DTYPES[pc.dtype], dropout=0.0, tokenizer=tok)
     ref_model = None
@@ -39,10 +40,12 @@ def build_models(
             device="cpu" if cfg.memory.offload_frozen else frozen_device,
         )
         ref_model.requires_grad_(False).eval()
-    value_init = cfg.value.init or (cfg.reward.model if cfg.reward.kind == "model" else pc.name_or_path)
-    value = init_reward_model(value_init, tokenizer=tok, dtype=DTYPES[pc.dtype], dropout=0.0)
-    if cfg.lora.enabled:
-        value.model = apply_lora(value.model, cfg.lora, task_type="SEQ_CLS")
+    value = None
+    if cfg.ppo.advantage == "gae":
+        value_init = cfg.value.init or (cfg.reward.model if cfg.reward.kind == "model" else pc.name_or_path)
+        value = init_reward_model(value_init, tokenizer=tok, dtype=DTYPES[pc.dtype], dropout=0.0)
+        if cfg.lora.enabled:
+            value.model = apply_lora(value.model, cfg.lora, task_type="SEQ_CLS")
     if cfg.ppo.trainable_layers:
         n = freeze_lower_layers(policy, cfg.ppo.trainable_layers)
         log.info(
@@ -50,7 +53,7 @@ def build_models(
             cfg.ppo.trainable_layers,
             n / 1e6,
         )
-    if cfg.value.trainable_layers:
+    if value is not None and cfg.value.trainable_layers:
         n = value.freeze_lower_layers(cfg.value.trainable_layers)
         log.info(
             "ppo: training the value function's top %d layers, final norm and head (%.1fM parameters)",
@@ -59,8 +62,9 @@ def build_models(
         )
     if pc.gradient_checkpointing:
         policy.gradient_checkpointing_enable()
-        value.hf_model.gradient_checkpointing_enable()
-    return policy.to(device).eval(), ref_model, value.to(device).eval()
+        if value is not None:
+            value.hf_model.gradient_checkpointing_enable()
+    return policy.to(device).eval(), ref_model, value.to(device).eval() if value is not None else None
 
 
 class SamplerCopy:
@@ -102,25 +106,27 @@ def sampler_weights(cfg: PPOConfig, policy: torch.nn.Module, amp_dtype: torch.dt
 
 
 class PolicyAndValue:
-    """Saves the policy into a checkpoint directory and the value function into its ``value/``."""
+    """Saves the policy into a checkpoint directory and the value function (if any) into its ``value/``."""
 
-    def __init__(self, policy: torch.nn.Module, value: torch.nn.Module):
+    def __init__(self, policy: torch.nn.Module, value: torch.nn.Module | None):
         self.policy, self.value = policy, value
 
     def save_pretrained(self, path: str | Path, **kwargs: Any) -> None:
         self.policy.save_pretrained(path, **kwargs)
-        self.value.model.save_pretrained(Path(path) / "value", **kwargs)
+        if self.value is not None:
+            self.value.model.save_pretrained(Path(path) / "value", **kwargs)
 
 
 class Pair:
-    """Two optimizers (or schedulers) saved and restored as one."""
+    """Two optimizers (or schedulers) saved and restored as one; ``value`` is None without a value function."""
 
-    def __init__(self, policy: Any, value: Any):
+    def __init__(self, policy: Any, value: Any | None):
         self.policy, self.value = policy, value
 
     def state_dict(self) -> dict:
-        return {"policy": self.policy.state_dict(), "value": self.value.state_dict()}
+        return {"policy": self.policy.state_dict(), "value": self.value.state_dict() if self.value else None}
 
     def load_state_dict(self, state: dict) -> None:
         self.policy.load_state_dict(state["policy"])
-        self.value.load_state_dict(state["value"])
+        if self.value is not None:
+            self.value.load_state_dict(state["value"])

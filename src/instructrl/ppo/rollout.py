@@ -69,9 +69,14 @@ def load_prompts(specs: Sequence[str], max_prompts: int | None = None) -> list[P
     return prompts
 
 
-def prompt_batch(n_prompts: int, step: int, batch_size: int, seed: int) -> list[int]:
+def prompt_batch(n_prompts: int, step: int, batch_size: int, seed: int, repeat: int = 1) -> list[int]:
     """Indices of the prompts of PPO iteration ``step``: consecutive slices of a permutation that is
-    drawn anew (from ``seed`` and the pass number) for every pass over the prompts."""
+    drawn anew (from ``seed`` and the pass number) for every pass over the prompts. With ``repeat``
+    k, ``batch_size / k`` prompts, each listed k times in a row (k samples per prompt)."""
+    if repeat > 1:
+        if batch_size % repeat:
+            raise ValueError(f"batch_size {batch_size} is not a multiple of {repeat} samples per prompt")
+        return [i for i in prompt_batch(n_prompts, step, batch_size // repeat, seed) for _ in range(repeat)]
     perms: dict[int, list[int]] = {}
     out = []
     for i in range(step * batch_size, (step + 1) * batch_size):
@@ -125,7 +130,7 @@ def collect(
     generator: Any,
     policy: torch.nn.Module,
     reference: Callable[[Batch], torch.Tensor],
-    value_model: torch.nn.Module,
+    value_model: torch.nn.Module | None,
     reward: Callable,
     pad_id: int,
     device: torch.device,
@@ -136,7 +141,8 @@ def collect(
     seed: int,
     forward_batch_size: int,
 ) -> Rollout:
-    """Sample one response per prompt and gather log-probs, reference log-probs, values and scores."""
+    """Sample one response per prompt and gather log-probs, reference log-probs, values (zero without
+    a value model) and scores. A prompt listed k times gets k independent samples."""
     timings: dict[str, float] = {}
     t = time.perf_counter()
     policy.eval()
@@ -166,7 +172,10 @@ def collect(
     with autocast_ctx():
         logprobs = batched(lambda b: response_logprobs(policy, b, temperature)[0], batch, forward_batch_size, device)
         ref_logprobs = reference(batch)
-        values = batched(lambda b: value_predictions(value_model, b), batch, forward_batch_size, device)
+        if value_model is not None:
+            values = batched(lambda b: value_predictions(value_model, b), batch, forward_batch_size, device)
+        else:
+            values = torch.zeros_like(logprobs)
     timings["forward"] = time.perf_counter() - t
     return Rollout(
         list(prompts),

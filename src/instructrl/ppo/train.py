@@ -106,9 +106,11 @@ def run(cfg: PPOConfig) -> Path:
     )
     total_updates = cfg.ppo.steps * cfg.ppo.epochs * math.ceil(cfg.ppo.batch_size / cfg.ppo.minibatch_size)
     opt, sched = build_optimizer(policy, cfg.optim, total_updates)
-    vopt, vsched = build_optimizer(
-        value, dataclasses.replace(cfg.optim, lr=cfg.value.lr or cfg.optim.lr), total_updates
-    )
+    vopt = vsched = None
+    if value is not None:
+        vopt, vsched = build_optimizer(
+            value, dataclasses.replace(cfg.optim, lr=cfg.value.lr or cfg.optim.lr), total_updates
+        )
     trainables = Trainables(policy, value, opt, sched, vopt, vsched)
     kl_ctl = build_kl_controller(cfg.kl.kind, cfg.kl.coef, cfg.kl.target, cfg.kl.horizon)
     moments = RunningMoments()
@@ -117,7 +119,8 @@ def run(cfg: PPOConfig) -> Path:
     ckpt = latest_checkpoint(out) if cfg.run.resume else None
     if ckpt is not None:
         state = load_checkpoint(ckpt, policy, Pair(opt, vopt), Pair(sched, vsched))
-        load_weights(value.model, ckpt / "value")
+        if value is not None:
+            load_weights(value.model, ckpt / "value")
         step = state["step"]
         kl_ctl.load_state({"coef": state["kl_coef"]})
         moments = RunningMoments(**state["score_moments"])
@@ -170,7 +173,8 @@ def run(cfg: PPOConfig) -> Path:
             log_monitor()
     while step < cfg.ppo.steps:
         t0 = time.perf_counter()
-        idx = prompt_batch(len(prompts), step, cfg.ppo.batch_size, cfg.run.seed)
+        group = cfg.rollout.samples_per_prompt
+        idx = prompt_batch(len(prompts), step, cfg.ppo.batch_size, cfg.run.seed, repeat=group)
         if sampler is not None:
             sampler.refresh()  # the sampler decodes with this iteration's policy
         rollout = collect(
@@ -205,6 +209,7 @@ def run(cfg: PPOConfig) -> Path:
             whiten=cfg.ppo.whiten_advantages,
             cut=torch.tensor([is_cut(r) for r in rollout.finish_reasons]),
             missing_eos_penalty=cfg.reward.missing_eos_penalty,
+            group_size=group if cfg.ppo.advantage == "group" else None,
         )
         t_train = time.perf_counter()
         stats = ppo_epochs(cfg, step, rollout, shaped, trainables, ptx, device, autocast_ctx, out)
@@ -215,7 +220,7 @@ def run(cfg: PPOConfig) -> Path:
         step += 1
 
         row = (
-            iteration_metrics(rollout, shaped, mean_kl, beta)
+            iteration_metrics(rollout, shaped, mean_kl, beta, group)
             | stats
             | {
                 "ppo/lr": sched.get_last_lr()[0],
@@ -237,7 +242,7 @@ def run(cfg: PPOConfig) -> Path:
             score=f"{row['ppo/score']:.3f}",
             kl=f"{mean_kl:.3f}",
             clip=f"{stats['ppo/clipfrac']:.2f}",
-            vf=f"{stats['ppo/value_loss']:.3f}",
+            **({"vf": f"{stats['ppo/value_loss']:.3f}"} if "ppo/value_loss" in stats else {}),
             ent=f"{stats['ppo/entropy']:.2f}",
             len=f"{row['ppo/response_len']:.0f}",
             sps=f"{row['ppo/samples_per_s']:.2f}",
@@ -262,10 +267,17 @@ def run(cfg: PPOConfig) -> Path:
     return final
 
 
-def iteration_metrics(rollout: Rollout, shaped: Shaped, mean_kl: float, beta: float) -> dict[str, float]:
-    """What one iteration's rollout and shaping look like, as ``ppo/*`` metrics."""
+def iteration_metrics(
+    rollout: Rollout, shaped: Shaped, mean_kl: float, beta: float, group: int = 1
+) -> dict[str, float]:
+    """What one iteration's rollout and shaping look like, as ``ppo/*`` metrics. With several samples
+    per prompt (``group``), ``ppo/score_std_within`` is the spread of the scores among one prompt's
+    responses (what a group baseline learns from) beside ``ppo/score_std`` over the whole batch."""
     mask = rollout.batch.mask
-    return {
+    within = {}
+    if group > 1:
+        within["ppo/score_std_within"] = float(rollout.scores.view(-1, group).std(-1, unbiased=False).mean())
+    return within | {
         "ppo/score": float(rollout.scores.mean()),
         "ppo/score_std": float(rollout.scores.std(unbiased=False)),
         "ppo/kl": mean_kl,

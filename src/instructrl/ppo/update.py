@@ -24,10 +24,11 @@ from instructrl.utils.seed import derive
 
 @dataclasses.dataclass
 class Trainables:
-    """What an update changes: the policy and the value function, each with its optimizer and schedule."""
+    """What an update changes: the policy and the value function (None under ``ppo.advantage=group``),
+    each with its optimizer and schedule."""
 
     policy: torch.nn.Module
-    value: torch.nn.Module
+    value: torch.nn.Module | None
     policy_opt: Any
     policy_sched: Any
     value_opt: Any
@@ -54,7 +55,8 @@ def ppo_epochs(
     first_ratio_error = 0.0
     order_rng = torch.Generator().manual_seed(derive(cfg.run.seed, "minibatches", step))
     policy.train()
-    value.train()
+    if value is not None:
+        value.train()
     for epoch in range(cfg.ppo.epochs):
         perm = torch.randperm(len(batch), generator=order_rng)
         for m, start in enumerate(range(0, len(batch), cfg.ppo.minibatch_size)):
@@ -73,25 +75,28 @@ def ppo_epochs(
                     p_loss, p_stats = policy_loss(
                         logprobs, rows(rollout.logprobs), rows(shaped.advantages), sub.mask, cfg.ppo.cliprange
                     )
-                    values = value_predictions(value, sub)
-                    v_loss, v_stats = value_loss(
-                        values, rows(rollout.values), rows(shaped.returns), sub.mask, cfg.value.cliprange
-                    )
+                    if value is not None:
+                        values = value_predictions(value, sub)
+                        v_loss, v_stats = value_loss(
+                            values, rows(rollout.values), rows(shaped.returns), sub.mask, cfg.value.cliprange
+                        )
+                    else:
+                        v_loss, v_stats = torch.zeros(()), {"clipfrac": torch.zeros(())}
                 if not (torch.isfinite(p_loss) and torch.isfinite(v_loss)):
                     raise nonfinite_error("ppo", step, out)
                 (p_loss * weight).backward()
-                (v_loss * weight).backward()
+                if value is not None:
+                    (v_loss * weight).backward()
                 if epoch == 0 and m == 0:  # no update yet: the ratio must be 1
                     diff = (logprobs.detach() - rows(rollout.logprobs)).abs() * sub.mask
                     first_ratio_error = max(first_ratio_error, float(diff.max()))
                 for k, v in (
                     ("policy_loss", p_loss),
-                    ("value_loss", v_loss),
                     ("clipfrac", p_stats["clipfrac"]),
                     ("approx_kl", p_stats["approx_kl"]),
                     ("ratio", p_stats["ratio"]),
-                    ("value_clipfrac", v_stats["clipfrac"]),
                     ("entropy", masked_mean(entropy, sub.mask)),
+                    *((("value_loss", v_loss), ("value_clipfrac", v_stats["clipfrac"])) if value is not None else ()),
                 ):
                     sums[k] = sums.get(k, 0.0) + float(v.detach()) * weight
             if ptx is not None and cfg.ptx.coef > 0:
@@ -103,12 +108,14 @@ def ppo_epochs(
                 (cfg.ptx.coef * nll).backward()
                 sums["ptx_loss"] = sums.get("ptx_loss", 0.0) + float(nll.detach())
             grad_norm = clip_and_step(policy, models.policy_opt, models.policy_sched, cfg.optim.max_grad_norm)
-            value_grad_norm = clip_and_step(value, models.value_opt, models.value_sched, cfg.optim.max_grad_norm)
             sums["grad_norm"] = sums.get("grad_norm", 0.0) + grad_norm
-            sums["value_grad_norm"] = sums.get("value_grad_norm", 0.0) + value_grad_norm
+            if value is not None:
+                value_grad_norm = clip_and_step(value, models.value_opt, models.value_sched, cfg.optim.max_grad_norm)
+                sums["value_grad_norm"] = sums.get("value_grad_norm", 0.0) + value_grad_norm
             n_minibatches += 1
     policy.eval()
-    value.eval()
+    if value is not None:
+        value.eval()
     stats = {f"ppo/{k}": v / n_minibatches for k, v in sums.items()}
     stats["ppo/first_ratio_error"] = first_ratio_error
     return stats
