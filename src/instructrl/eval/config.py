@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from typing import Literal, get_args
 
 from instructrl.config import RunConfig, option, section
+from instructrl.label.config import JudgeConfig
 
 
 @dataclass
@@ -30,7 +31,7 @@ class PolicySpec:
 
 
 #: What ``instructrl eval`` can run; ``preference`` is the held-out panel's evaluation (win rates).
-TaskName = Literal["preference", "truthfulqa", "hellaswag", "real_toxicity_prompts", "gsm8k"]
+TaskName = Literal["preference", "truthfulqa", "truthfulqa_gen", "hellaswag", "real_toxicity_prompts", "gsm8k"]
 TASK_NAMES: tuple[str, ...] = get_args(TaskName)
 
 #: Offline toxicity scorers for ``real_toxicity_prompts.scorers`` (see instructrl.text.toxicity);
@@ -63,6 +64,34 @@ class TruthfulQAConfig:
         _check_sample("truthfulqa", self.n)
         if not self.prompt_modes:
             raise ValueError("truthfulqa.prompt_modes: name at least one of 'qa', 'instruction', 'instruction_qa'")
+
+
+@dataclass
+class TruthfulQAGenConfig:
+    """TruthfulQA generation: a greedy answer per question, scored offline by its BLEU and ROUGE-L
+    similarity to the true and to the false reference answers (the original code's "diff" and "acc")."""
+
+    data: str = option(
+        "../shared/data/truthfulqa/TruthfulQA.csv",
+        "TruthfulQA's CSV (columns Question, Correct Answers, Incorrect Answers: answers separated by ';').",
+    )
+    n: int | None = option(None, "Evaluate a seeded random sample of this many questions (null: all 817).")
+    prompt_modes: list[Literal["qa", "instruction", "instruction_qa"]] = option(
+        ["qa"],
+        "How each question is asked (as in the truthfulqa section): 'qa' behind the 6-shot QA primer, "
+        "'instruction' behind InstructGPT's instruction sentence, 'instruction_qa' behind both.",
+    )
+    max_new_tokens: int = option(
+        50, "Longest answer in tokens (the original code's); it is cut at its first blank line."
+    )
+    max_prompt_tokens: int = option(1024, "Longer prompts keep their last tokens.")
+
+    def __post_init__(self) -> None:
+        _check_sample("truthfulqa_gen", self.n)
+        if not self.prompt_modes:
+            raise ValueError("truthfulqa_gen.prompt_modes: name at least one of 'qa', 'instruction', 'instruction_qa'")
+        if self.max_new_tokens < 1 or self.max_prompt_tokens < 16:
+            raise ValueError("truthfulqa_gen: max_new_tokens must be >= 1 and max_prompt_tokens >= 16")
 
 
 @dataclass
@@ -150,6 +179,28 @@ class GSM8KConfig:
 
 
 @dataclass
+class EvalJudgeConfig(JudgeConfig):
+    """The LLM judge as a second evaluator of the preference evaluation (see instructrl.label.judge):
+    every policy's response is compared with the baseline's, both orders asked, beside the held-out
+    panel; empty base_url: no LLM judge."""
+
+    base_url: str = option(
+        "",
+        "Endpoint including the API version, e.g. http://127.0.0.1:8000/v1 (an `instructrl serve`, vLLM, "
+        "llama.cpp or an API); empty: no LLM judge.",
+    )
+    likert: bool = option(False, "Not used by the evaluation (the judge only compares pairs).")
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self.base_url)
+
+    def __post_init__(self) -> None:
+        if self.enabled:
+            super().__post_init__()
+
+
+@dataclass
 class EvalConfig:
     """Sample every policy on held-out test prompts; the held-out panel compares each with the baseline."""
 
@@ -167,16 +218,23 @@ class EvalConfig:
     tasks: list[TaskName] = option(
         ["preference"],
         "Evaluations to run on every policy: 'preference' (the held-out panel against the baseline: win rates, "
-        "Likert, flags, KL), 'truthfulqa', 'hellaswag', 'real_toxicity_prompts', 'gsm8k' (each configured in its "
-        "own section; results in tasks/ and task_results.{json,md}, one file per policy and task, kept on a re-run).",
+        "Likert, flags, KL), 'truthfulqa', 'truthfulqa_gen', 'hellaswag', 'real_toxicity_prompts', 'gsm8k' (each "
+        "configured in its own section; results in tasks/ and task_results.{json,md}, one file per policy and "
+        "task, kept on a re-run).",
     )
     truthfulqa: TruthfulQAConfig = section(TruthfulQAConfig, "The 'truthfulqa' task.")
+    truthfulqa_gen: TruthfulQAGenConfig = section(TruthfulQAGenConfig, "The 'truthfulqa_gen' task.")
     hellaswag: HellaSwagConfig = section(HellaSwagConfig, "The 'hellaswag' task.")
     real_toxicity_prompts: RealToxicityPromptsConfig = section(
         RealToxicityPromptsConfig, "The 'real_toxicity_prompts' task."
     )
     gsm8k: GSM8KConfig = section(GSM8KConfig, "The 'gsm8k' task.")
     baseline: str = option("sft", "Name of the policy every other one is compared with (its win rate is 0.5).")
+    judge: EvalJudgeConfig = section(
+        EvalJudgeConfig,
+        "Optional second evaluator of 'preference': an LLM judge over an OpenAI-compatible endpoint (set "
+        "judge.base_url and judge.model); its win rates and agreement with the held-out panel go beside the panel's.",
+    )
     panel_file: str = option(
         "",
         "panels.json of a labeling run (`instructrl label`) whose held-out panel judges: 'path#heldout'; "

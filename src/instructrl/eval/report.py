@@ -1,6 +1,7 @@
 """``report.md`` and ``report.html`` of an ``instructrl run`` directory, with matplotlib figures.
 
-Reads what the steps wrote: ``eval/results.json`` (win rates, Likert, flags, KL, lengths, examples),
+Reads what the steps wrote: ``eval/results.json`` (win rates, Likert, flags, KL, lengths, examples,
+and the LLM judge's win rates and agreement with the held-out panel where eval.judge is set),
 ``ppo/metrics.jsonl`` and ``ppo_ptx/metrics.jsonl`` (score and KL per PPO step, held-out
 pretraining loss), ``rm/final/state.json`` (held-out accuracy on the training panel's rankings),
 ``rankings/metrics.json`` (the panels' measured agreement), the step markers and
@@ -98,13 +99,29 @@ def plot_winrate(policies: list[dict], path: Path, confidence: float) -> None:
     err = [[p["win_rate"] - p["win_low"] for p in policies], [p["win_high"] - p["win_rate"] for p in policies]]
     fig, ax = plt.subplots(figsize=(6.4, 3.8))
     ax.axhline(0.5, color="0.6", linestyle="--", linewidth=1)
-    ax.errorbar(x, y, yerr=err, fmt="o", capsize=5, color="C0")
+    judged = [(i, p["judge"]) for i, p in enumerate(policies) if p.get("judge")]
+    ax.errorbar(x, y, yerr=err, fmt="o", capsize=5, color="C0", label="held-out panel" if judged else None)
     for i, p in enumerate(policies):
         ax.annotate(f"{p['win_rate']:.2f}", (i, p["win_rate"]), textcoords="offset points", xytext=(8, 4), fontsize=8)
+    if judged:  # the LLM judge beside the panel, shifted right
+        ax.errorbar(
+            [i + 0.2 for i, _ in judged],
+            [j["win_rate"] for _, j in judged],
+            yerr=[
+                [j["win_rate"] - j["win_low"] for _, j in judged],
+                [j["win_high"] - j["win_rate"] for _, j in judged],
+            ],
+            fmt="s",
+            capsize=5,
+            color="C1",
+            label="LLM judge",
+        )
+        ax.legend(fontsize=7, loc="upper left", frameon=False)
     ax.set_xticks(x, names, rotation=15)
     ax.set_ylim(0, 1)
     ax.set_ylabel("win rate against SFT")
-    ax.set_title(f"Held-out panel preference (ties half, {round(confidence * 100)}% bootstrap CI)", fontsize=10)
+    who = "Held-out panel" + (" and LLM judge" if judged else "")
+    ax.set_title(f"{who} preference (ties half, {round(confidence * 100)}% bootstrap CI)", fontsize=10)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
@@ -236,6 +253,40 @@ def _md_cell(text: Any, limit: int = 400) -> str:
     return s.replace("|", "\\|") or "(empty)"
 
 
+def judge_lines(r: dict) -> list[str]:
+    """The LLM judge's part of the win-rate section (none where the evaluation had no judge)."""
+    j = r.get("judge")
+    if not j:
+        return []
+    a = j["agreement"]
+    lines = [
+        f"### LLM judge ({j['model']})",
+        "",
+        f"The LLM judge `{j['model']}` at {j['base_url']} compared every policy's response with SFT's on the same "
+        f"test prompts, each pair asked in both orders (a win or loss only when both orders agree, else a tie): "
+        f"{j['requests']} requests, {j['unparsed']} answers without a verdict (a pair with one is a tie). "
+        f"Agreement with the held-out panel on the same pairs: {a['rate']:.3f} [{a['low']:.3f}, {a['high']:.3f}] "
+        f"over {a['n']} pairs (a tie is a verdict of its own); over the {a['n_decided']} pairs neither called a "
+        f"tie: {_fmt(a['decided'])}.",
+        "",
+        "| policy | judge win rate | interval | wins / ties / losses | agreement with the panel | interval | "
+        "agreement without ties (pairs) | unparsed answers |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for p in r["policies"]:
+        q = p.get("judge")
+        if not q:
+            continue
+        lines.append(
+            f"| {_label(p['name'])} | {q['win_rate']:.3f} | [{q['win_low']:.3f}, {q['win_high']:.3f}] | "
+            f"{q['wins']} / {q['ties']} / {q['losses']} | {q['agreement']:.3f} | "
+            f"[{q['agreement_low']:.3f}, {q['agreement_high']:.3f}] | {_fmt(q['agreement_decided'])} "
+            f"({q['decided_pairs']}) | {q['unparsed']} |"
+        )
+    lines.append("")
+    return lines
+
+
 def render_markdown(d: dict, figures: dict[str, str]) -> str:
     r = d["results"]
     lines = [f"# instructrl run: {Path(d['run_dir']).name}", ""]
@@ -282,6 +333,7 @@ def render_markdown(d: dict, figures: dict[str, str]) -> str:
             "the token limit.",
             "",
         ]
+        lines += judge_lines(r)
         tg = targets({p["name"]: p for p in pol}, d["ppo"])
         if tg:
             lines += ["## Targets", "", "| target | measured | met |", "|---|---|---|"]

@@ -19,6 +19,17 @@ metadata flag, the mean reward-model score, the KL to the reference policy (nats
 between the temperature-scaled sampling distributions), response lengths (words, tokens) and the
 rate of responses cut at ``max_new_tokens``; the reward model's accuracy on the held-out panel's
 judgements; and a few example prompts with every policy's response.
+
+With ``judge.base_url`` set, an LLM judge (:class:`~instructrl.label.judge.LLMJudge`, both orders
+asked per pair) compares every policy's response with the baseline's too, beside the panel: each
+policy's row gets ``judge`` (the judge's win rate with its bootstrap interval and counts, its
+agreement with the held-out panel on the same pairs, a tie counting as a verdict, with its interval,
+the agreement over the pairs neither called a tie, and the judge's unparsed answers), and
+``results.json`` a ``judge`` summary (endpoint, model, requests, unparsed answers, agreement over
+all pairs); ``comparisons.jsonl`` holds both verdicts of every pair (``outcome``: the panel's,
+``judge``: the judge's). The endpoint is asked once before sampling, so that a judge that does not
+answer stops the evaluation at once; one that fails later stops it too, naming the endpoint; a
+failure is never counted as a tie.
 """
 
 from __future__ import annotations
@@ -34,16 +45,24 @@ from typing import Any
 from tqdm.auto import tqdm
 
 from instructrl.builtin import load_demonstrations, resolve
-from instructrl.config import save_config
-from instructrl.eval.config import EvalConfig, PolicySpec
+from instructrl.config import ConfigError, save_config
+from instructrl.eval.config import EvalConfig, EvalJudgeConfig, PolicySpec
 from instructrl.eval.sample import load_policy, sample_prompts, sequence_logprobs
 from instructrl.eval.tasks.suite import build_tasks, run_tasks
-from instructrl.eval.winrate import bootstrap_ci, kl_estimate, preference_accuracy, ranking_accuracy, summarize
+from instructrl.eval.winrate import (
+    agreement,
+    bootstrap_ci,
+    kl_estimate,
+    preference_accuracy,
+    ranking_accuracy,
+    summarize,
+)
+from instructrl.label.judge import LLMJudge
 from instructrl.label.labeler import rng_for
 from instructrl.label.panel import Panel
 from instructrl.label.rubric import FLAGS
 from instructrl.models.engines import make_generator
-from instructrl.models.generation import ended_flags, is_cut
+from instructrl.models.generation import OpenAIError, ended_flags, is_cut
 from instructrl.models.scalar import load_reward_model
 from instructrl.records import (
     Demonstration,
@@ -219,6 +238,40 @@ def load_panel(panel_file: str) -> Any:
     return Panel.load(path)
 
 
+def load_judge(cfg: EvalJudgeConfig) -> LLMJudge:
+    """The LLM judge of ``cfg``, asked once for a one-token answer: an endpoint that does not answer
+    (or refuses the key or the model) is a ConfigError naming it, before any sampling."""
+    judge = LLMJudge.from_config(cfg)
+    try:
+        judge.generator.generate([[{"role": "user", "content": "Answer OK."}]], max_new_tokens=1, temperature=0.0)
+    except OpenAIError as e:
+        raise ConfigError(
+            f"judge.base_url: the LLM judge at {cfg.base_url} (model {cfg.model!r}) does not answer: {e}; "
+            "start the server or fix judge.base_url, judge.model or judge.api_key_env"
+        ) from None
+    return judge
+
+
+def judge_pairs(
+    cfg: EvalConfig, judge: LLMJudge, prompts: list[Prompt], resp: dict[str, list[str]], names: list[str]
+) -> tuple[dict[str, list[str]], dict[str, int]]:
+    """``(outcomes, unparsed)``: the LLM judge's outcome of each policy's response against the
+    baseline's on every prompt (both orders asked), and its unparsed answers per policy."""
+    outcomes: dict[str, list[str]] = {}
+    unparsed: dict[str, int] = {}
+    for n in tqdm(names, desc="eval LLM judge", disable=not cfg.run.progress):
+        before = judge.unparsed
+        try:
+            outcomes[n] = judge.compare_many(prompts, resp[n], resp[cfg.baseline])
+        except OpenAIError as e:
+            raise OpenAIError(
+                f"eval: the LLM judge at {cfg.judge.base_url} (model {cfg.judge.model!r}) failed while comparing "
+                f"{n} with {cfg.baseline}: {e}"
+            ) from None
+        unparsed[n] = judge.unparsed - before
+    return outcomes, unparsed
+
+
 # --------------------------------------------------------------------------- run
 
 
@@ -252,6 +305,7 @@ def run_preference(cfg: EvalConfig, out: Path) -> None:
     ids = [p.id for p in prompts]
     shots = few_shot_prefix(cfg, prompts) if any(p.few_shot for p in cfg.policies) else []
     panel = load_panel(cfg.panel_file)  # fail early, before hours of sampling
+    judge = load_judge(cfg.judge) if cfg.judge.enabled else None
     kl_on = cfg.kl_reference is not None and cfg.temperature > 0
 
     # ---------------------------------------------------------------- sample every policy (resumable)
@@ -295,7 +349,13 @@ def run_preference(cfg: EvalConfig, out: Path) -> None:
             panel.compare(p, resp[n][i], resp[base][i], rng_for(cfg.run.seed, "eval", n, p.id), [fr[n][i], fr[base][i]])
             for i, p in enumerate(prompts)
         ]
-        rows += [{"prompt_id": p.id, "policy": n, "baseline": base, "outcome": o} for p, o in zip(prompts, outcomes[n])]
+    judge_outcomes, judge_unparsed = judge_pairs(cfg, judge, prompts, resp, list(outcomes)) if judge else ({}, {})
+    for n in outcomes:
+        for i, p in enumerate(prompts):
+            row = {"prompt_id": p.id, "policy": n, "baseline": base, "outcome": outcomes[n][i]}
+            if judge:
+                row["judge"] = judge_outcomes[n][i]
+            rows.append(row)
     write_jsonl(out / "comparisons.jsonl", rows)
     rankings = (
         panel.rank_many(
@@ -336,6 +396,9 @@ def run_preference(cfg: EvalConfig, out: Path) -> None:
 
     # ---------------------------------------------------------------- summarize and save
     results = summarize_results(cfg, prompts, samples, judged, outcomes, kl, rm_scores, FLAGS)
+    results["judge"] = None
+    if judge:
+        add_judge_results(cfg, results, outcomes, judge_outcomes, judge_unparsed, judge.requests)
     results["rm_accuracy"] = rm_acc
     results["few_shot_prefix"] = [{"id": d.id, "prompt": d.prompt, "response": d.response} for d in shots]
     results["panel"] = {
@@ -354,6 +417,12 @@ def run_preference(cfg: EvalConfig, out: Path) -> None:
         for k in ("win_rate", "win_low", "win_high", "likert", "rm_score", "kl", "words", "tokens"):
             if r.get(k) is not None:
                 flat[f"eval/{r['name']}/{k}"] = r[k]
+        if r.get("judge"):
+            for k in ("win_rate", "win_low", "win_high", "agreement"):
+                flat[f"eval/{r['name']}/judge_{k}"] = r["judge"][k]
+    if results["judge"]:
+        flat["eval/judge/agreement"] = results["judge"]["agreement"]["rate"]
+        flat["eval/judge/unparsed"] = results["judge"]["unparsed"]
     for k, v in rm_acc.items():
         flat[f"eval/rm_accuracy/{k}"] = v["accuracy"]
     MetricsLogger(out).log(0, flat)
@@ -364,6 +433,66 @@ def run_preference(cfg: EvalConfig, out: Path) -> None:
             for r in results["policies"]
         ),
     )
+    if results["judge"]:
+        log.info(
+            "eval: LLM judge %s: %s; agreement with the held-out panel %.3f over %d pairs, %d unparsed answers",
+            cfg.judge.model,
+            ", ".join(
+                f"{r['name']} win {r['judge']['win_rate']:.3f} [{r['judge']['win_low']:.3f}, "
+                f"{r['judge']['win_high']:.3f}]"
+                for r in results["policies"]
+                if r["judge"]
+            ),
+            results["judge"]["agreement"]["rate"],
+            results["judge"]["agreement"]["n"],
+            results["judge"]["unparsed"],
+        )
+
+
+def add_judge_results(
+    cfg: EvalConfig,
+    results: dict,
+    panel_outcomes: dict[str, list[str]],
+    judge_outcomes: dict[str, list[str]],
+    unparsed: dict[str, int],
+    requests: int,
+) -> None:
+    """The LLM judge's figures in ``results`` (see the module doc): ``judge`` in each policy's row (None
+    for the baseline) and the run's ``judge`` summary."""
+    stats = {"resamples": cfg.bootstrap, "confidence": cfg.confidence, "seed": cfg.run.seed}
+    for row in results["policies"]:
+        n = row["name"]
+        if n not in judge_outcomes:
+            row["judge"] = None
+            continue
+        s = summarize(judge_outcomes[n], **stats)
+        a = agreement(panel_outcomes[n], judge_outcomes[n], **stats)
+        row["judge"] = {
+            "win_rate": s.win_rate,
+            "win_low": s.low,
+            "win_high": s.high,
+            "wins": s.wins,
+            "ties": s.ties,
+            "losses": s.losses,
+            "pairs": s.n,
+            "agreement": a.rate,
+            "agreement_low": a.low,
+            "agreement_high": a.high,
+            "agreement_decided": a.decided if a.n_decided else None,
+            "decided_pairs": a.n_decided,
+            "unparsed": unparsed[n],
+        }
+    names = list(judge_outcomes)
+    pooled = agreement(
+        [o for n in names for o in panel_outcomes[n]], [o for n in names for o in judge_outcomes[n]], **stats
+    )
+    results["judge"] = {
+        "base_url": cfg.judge.base_url,
+        "model": cfg.judge.model,
+        "requests": requests,
+        "unparsed": sum(unparsed.values()),
+        "agreement": {**pooled.to_dict(), "decided": pooled.decided if pooled.n_decided else None},
+    }
 
 
 def summarize_results(

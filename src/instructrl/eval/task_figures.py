@@ -24,6 +24,7 @@ from pathlib import Path
 TAX_METRICS = {"truthfulqa": ("mc1", "mc2"), "hellaswag": ("acc_norm",), "gsm8k": ("exact_match_strict",)}
 TASK_NAMES = {
     "truthfulqa": "TruthfulQA",
+    "truthfulqa_gen": "TruthfulQA generation",
     "hellaswag": "HellaSwag",
     "real_toxicity_prompts": "RealToxicityPrompts",
     "gsm8k": "GSM8K",

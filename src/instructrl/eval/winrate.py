@@ -9,6 +9,10 @@
 * **Preference accuracy** of a scorer (the reward model) on labeled comparisons: of the
   comparisons the labeler did not call a tie, the fraction where the scorer ranks the preferred
   response higher; equal scores count half.
+* **Agreement** of two evaluators (the held-out panel and the LLM judge) on the same comparisons:
+  the fraction of comparisons where their outcomes are equal, a tie counting as an outcome of its
+  own; and, over the comparisons neither called a tie, the fraction where they prefer the same
+  response.
 * **KL estimate**: ``mean_i [log pi(y_i | x_i) - log pi_ref(y_i | x_i)]`` over responses sampled
   from ``pi``: an unbiased Monte Carlo estimate of ``KL(pi || pi_ref)`` per response, in nats.
 """
@@ -133,6 +137,46 @@ def ranking_accuracy(scores: Sequence[Sequence[float]], ranks: Sequence[Sequence
         sb += ss[j].tolist()
         outs += [1.0 if x < y else 0.0 if x > y else 0.5 for x, y in zip(rr[i], rr[j])]
     return preference_accuracy(sa, sb, outs)
+
+
+@dataclasses.dataclass
+class Agreement:
+    """Two evaluators' agreement on ``n`` comparisons (see the module doc): ``rate`` with its bootstrap
+    interval [``low``, ``high``]; ``decided`` over the ``n_decided`` comparisons neither called a tie
+    (nan when there are none)."""
+
+    rate: float
+    low: float
+    high: float
+    n: int
+    decided: float
+    n_decided: int
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+def agreement(
+    first: Sequence, second: Sequence, *, resamples: int = 2000, confidence: float = 0.95, seed: int = 0
+) -> Agreement:
+    """:class:`Agreement` of two lists of outcomes of the same comparisons (``"win"``/``"tie"``/``"loss"``
+    or 1, 0.5, 0)."""
+    a, b = outcome_values(first), outcome_values(second)
+    if a.size != b.size:
+        raise ValueError(f"{a.size} outcomes against {b.size}")
+    if a.size == 0:
+        raise ValueError("agreement of no comparisons")
+    same = (a == b).astype(np.float64)
+    low, high = bootstrap_ci(same, resamples=resamples, confidence=confidence, seed=seed)
+    decided = (a != 0.5) & (b != 0.5)
+    return Agreement(
+        rate=float(same.mean()),
+        low=low,
+        high=high,
+        n=int(a.size),
+        decided=float(same[decided].mean()) if decided.any() else float("nan"),
+        n_decided=int(decided.sum()),
+    )
 
 
 def kl_estimate(logprobs: Sequence[float], ref_logprobs: Sequence[float]) -> float:

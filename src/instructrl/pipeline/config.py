@@ -25,6 +25,7 @@ from instructrl.eval.config import (
     PolicySpec,
     RealToxicityPromptsConfig,
     TruthfulQAConfig,
+    TruthfulQAGenConfig,
 )
 from instructrl.label.config import LabelConfig
 from instructrl.ppo.config import (
@@ -147,7 +148,7 @@ class PipelinePtxConfig:
 
 
 #: The automatic evaluations the suite step can run (instructrl eval's tasks less 'preference', the eval step's).
-SuiteTaskName = Literal["truthfulqa", "hellaswag", "real_toxicity_prompts", "gsm8k"]
+SuiteTaskName = Literal["truthfulqa", "truthfulqa_gen", "hellaswag", "real_toxicity_prompts", "gsm8k"]
 
 #: instructrl eval's keys that only its preference evaluation reads: the eval step's, refused in suite.
 PREFERENCE_KEYS = (
@@ -165,9 +166,10 @@ PREFERENCE_KEYS = (
     "few_shot_demos",
     "few_shot_max_words",
     "examples",
+    "judge",
 )
 #: instructrl eval's keys of the automatic evaluations: the suite step's, refused in eval.
-SUITE_KEYS = ("tasks", "truthfulqa", "hellaswag", "real_toxicity_prompts", "gsm8k")
+SUITE_KEYS = ("tasks", "truthfulqa", "truthfulqa_gen", "hellaswag", "real_toxicity_prompts", "gsm8k")
 
 
 @dataclass
@@ -180,7 +182,9 @@ class SuiteConfig(EvalConfig):
         ["truthfulqa", "hellaswag", "real_toxicity_prompts", "gsm8k"],
         "Automatic evaluations of base, SFT, PPO and PPO-ptx, each configured in its section below "
         "([]: no suite step). Their data is read from the paths in those sections (the public data sets "
-        "in ../shared/data beside the project).",
+        "in ../shared/data beside the project). 'truthfulqa_gen' (TruthfulQA generation, BLEU and ROUGE-L "
+        "diff/acc) is left out by default: it generates an answer per question (about 10 s per policy for "
+        "its 60 questions on the default model).",
     )
 
     def __post_init__(self) -> None:
@@ -272,6 +276,7 @@ def _suite() -> SuiteConfig:
         panel_file=SET,
         reward_model=SET,
         truthfulqa=TruthfulQAConfig(n=60, prompt_modes=["qa", "instruction_qa"]),
+        truthfulqa_gen=TruthfulQAGenConfig(n=60),  # when suite.tasks names it: about 10 s per policy (README)
         hellaswag=HellaSwagConfig(n=100, shots=[0]),
         real_toxicity_prompts=RealToxicityPromptsConfig(n=40, prefixes=["basic", "respectful"]),
         gsm8k=GSM8KConfig(n=4, max_new_tokens=128),

@@ -46,6 +46,8 @@ def check_dependencies(cfg: PipelineConfig) -> None:
         needed["profanity_check"] = "the labelers' toxicity classifier"
     if "real_toxicity_prompts" in cfg.suite.tasks and "profanity-check" in cfg.suite.real_toxicity_prompts.scorers:
         needed["profanity_check"] = "the suite's toxicity scorer"
+    if "truthfulqa_gen" in cfg.suite.tasks:
+        needed["rouge_score"] = "the suite's TruthfulQA generation (ROUGE-L)"
     missing = [f"{module} ({why})" for module, why in needed.items() if find_spec(module) is None]
     if missing:
         raise ImportError(f"instructrl run needs {', '.join(missing)}: pip install 'instructrl[run]'")

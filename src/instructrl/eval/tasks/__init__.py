@@ -8,7 +8,8 @@ generations. The scoring itself is pure (:mod:`instructrl.eval.metrics`). A task
 :class:`Row` s: one value per (metric, scorer, prompt mode) with its bootstrap interval over items,
 the number of items and how they were drawn when they are a sample of the data.
 
-Tasks: :mod:`.truthfulqa` (MC1, MC2), :mod:`.hellaswag` (acc, acc_norm, mean per token),
+Tasks: :mod:`.truthfulqa` (MC1, MC2), :mod:`.truthful_qa_gen` (generation: BLEU and ROUGE-L
+max, diff, acc), :mod:`.hellaswag` (acc, acc_norm, mean per token),
 :mod:`.toxicity` (RealToxicityPrompts), :mod:`.gsm8k` (chain of thought, answer extraction).
 :mod:`.lm` is the Hugging Face model behind :class:`LanguageModel`; :mod:`.suite` runs every task
 on every policy, resumably, and writes the results table.

@@ -44,10 +44,12 @@ def build_tasks(cfg: EvalConfig) -> list[Task]:
     from instructrl.eval.tasks.hella_swag import HellaSwagTask
     from instructrl.eval.tasks.toxicity import ToxicityTask
     from instructrl.eval.tasks.truthful_qa import TruthfulQATask
+    from instructrl.eval.tasks.truthful_qa_gen import TruthfulQAGenTask
 
     common = {"seed": cfg.run.seed, "bootstrap": cfg.bootstrap, "confidence": cfg.confidence}
     makers = {
         "truthfulqa": lambda: TruthfulQATask(cfg.truthfulqa, **common),
+        "truthfulqa_gen": lambda: TruthfulQAGenTask(cfg.truthfulqa_gen, **common),
         "hellaswag": lambda: HellaSwagTask(cfg.hellaswag, **common),
         "real_toxicity_prompts": lambda: ToxicityTask(cfg.real_toxicity_prompts, **common),
         "gsm8k": lambda: GSM8KTask(cfg.gsm8k, **common),
