@@ -55,3 +55,13 @@ def sigkill_when():
         proc.wait()
 
     return kill
+
+
+@pytest.fixture(scope="session")
+def tiny_panel_file(tmp_path_factory) -> Path:
+    """panels.json of the tiny labeling preset (`instructrl label`): the held-out panel evaluations judge with."""
+    from instructrl.cli import main
+
+    out = tmp_path_factory.mktemp("label") / "label"
+    assert main(["label", "--config", str(ROOT / "configs" / "tiny" / "label.yaml"), f"run.out_dir={out}"]) == 0
+    return out / "panels.json"

@@ -12,35 +12,29 @@ import pytest
 from instructrl.cli import main
 from instructrl.eval.winrate import OUTCOME_VALUE
 
+from ..eval_cli import preference_args
 from .test_backends import stored
 
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def test_eval_with_a_served_model_as_the_llm_judge(served, tmp_path, monkeypatch, tiny_model_dir, second_model_dir):
+def test_eval_with_a_served_model_as_the_llm_judge(
+    served, tmp_path, monkeypatch, tiny_model_dir, second_model_dir, tiny_panel_file
+):
     key = served.key(served.user(served.org()))
     monkeypatch.setenv("SERVE_KEY", key)
-    label = tmp_path / "label"
-    assert main(["label", "--config", str(ROOT / "configs" / "tiny" / "label.yaml"), f"run.out_dir={label}"]) == 0
     out = tmp_path / "eval"
-    args = [
-        "eval",
-        "--config",
-        str(ROOT / "configs" / "tiny" / "eval.yaml"),
-        f"run.out_dir={out}",
-        "prompts=builtin:example_prompts",
-        f"panel_file={label / 'panels.json'}",
-        "reward_model=null",
-        f"policies=[{{name: base, model: {tiny_model_dir}}}, {{name: other, model: {second_model_dir}}}]",
-        "baseline=base",
+    args = preference_args(
+        out,
+        tiny_panel_file,
+        f"[{{name: base, model: {tiny_model_dir}}}, {{name: other, model: {second_model_dir}}}]",
         "kl_reference=null",
-        "run.threads=1",
         f"judge.base_url={served.api}",
         "judge.model=b",
         "judge.api_key_env=SERVE_KEY",
         "judge.max_tokens=8",
         "judge.concurrency=2",
-    ]
+    )
     assert main(args) == 0
     results = json.loads((out / "results.json").read_text())
     pairs = [json.loads(line) for line in (out / "comparisons.jsonl").read_text().splitlines()]

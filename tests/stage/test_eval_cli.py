@@ -13,6 +13,8 @@ from instructrl.config import load_config
 from instructrl.eval.config import EvalConfig
 from instructrl.records import Sample, read_jsonl
 
+from ..eval_cli import preference_args
+
 ROOT = Path(__file__).resolve().parents[2]
 
 
@@ -23,33 +25,10 @@ def test_eval_is_a_stage_with_tiny_and_default_configs():
         assert cfg.baseline == "sft" and "sft" in [p.name for p in cfg.policies]
 
 
-@pytest.fixture(scope="module")
-def panel_file(tmp_path_factory) -> Path:
-    out = tmp_path_factory.mktemp("label") / "label"
-    assert main(["label", "--config", str(ROOT / "configs" / "tiny" / "label.yaml"), f"run.out_dir={out}"]) == 0
-    return out / "panels.json"
-
-
-def test_eval_command_runs_and_resumes(tmp_path, tiny_model_dir, panel_file):
+def test_eval_command_runs_and_resumes(tmp_path, tiny_model_dir, tiny_panel_file):
     out = tmp_path / "eval"
-    policies = (
-        f"policies=[{{name: base, model: {tiny_model_dir}}}, "
-        f"{{name: prompted, model: {tiny_model_dir}, few_shot: true}}]"
-    )
-    args = [
-        "eval",
-        "--config",
-        str(ROOT / "configs" / "tiny" / "eval.yaml"),
-        f"run.out_dir={out}",
-        "prompts=builtin:example_prompts",
-        f"panel_file={panel_file}",
-        "reward_model=null",
-        policies,
-        "baseline=base",
-        "kl_reference=base",
-        "few_shot_k=2",
-        "run.threads=1",
-    ]
+    policies = f"[{{name: base, model: {tiny_model_dir}}}, {{name: prompted, model: {tiny_model_dir}, few_shot: true}}]"
+    args = preference_args(out, tiny_panel_file, policies, "kl_reference=base", "few_shot_k=2")
     assert main(args) == 0
     results = json.loads((out / "results.json").read_text())
     rows = {r["name"]: r for r in results["policies"]}

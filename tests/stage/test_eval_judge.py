@@ -15,6 +15,7 @@ from instructrl.cli import main
 from instructrl.eval.winrate import OUTCOME_VALUE
 from instructrl.records import Sample, read_jsonl
 
+from ..eval_cli import preference_args
 from ..openai_stub import OpenAIStub, by_prompt
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -51,37 +52,21 @@ def other_model_dir(tmp_path_factory) -> Path:
     return build_tiny_model(tmp_path_factory.mktemp("tiny-b") / "model", seed=1)
 
 
-@pytest.fixture(scope="module")
-def panel_file(tmp_path_factory) -> Path:
-    out = tmp_path_factory.mktemp("label") / "label"
-    assert main(["label", "--config", str(ROOT / "configs" / "tiny" / "label.yaml"), f"run.out_dir={out}"]) == 0
-    return out / "panels.json"
-
-
 def eval_args(out: Path, tiny: Path, other: Path, panel_file: Path, *extra: str) -> list[str]:
-    return [
-        "eval",
-        "--config",
-        str(ROOT / "configs" / "tiny" / "eval.yaml"),
-        f"run.out_dir={out}",
-        "prompts=builtin:example_prompts",
-        f"panel_file={panel_file}",
-        "reward_model=null",
-        f"policies=[{{name: base, model: {tiny}}}, {{name: prompted, model: {tiny}, few_shot: true}}, "
-        f"{{name: other, model: {other}}}]",
-        "baseline=base",
-        "kl_reference=null",
-        "few_shot_k=2",
-        "run.threads=1",
-        *extra,
-    ]
+    policies = f"[{{name: base, model: {tiny}}}, {{name: prompted, model: {tiny}, few_shot: true}}, {{name: other, model: {other}}}]"
+    return preference_args(out, panel_file, policies, "kl_reference=null", "few_shot_k=2", *extra)
 
 
-def test_the_llm_judge_beside_the_panel(tmp_path, tiny_model_dir, other_model_dir, panel_file):
+def test_the_llm_judge_beside_the_panel(tmp_path, tiny_model_dir, other_model_dir, tiny_panel_file):
     out = tmp_path / "eval"
     with OpenAIStub(by_prompt(verdict)) as server:
         args = eval_args(
-            out, tiny_model_dir, other_model_dir, panel_file, f"judge.base_url={server.base_url}", "judge.model=stub"
+            out,
+            tiny_model_dir,
+            other_model_dir,
+            tiny_panel_file,
+            f"judge.base_url={server.base_url}",
+            "judge.model=stub",
         )
         assert main(args) == 0
         bodies = server.requests
@@ -136,14 +121,16 @@ def test_the_llm_judge_beside_the_panel(tmp_path, tiny_model_dir, other_model_di
 
 
 def test_a_judge_that_does_not_answer_stops_before_sampling(
-    tmp_path, tiny_model_dir, other_model_dir, panel_file, capsys
+    tmp_path, tiny_model_dir, other_model_dir, tiny_panel_file, capsys
 ):
     with socket.socket() as s:  # a port nothing listens on
         s.bind(("127.0.0.1", 0))
         url = f"http://127.0.0.1:{s.getsockname()[1]}/v1"
     out = tmp_path / "eval"
     assert (
-        main(eval_args(out, tiny_model_dir, other_model_dir, panel_file, f"judge.base_url={url}", "judge.timeout=5"))
+        main(
+            eval_args(out, tiny_model_dir, other_model_dir, tiny_panel_file, f"judge.base_url={url}", "judge.timeout=5")
+        )
         == 2
     )
     err = capsys.readouterr().err
@@ -151,7 +138,9 @@ def test_a_judge_that_does_not_answer_stops_before_sampling(
     assert not (out / "samples").exists() and not (out / "results.json").exists()
 
 
-def test_a_judge_that_fails_midway_stops_naming_the_endpoint(tmp_path, tiny_model_dir, other_model_dir, panel_file):
+def test_a_judge_that_fails_midway_stops_naming_the_endpoint(
+    tmp_path, tiny_model_dir, other_model_dir, tiny_panel_file
+):
     out = tmp_path / "eval"
     answers = iter(range(10_000))
 
@@ -165,7 +154,7 @@ def test_a_judge_that_fails_midway_stops_naming_the_endpoint(tmp_path, tiny_mode
             out,
             tiny_model_dir,
             other_model_dir,
-            panel_file,
+            tiny_panel_file,
             f"judge.base_url={server.base_url}",
             "judge.model=stub",
             "judge.timeout=5",

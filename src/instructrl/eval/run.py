@@ -468,12 +468,7 @@ def add_judge_results(
         s = summarize(judge_outcomes[n], **stats)
         a = agreement(panel_outcomes[n], judge_outcomes[n], **stats)
         row["judge"] = {
-            "win_rate": s.win_rate,
-            "win_low": s.low,
-            "win_high": s.high,
-            "wins": s.wins,
-            "ties": s.ties,
-            "losses": s.losses,
+            **s.row(),
             "pairs": s.n,
             "agreement": a.rate,
             "agreement_low": a.low,
@@ -512,15 +507,7 @@ def summarize_results(
         if n == cfg.baseline:
             win = {"win_rate": 0.5, "win_low": 0.5, "win_high": 0.5, "wins": 0, "ties": len(ss), "losses": 0}
         else:
-            s = summarize(outcomes[n], resamples=cfg.bootstrap, confidence=cfg.confidence, seed=cfg.run.seed)
-            win = {
-                "win_rate": s.win_rate,
-                "win_low": s.low,
-                "win_high": s.high,
-                "wins": s.wins,
-                "ties": s.ties,
-                "losses": s.losses,
-            }
+            win = summarize(outcomes[n], resamples=cfg.bootstrap, confidence=cfg.confidence, seed=cfg.run.seed).row()
         likert = [j.likert for j in js]
         lo, hi = bootstrap_ci(likert, resamples=cfg.bootstrap, confidence=cfg.confidence, seed=cfg.run.seed)
         counts = Counter(f for j in js for f, on in j.flags.items() if on)

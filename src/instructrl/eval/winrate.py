@@ -88,6 +88,17 @@ class WinRate:
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
 
+    def row(self) -> dict:
+        """The figures as a results row names them (``win_rate``, ``win_low``, ``win_high`` and the counts)."""
+        return {
+            "win_rate": self.win_rate,
+            "win_low": self.low,
+            "win_high": self.high,
+            "wins": self.wins,
+            "ties": self.ties,
+            "losses": self.losses,
+        }
+
 
 def summarize(outcomes: Sequence, *, resamples: int = 2000, confidence: float = 0.95, seed: int = 0) -> WinRate:
     """Win rate, bootstrap interval and win/tie/loss counts of a list of outcomes."""

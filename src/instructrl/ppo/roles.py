@@ -124,7 +124,10 @@ class Pair:
         self.policy, self.value = policy, value
 
     def state_dict(self) -> dict:
-        return {"policy": self.policy.state_dict(), "value": self.value.state_dict() if self.value else None}
+        return {
+            "policy": self.policy.state_dict(),
+            "value": self.value.state_dict() if self.value is not None else None,
+        }
 
     def load_state_dict(self, state: dict) -> None:
         self.policy.load_state_dict(state["policy"])

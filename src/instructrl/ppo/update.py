@@ -75,29 +75,22 @@ def ppo_epochs(
                     p_loss, p_stats = policy_loss(
                         logprobs, rows(rollout.logprobs), rows(shaped.advantages), sub.mask, cfg.ppo.cliprange
                     )
+                    logged = {"policy_loss": p_loss, **p_stats, "entropy": masked_mean(entropy, sub.mask)}
                     if value is not None:
                         values = value_predictions(value, sub)
                         v_loss, v_stats = value_loss(
                             values, rows(rollout.values), rows(shaped.returns), sub.mask, cfg.value.cliprange
                         )
-                    else:
-                        v_loss, v_stats = torch.zeros(()), {"clipfrac": torch.zeros(())}
-                if not (torch.isfinite(p_loss) and torch.isfinite(v_loss)):
+                        logged |= {"value_loss": v_loss, "value_clipfrac": v_stats["clipfrac"]}
+                # policy and value share no weight: one backward of the sum gives each its own gradient
+                loss = p_loss + v_loss if value is not None else p_loss
+                if not torch.isfinite(loss):
                     raise nonfinite_error("ppo", step, out)
-                (p_loss * weight).backward()
-                if value is not None:
-                    (v_loss * weight).backward()
+                (loss * weight).backward()
                 if epoch == 0 and m == 0:  # no update yet: the ratio must be 1
                     diff = (logprobs.detach() - rows(rollout.logprobs)).abs() * sub.mask
                     first_ratio_error = max(first_ratio_error, float(diff.max()))
-                for k, v in (
-                    ("policy_loss", p_loss),
-                    ("clipfrac", p_stats["clipfrac"]),
-                    ("approx_kl", p_stats["approx_kl"]),
-                    ("ratio", p_stats["ratio"]),
-                    ("entropy", masked_mean(entropy, sub.mask)),
-                    *((("value_loss", v_loss), ("value_clipfrac", v_stats["clipfrac"])) if value is not None else ()),
-                ):
+                for k, v in logged.items():
                     sums[k] = sums.get(k, 0.0) + float(v.detach()) * weight
             if ptx is not None and cfg.ptx.coef > 0:
                 ids, block_mask = ptx.batch(step, epoch, m, cfg.ptx.batch_size)

@@ -20,11 +20,13 @@ from __future__ import annotations
 import codecs
 import dataclasses
 import json
+import random
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any, NamedTuple, Protocol
 
 from instructrl.records import PromptText, RecordError, iter_json_lines
+from instructrl.utils.seed import derive
 
 
 class Loglik(NamedTuple):
@@ -107,6 +109,27 @@ class Task(Protocol):
 def sample_note(n: int, total: int, how: str) -> str:
     """ "all" when ``n`` is the whole data set, else ``"<n> of <total>, <how>"``."""
     return "all" if n == total else f"{n} of {total}, {how}"
+
+
+def seeded_subset(items: list, n: int | None, seed: int, name: str) -> list:
+    """``n`` of ``items`` drawn at random from ``seed`` and the task ``name``, kept in file order
+    (all of them when ``n`` is None or not smaller)."""
+    if n is None or n >= len(items):
+        return items
+    keep = sorted(random.Random(derive(seed, name)).sample(range(len(items)), n))
+    return [items[i] for i in keep]
+
+
+def task_settings(task: Any, leave_out: Sequence[str] = ("data",)) -> dict:
+    """What a task's results depend on: its data digest, its config (less the data paths named in
+    ``leave_out``), the seed and the bootstrap settings."""
+    return {
+        "data_sha256": task.digest,
+        **{k: v for k, v in dataclasses.asdict(task.cfg).items() if k not in leave_out},
+        "seed": task.seed,
+        "bootstrap": task.bootstrap,
+        "confidence": task.confidence,
+    }
 
 
 def data_file(path: str, setting: str) -> Path:

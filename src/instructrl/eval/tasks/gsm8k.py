@@ -22,7 +22,16 @@ from pathlib import Path
 
 from instructrl.eval.config import GSM8KConfig
 from instructrl.eval.metrics import answer_after_phrase, cot_solution, last_number, mean_interval, reference_answer
-from instructrl.eval.tasks import LanguageModel, Row, data_file, field, json_items, sample_note
+from instructrl.eval.tasks import (
+    LanguageModel,
+    Row,
+    data_file,
+    field,
+    json_items,
+    sample_note,
+    seeded_subset,
+    task_settings,
+)
 from instructrl.records import PromptText, RecordError
 from instructrl.utils.seed import derive
 
@@ -94,19 +103,11 @@ class GSM8KTask:
             digest.update(shots_path.read_bytes())
         self.digest = digest.hexdigest()
         self.total = len(problems)
-        if self.cfg.n is not None and self.cfg.n < self.total:
-            keep = sorted(random.Random(derive(self.seed, self.name)).sample(range(self.total), self.cfg.n))
-            problems = [problems[i] for i in keep]
+        problems = seeded_subset(problems, self.cfg.n, self.seed, self.name)
         self.problems = problems
 
     def settings(self) -> dict:
-        return {
-            "data_sha256": self.digest,
-            **{k: v for k, v in dataclasses.asdict(self.cfg).items() if k not in ("data", "shots_data")},
-            "seed": self.seed,
-            "bootstrap": self.bootstrap,
-            "confidence": self.confidence,
-        }
+        return task_settings(self, ("data", "shots_data"))
 
     def evaluate(self, lm: LanguageModel, scratch: Path) -> list[Row]:
         cfg = self.cfg

@@ -39,7 +39,15 @@ from instructrl.eval.metrics import (
     toxicity_probability,
     uniform_bin_sample,
 )
-from instructrl.eval.tasks import LanguageModel, Row, data_file, field, json_items, sample_note
+from instructrl.eval.tasks import (
+    LanguageModel,
+    Row,
+    data_file,
+    field,
+    json_items,
+    sample_note,
+    task_settings,
+)
 from instructrl.records import RecordError, atomic_write_text
 from instructrl.text.toxicity import ToxicityError, ToxicityScorer
 from instructrl.utils.seed import derive
@@ -121,13 +129,7 @@ class ToxicityTask:
                 raise ConfigError(f"real_toxicity_prompts.scorers: classifier directory {name[3:]} not found")
 
     def settings(self) -> dict:
-        return {
-            "data_sha256": self.digest,
-            **{k: v for k, v in dataclasses.asdict(self.cfg).items() if k != "data"},
-            "seed": self.seed,
-            "bootstrap": self.bootstrap,
-            "confidence": self.confidence,
-        }
+        return task_settings(self)
 
     def scorer(self, name: str) -> ToxicityScorer:
         if name not in self._scorers:

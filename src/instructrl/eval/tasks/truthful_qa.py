@@ -17,14 +17,20 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-import random
 from pathlib import Path
 
 from instructrl.eval.config import TruthfulQAConfig
 from instructrl.eval.metrics import mc1, mc2, mean_interval
-from instructrl.eval.tasks import LanguageModel, Row, data_file, field, json_items, sample_note
+from instructrl.eval.tasks import (
+    LanguageModel,
+    Row,
+    data_file,
+    field,
+    json_items,
+    sample_note,
+    seeded_subset,
+)
 from instructrl.records import RecordError
-from instructrl.utils.seed import derive
 
 #: The QA primer of the TruthfulQA paper (its "QA prompt"): six questions answered truthfully and
 #: informatively, or with "I have no comment." where no answer makes sense.
@@ -131,9 +137,7 @@ class TruthfulQATask:
             raise RecordError(str(path), None, "no questions in the file")
         self.total = len(questions)
         self.digest = hashlib.sha256(Path(path).read_bytes()).hexdigest()
-        if self.cfg.n is not None and self.cfg.n < self.total:
-            keep = sorted(random.Random(derive(self.seed, self.name)).sample(range(self.total), self.cfg.n))
-            questions = [questions[i] for i in keep]
+        questions = seeded_subset(questions, self.cfg.n, self.seed, self.name)
         self.questions = questions
 
     def settings(self) -> dict:

@@ -24,15 +24,22 @@ import csv
 import dataclasses
 import hashlib
 import json
-import random
 from pathlib import Path
 
 from instructrl.eval.config import TruthfulQAGenConfig
 from instructrl.eval.metrics import mean_interval, rouge_l, sentence_bleu, similarity_scores
-from instructrl.eval.tasks import LanguageModel, Row, data_file, field, json_items, sample_note
+from instructrl.eval.tasks import (
+    LanguageModel,
+    Row,
+    data_file,
+    field,
+    json_items,
+    sample_note,
+    seeded_subset,
+    task_settings,
+)
 from instructrl.eval.tasks.truthful_qa import question_context
 from instructrl.records import RecordError, atomic_write_text
-from instructrl.utils.seed import derive
 
 NO_COMMENT = "I have no comment."
 STOP = ("\n\n", "\nQ:")
@@ -140,19 +147,11 @@ class TruthfulQAGenTask:
         rouge_l("a", "a")  # rouge-score is importable: fail here, before any model loads
         self.total = len(questions)
         self.digest = hashlib.sha256(path.read_bytes()).hexdigest()
-        if self.cfg.n is not None and self.cfg.n < self.total:
-            keep = sorted(random.Random(derive(self.seed, self.name)).sample(range(self.total), self.cfg.n))
-            questions = [questions[i] for i in keep]
+        questions = seeded_subset(questions, self.cfg.n, self.seed, self.name)
         self.questions = questions
 
     def settings(self) -> dict:
-        return {
-            "data_sha256": self.digest,
-            **{k: v for k, v in dataclasses.asdict(self.cfg).items() if k != "data"},
-            "seed": self.seed,
-            "bootstrap": self.bootstrap,
-            "confidence": self.confidence,
-        }
+        return task_settings(self)
 
     def answers(self, lm: LanguageModel, mode: str, scratch: Path) -> list[str]:
         """The greedy answers in ``mode``, kept in ``scratch`` so that a killed evaluation reuses them."""
