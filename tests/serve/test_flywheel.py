@@ -52,7 +52,8 @@ def notice(served, username: str, model: str = "a") -> None:
         accept_notice(session, user.id, model, 1)
 
 
-def test_prompts_flow_from_the_api_and_playground_into_the_next_run(served, tmp_path, sigkill_when):
+def test_prompts_flow_from_the_api_and_playground_into_the_next_run(served, tmp_path, sigkill_when, shared_data):
+    # shared_data: the next run (the tiny preset) evaluates on the public data sets; skipped without them
     acme, other = served.org("acme"), served.org("other")
     # alice uses the playground (its notice) and the API; two of her prompts share a 100-character prefix
     alice = served.user(acme, name="alice")

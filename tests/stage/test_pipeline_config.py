@@ -184,7 +184,9 @@ def test_a_step_after_an_earlier_one_is_redone_only_when_that_one_changes(tmp_pa
         run_steps([Step("e", {}, dict, after="d")], tmp_path, resume=True)
 
 
-def test_a_missing_data_set_of_the_suite_stops_the_run_before_its_first_step(tmp_path):
+def test_a_missing_data_set_of_the_suite_stops_the_run_before_its_first_step(tmp_path, shared_data):
+    # the other data sets of the tiny suite must be there (shared_data skips without them), so that
+    # the one missing file is the one named
     from instructrl.pipeline.run import run
 
     missing = tmp_path / "no" / "hellaswag.jsonl"
