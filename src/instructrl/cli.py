@@ -47,6 +47,11 @@ STAGES: dict[str, tuple[str, str, str]] = {
         "instructrl.label.workbench.run:export_cli",
         "workbench labels -> Ranking and Demonstration records (streamed), skips and agreement.json",
     ),
+    "label bot": (
+        "instructrl.label.workbench.config:BotConfig",
+        "instructrl.label.workbench.bot:bot_cli",
+        "a simulated labeler or the LLM judge labels a workbench user's queue through the workbench's API",
+    ),
     "label admin create-user": (
         "instructrl.web.users:CreateUserConfig",
         "instructrl.web.users:create_user_cli",
@@ -194,6 +199,11 @@ def main(argv: list[str] | None = None) -> int:
                 return relaunch(processes, [*name.split(), *rest], cfg.run.threads)
         out = _load(run_spec)(cfg)
     except Exception as e:
+        waiting = getattr(sys.modules.get("instructrl.label.workbench.loop"), "WaitingForLabels", None)
+        if waiting is not None and isinstance(e, waiting):
+            # not an error: the run stopped to let people label; the same command goes on later
+            print(f"instructrl {name}: waiting: {e}", file=sys.stderr)
+            return EXIT_WAITING
         # bad input ends in one line that names file, line and field, and exit code 2; anything
         # else is a bug and keeps its traceback (INSTRUCTRL_DEBUG=1 keeps it for bad input too)
         if not isinstance(e, _input_errors()) or os.environ.get("INSTRUCTRL_DEBUG", "0") not in ("", "0"):
@@ -205,13 +215,20 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
+#: Exit code of a run that stopped to wait for labels in the workbench (run it again to go on).
+EXIT_WAITING = 3
+
 #: Stages that train on several processes (run.num_processes, or under torchrun / accelerate launch).
 DISTRIBUTED_STAGES = ("sft", "rm")
 
 #: Errors a stage module raises on bad input, as "module:Class". They are looked up only among the
 #: modules already imported: a stage that raised one has imported its module, and the CLI need not
 #: import every stage to catch it.
-_STAGE_INPUT_ERRORS = ("instructrl.data.curate.write:CurationError", "instructrl.web.db:InputError")
+_STAGE_INPUT_ERRORS = (
+    "instructrl.data.curate.write:CurationError",
+    "instructrl.web.db:InputError",
+    "instructrl.label.workbench.bot:WorkbenchError",
+)
 
 
 def _input_errors() -> tuple[type[Exception], ...]:

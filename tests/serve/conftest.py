@@ -15,8 +15,8 @@ import pytest
 for module in ("fastapi", "sqlalchemy", "alembic", "argon2", "httpx", "uvicorn"):
     pytest.importorskip(module, reason="the web extra is not installed: pip install -e '.[dev]'")
 
-from instructrl.serve.keys import create_key  # noqa: E402
 from instructrl.web.db import Database  # noqa: E402
+from instructrl.web.keys import create_key  # noqa: E402
 from instructrl.web.migrate import upgrade  # noqa: E402
 
 from ..web.conftest import Workbench, postgres_url  # noqa: E402, F401  (postgres_url: a fixture)

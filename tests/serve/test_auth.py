@@ -9,8 +9,8 @@ import time
 import httpx
 
 from instructrl.serve.config import ServeConfig
-from instructrl.serve.keys import revoke_key
 from instructrl.serve.run import Serving, is_loopback
+from instructrl.web.keys import revoke_key
 
 from .conftest import serving
 

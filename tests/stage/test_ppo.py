@@ -117,7 +117,12 @@ def test_reward_rises_while_kl_stays_bounded(ppo_world, tmp_path):
     out = tmp_path / "ppo"
     # the monitor scores the same prompts every 10 iterations with the training reward and a second one
     other = "[{name: other, factory: 'instructrl.ppo.reward:TokenFractionReward', factory_args: {token_ids: [5]}}]"
-    monitor = ("monitor.every=10", f"monitor.prompts=[{ppo_world['prompts']}]", "monitor.max_prompts=16")
+    monitor = (
+        "monitor.every=10",
+        f"monitor.prompts=[{ppo_world['prompts']}]",
+        "monitor.max_prompts=8",
+        "monitor.samples_per_prompt=2",
+    )
     final = run(ppo_cfg(ppo_world, out, "ppo.steps=30", *monitor, f"monitor.rewards={other}"))
     assert (final / "config.json").exists() and (out / "config.yaml").exists()
     score, kl = series(out, "ppo/score"), series(out, "ppo/kl")

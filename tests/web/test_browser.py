@@ -70,6 +70,20 @@ def browser():
         browser.close()
 
 
+def sign_in(browser, url: str, username: str, landing: str, viewport=(1440, 900)):  # noqa: F811
+    """A new browser context signed in as ``username`` (the password of every test user), and its page on
+    ``landing`` (a URL pattern)."""
+    context = browser.new_context(viewport={"width": viewport[0], "height": viewport[1]})
+    context.set_default_timeout(15_000)
+    page = context.new_page()
+    page.goto(f"{url}/login")
+    page.fill("input[name=username]", username)
+    page.fill("input[name=password]", PASSWORD)
+    page.keyboard.press("Enter")
+    page.wait_for_url(landing)
+    return context, page
+
+
 def _shot(page, name: str, full_page: bool = False) -> None:
     SHOTS.mkdir(parents=True, exist_ok=True)
     page.screenshot(path=str(SHOTS / f"{name}.png"), full_page=full_page)
@@ -178,13 +192,7 @@ def test_a_labeling_session_in_a_browser(workbench, browser):
     context.close()
 
     # ---- the admin's pages
-    admin_context = browser.new_context(viewport={"width": 1440, "height": 900})
-    admin_page = admin_context.new_page()
-    admin_page.goto(f"{workbench.url}/login")
-    admin_page.fill("input[name=username]", admin)
-    admin_page.fill("input[name=password]", PASSWORD)
-    admin_page.keyboard.press("Enter")
-    admin_page.wait_for_url("**/admin/projects")
+    admin_context, admin_page = sign_in(browser, workbench.url, admin, "**/admin/projects")
     _shot(admin_page, "admin_projects")
     admin_page.click("text=Haiku and facts, round 1")
     admin_page.wait_for_selector("h2:has-text('Progress')")
@@ -243,14 +251,7 @@ def test_agreement_dashboard_and_gold_in_a_browser(workbench, browser):
                 form |= {f"likert_{position}": str(8 - ranks[index]), f"rank_{position}": str(ranks[index])}
             assert client.post(f"/tasks/{assignment}/submit", data=form).status_code == 303
 
-    context = browser.new_context(viewport={"width": 1440, "height": 900})
-    context.set_default_timeout(15_000)
-    page = context.new_page()
-    page.goto(f"{workbench.url}/login")
-    page.fill("input[name=username]", admin)
-    page.fill("input[name=password]", PASSWORD)
-    page.keyboard.press("Enter")
-    page.wait_for_url("**/admin/projects")
+    context, page = sign_in(browser, workbench.url, admin, "**/admin/projects")
     problems: list[str] = []
     page.on("console", lambda message: message.type == "error" and problems.append(message.text))
     page.on("pageerror", lambda error: problems.append(str(error)))
@@ -314,14 +315,7 @@ def test_a_screening_test_in_a_browser(workbench, browser):
                 )
             )
 
-    context = browser.new_context(viewport={"width": 1440, "height": 900})
-    context.set_default_timeout(15_000)
-    page = context.new_page()
-    page.goto(f"{workbench.url}/login")
-    page.fill("input[name=username]", applicant)
-    page.fill("input[name=password]", PASSWORD)
-    page.keyboard.press("Enter")
-    page.wait_for_url("**/screening")
+    context, page = sign_in(browser, workbench.url, applicant, "**/screening")
     problems: list[str] = []
     page.on("console", lambda message: message.type == "error" and problems.append(message.text))
     page.on("pageerror", lambda error: problems.append(str(error)))
@@ -343,14 +337,7 @@ def test_a_screening_test_in_a_browser(workbench, browser):
     assert problems == []
     context.close()
 
-    admin_context = browser.new_context(viewport={"width": 1440, "height": 900})
-    admin_context.set_default_timeout(15_000)
-    admin_page = admin_context.new_page()
-    admin_page.goto(f"{workbench.url}/login")
-    admin_page.fill("input[name=username]", admin)
-    admin_page.fill("input[name=password]", PASSWORD)
-    admin_page.keyboard.press("Enter")
-    admin_page.wait_for_url("**/admin/projects")
+    admin_context, admin_page = sign_in(browser, workbench.url, admin, "**/admin/projects")
     admin_page.click("nav >> text=Screening")
     admin_page.click("text=Screening, December")
     admin_page.click("text=Noor Haddad")

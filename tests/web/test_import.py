@@ -99,7 +99,7 @@ def test_samples_group_by_prompt_id_else_prompt(tmp_path):
         ("", ["x", "y"], f"{path}:3"),
         ("b", ["3", "4"], f"{path}:5"),
     ]
-    assert items[1].responses[1] == {"text": "y", "policy": "sft", "sample_id": ""}
+    assert items[1].responses[1] == {"text": "y", "policy": "sft", "sample_id": "", "finish_reason": None}
     empty = tmp_path / "empty.jsonl"
     empty.write_text("\n")
     with pytest.raises(RecordError, match="no samples in the file"):

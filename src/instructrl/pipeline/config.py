@@ -123,10 +123,60 @@ class OveroptConfig:
     )
     n: int = option(8, "Best-of-n: SFT samples per monitor prompt (curves for n = 1, 2, 4, ... up to this).")
     every: int = option(5, "PPO: score the monitor prompts every N iterations (and before the first, after the last).")
+    samples: int = option(1, "PPO: responses per monitor prompt at each point (more: less noise, more time).")
 
     def __post_init__(self) -> None:
-        if self.prompts < 0 or self.n < 1 or self.every < 1:
-            raise ValueError("overopt: prompts >= 0, n >= 1 and every >= 1 are needed")
+        if self.prompts < 0 or self.n < 1 or self.every < 1 or self.samples < 1:
+            raise ValueError("overopt: prompts >= 0, n >= 1, every >= 1 and samples >= 1 are needed")
+
+
+WORKBENCH_STEPS = ("demonstrations", "rankings")
+
+
+@dataclass
+class PipelineWorkbenchConfig:
+    """People (and bot labelers) in the labeling workbench give the run its demonstrations and rankings,
+    instead of the simulated training panel. The simulated panels are still built: the held-out panel
+    judges the evaluation."""
+
+    steps: list[str] = option(
+        [],
+        "Steps whose labels come from the workbench: demonstrations, rankings (either or both); empty: none, "
+        "the simulated training panel labels.",
+    )
+    db_url: str = option(
+        "",
+        "The workbench's database (as instructrl label serve); '': sqlite:///<run.out_dir>/workbench.db.",
+    )
+    org: str = option("default", "Organization of the projects (it must exist: create its first admin first).")
+    project: str = option(
+        "",
+        "Name prefix of the run's projects (<project>-demonstrations, <project>-rankings); '': the run folder's name.",
+    )
+    labelers: list[str] = option([], "User names the tasks go to; empty: every active labeler of the org.")
+    overlap: float = option(0.0, "Share of the items given to labelers_per_item labelers (for measuring agreement).")
+    labelers_per_item: int = option(2, "Labelers each overlapping item goes to.")
+    instructions: str = option("", "A text file of labeling instructions, shown beside every task.")
+    candidates: bool = option(
+        True,
+        "Demonstration tasks carry the base model's candidates (demo_sampling) in their meta, for bot labelers "
+        "(a person writes the answer).",
+    )
+    wait: float | None = option(
+        None,
+        "Seconds to wait for the labels before stopping (exit code 3; run the same command again to go on); "
+        "None: wait as long as it takes.",
+    )
+    poll: float = option(10.0, "Seconds between two looks at the workbench while waiting.")
+
+    def __post_init__(self) -> None:
+        unknown = [s for s in self.steps if s not in WORKBENCH_STEPS]
+        if unknown:
+            raise ValueError(f"workbench.steps: unknown step {unknown[0]!r}; valid: {', '.join(WORKBENCH_STEPS)}")
+        if not 0.0 <= self.overlap <= 1.0 or self.labelers_per_item < 1:
+            raise ValueError("workbench: overlap in [0, 1] and labelers_per_item >= 1 are needed")
+        if (self.wait is not None and self.wait < 0) or self.poll <= 0:
+            raise ValueError("workbench: wait >= 0 (or null) and poll > 0 are needed")
 
 
 @dataclass
@@ -334,6 +384,9 @@ class PipelineConfig:
         "What PPO maximizes: the learned reward model, or 'gold': the training panel's own noise-free judgment "
         "(instructrl.label.gold), to test the RL stage apart from the reward model. The held-out panel judges "
         "either way and is never read by the gold reward.",
+    )
+    workbench: PipelineWorkbenchConfig = section(
+        PipelineWorkbenchConfig, "Labels from people in the labeling workbench (instructrl label serve)."
     )
     ppo: PPOConfig = option(factory=_ppo, doc="PPO, for both the ppo and ppo_ptx steps (instructrl ppo --help).")
     ptx: PipelinePtxConfig = section(PipelinePtxConfig, "The pretraining term of PPO-ptx.")
@@ -545,6 +598,7 @@ def ppo_monitor(cfg: PipelineConfig, paths: Paths) -> MonitorConfig:
         every=cfg.overopt.every,
         prompts=[str(paths.prompts / "sft.jsonl")],
         max_prompts=cfg.overopt.prompts,
+        samples_per_prompt=cfg.overopt.samples,
         rewards=rewards,
     )
 

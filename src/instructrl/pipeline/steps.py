@@ -26,6 +26,7 @@ from instructrl.ppo.config import PPOConfig
 from instructrl.records import (
     Demonstration,
     Prompt,
+    Ranking,
     RecordError,
     atomic_write_text,
     prompt_text,
@@ -105,7 +106,11 @@ def build_steps(cfg: PipelineConfig) -> list[Step]:
         ),
         Step(
             "demonstrations",
-            {"label": stage["demonstrations"], "extra": cfg.data.demonstrations},
+            {
+                "label": stage["demonstrations"],
+                "extra": cfg.data.demonstrations,
+                **workbench_spec(cfg, paths, "demonstrations"),
+            },
             lambda: demonstrations_step(cfg, paths, stage["demonstrations"]),
         ),
         Step("sft", {"sft": stage["sft"]}, lambda: {"output": str(run_sft(stage["sft"]))}),
@@ -114,7 +119,11 @@ def build_steps(cfg: PipelineConfig) -> list[Step]:
             {"model": paths.sft_model, "sampling": cfg.rm_sampling, "seed": seed},
             lambda: sample_step(cfg, paths, "samples", paths.sft_model, "rm", cfg.rm_sampling),
         ),
-        Step("rankings", {"label": stage["rankings"]}, lambda: rankings_step(stage["rankings"])),
+        Step(
+            "rankings",
+            {"label": stage["rankings"], **workbench_spec(cfg, paths, "rankings")},
+            lambda: rankings_step(cfg, paths, stage["rankings"]),
+        ),
         Step("rm", {"rm": stage["rm"]}, lambda: {"output": str(run_rm(stage["rm"]))}),
         *(
             [
@@ -330,10 +339,14 @@ def best_of_n_step(cfg: PipelineConfig, paths: Paths) -> dict:
 
 
 def demonstrations_step(cfg: PipelineConfig, paths: Paths, label: LabelConfig) -> dict:
-    """The training panel's demonstrations, after the labeler-written ones that no test user or test
-    prompt shares."""
-    run_label(label)
-    panel = read_jsonl(paths.out / "demonstrations" / "demonstrations.jsonl", Demonstration)
+    """The training panel's demonstrations (or the workbench's), after the labeler-written ones that no
+    test user or test prompt shares."""
+    if "demonstrations" in cfg.workbench.steps:
+        collected = workbench_labels(cfg, paths, "demonstrations", demonstration_items(cfg, paths, label))
+        panel = read_jsonl(collected["demonstrations"], Demonstration)
+    else:
+        run_label(label)
+        panel = read_jsonl(paths.out / "demonstrations" / "demonstrations.jsonl", Demonstration)
     test = read_jsonl(paths.prompts / "test.jsonl", Prompt)
     written = [d for spec in cfg.data.demonstrations for d in load_demonstrations(spec)]
     kept = leave_out_test(written, test)
@@ -360,6 +373,106 @@ def leave_out_test(demos: list[Demonstration], test: list[Prompt]) -> list[Demon
     ]
 
 
-def rankings_step(label: LabelConfig) -> dict:
+def rankings_step(cfg: PipelineConfig, paths: Paths, label: LabelConfig) -> dict:
+    """The training panel's rankings of the SFT samples, or the workbench's. The panels are built and
+    calibrated either way: the held-out panel judges the evaluation (and the training panel is the gold
+    reward); with the workbench, the panel's own rankings are kept as panel_rankings.jsonl."""
     run_label(label)
-    return json.loads((Path(label.run.out_dir) / "metrics.json").read_text())
+    metrics = json.loads((Path(label.run.out_dir) / "metrics.json").read_text())
+    if "rankings" not in cfg.workbench.steps:
+        return metrics
+    from instructrl.label.workbench.imports import read_rank_items
+
+    collected = workbench_labels(cfg, paths, "rankings", read_rank_items(label.samples))
+    paths.rankings.replace(paths.rankings.with_name("panel_rankings.jsonl"))
+    Path(collected["rankings"]).replace(paths.rankings)
+    agreement = json.loads(Path(collected["agreement"]).read_text())
+    rankings = read_jsonl(paths.rankings, Ranking)
+    if not rankings:
+        raise RecordError(str(paths.rankings), None, "the workbench gave no rankings (every item was skipped)")
+    info = {
+        "workbench/rankings": len(rankings),
+        "workbench/skipped": sum(1 for _ in open(collected["skips"], encoding="utf-8")),
+        "workbench/labelers": len({r.labeler_id for r in rankings}),
+    }
+    pairwise = agreement.get("pairwise") or {}
+    if pairwise.get("rate") is not None:  # only where items overlap (workbench.overlap > 0)
+        info["workbench/agreement"] = pairwise["rate"]
+        info["workbench/agreement_comparisons"] = pairwise["comparisons"]
+    metrics |= info
+    atomic_write_text(Path(label.run.out_dir) / "metrics.json", json.dumps(metrics, indent=2) + "\n")
+    log.info("run: rankings from the workbench %s", info)
+    return metrics
+
+
+# --------------------------------------------------------------------------- the workbench
+
+
+def workbench_db_url(cfg: PipelineConfig, paths: Paths) -> str:
+    return cfg.workbench.db_url or f"sqlite:///{(paths.out / 'workbench.db').resolve()}"
+
+
+def workbench_project(cfg: PipelineConfig, paths: Paths, step: str) -> str:
+    return f"{cfg.workbench.project or paths.out.resolve().name}-{step}"
+
+
+def workbench_spec(cfg: PipelineConfig, paths: Paths, step: str) -> dict:
+    """What a step's output depends on in the workbench (not how long it waits)."""
+    w = cfg.workbench
+    if step not in w.steps:
+        return {}
+    keep = ("org", "labelers", "overlap", "labelers_per_item", "instructions", "candidates")
+    return {
+        "workbench": {k: getattr(w, k) for k in keep}
+        | {"db_url": workbench_db_url(cfg, paths), "project": workbench_project(cfg, paths, step)}
+    }
+
+
+def demonstration_items(cfg: PipelineConfig, paths: Paths, label: LabelConfig) -> list:
+    """A write-a-demonstration item per SFT prompt; with ``workbench.candidates``, the base model's
+    candidates for it (the demo_samples step) ride in its meta for bot labelers."""
+    from instructrl.label.workbench.imports import read_demonstration_items
+    from instructrl.records import Sample
+
+    items = read_demonstration_items(label.prompts)
+    if cfg.workbench.candidates:
+        by_prompt: dict[str, list[str]] = {}
+        for sample in read_jsonl(label.samples, Sample):
+            by_prompt.setdefault(str(sample.meta.get("prompt_id", "")), []).append(sample.response)
+        for item in items:
+            if by_prompt.get(item.external_id):
+                item.meta["candidates"] = by_prompt[item.external_id]
+    return items
+
+
+def workbench_labels(cfg: PipelineConfig, paths: Paths, step: str, items: list) -> dict:
+    """Publish a step's items to the workbench (once), wait for their labels, export them under
+    ``<step>/workbench/``."""
+    from instructrl.label.workbench.loop import collect, publish, wait_for_labels
+    from instructrl.web.db import Database
+
+    w = cfg.workbench
+    name = workbench_project(cfg, paths, step)
+    try:
+        instructions = Path(w.instructions).read_text(encoding="utf-8") if w.instructions else ""
+    except OSError as e:
+        raise RecordError(w.instructions, None, f"cannot read the labeling instructions: {e}") from None
+    db = Database(workbench_db_url(cfg, paths))
+    try:
+        project_id = publish(
+            db,
+            org=w.org,
+            project=name,
+            kind="demonstrate" if step == "demonstrations" else "rank",
+            items=items,
+            labelers=w.labelers,
+            overlap=w.overlap,
+            per_item=w.labelers_per_item,
+            seed=cfg.run.seed,
+            instructions=instructions,
+        )
+        log.info("run: %s: %d items in workbench project %r (%s)", step, len(items), name, db.url.render_as_string())
+        wait_for_labels(db, project_id, name, wait=w.wait, poll=w.poll, progress=cfg.run.progress)
+        return collect(db, project_id, paths.out / step / "workbench")
+    finally:
+        db.dispose()

@@ -253,11 +253,16 @@ class MonitorConfig:
     )
     prompts: list[str] = option([], "Held-out prompt files (not trained on, not the test prompts).")
     max_prompts: int = option(32, "Monitor at most this many prompts.")
+    samples_per_prompt: int = option(
+        1,
+        "Responses sampled per monitor prompt: the mean score's noise falls as 1/sqrt(prompts x samples) (with "
+        "16 prompts and 1 sample, the gold score's standard error is about 0.02, as large as what PPO gains).",
+    )
     rewards: list[MonitorReward] = option([], "Rewards to score with besides the training reward (e.g. gold).")
 
     def __post_init__(self) -> None:
-        if self.every < 0 or self.max_prompts < 1:
-            raise ValueError("monitor.every must be >= 0 and monitor.max_prompts >= 1")
+        if self.every < 0 or self.max_prompts < 1 or self.samples_per_prompt < 1:
+            raise ValueError("monitor.every must be >= 0, monitor.max_prompts and samples_per_prompt >= 1")
         if self.every and not self.prompts:
             raise ValueError("monitor.every > 0 needs monitor.prompts")
 

@@ -43,7 +43,8 @@ class Monitor:
     ):
         self.cfg, self.tok, self.generator, self.policy, self.reference = cfg, tok, generator, policy, reference
         self.device, self.autocast_ctx = device, autocast_ctx
-        self.prompts = load_prompts(cfg.monitor.prompts, cfg.monitor.max_prompts) if cfg.monitor.every else []
+        prompts = load_prompts(cfg.monitor.prompts, cfg.monitor.max_prompts) if cfg.monitor.every else []
+        self.prompts = [p for p in prompts for _ in range(cfg.monitor.samples_per_prompt)]
         self.prompt_ids = encode_prompts(tok, self.prompts, cfg.data.max_prompt_tokens)
         frozen = DTYPES[cfg.memory.frozen_dtype]
         self.rewards = {"reward": training_reward} | {

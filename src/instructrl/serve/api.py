@@ -28,7 +28,7 @@ from sqlalchemy import select
 from starlette.concurrency import run_in_threadpool
 
 from instructrl.serve.engine import EngineError, SamplingParams, Sequence
-from instructrl.serve.keys import ANONYMOUS, Caller, find_caller
+from instructrl.web.keys import ANONYMOUS, Caller, find_caller
 from instructrl.web.models import ServedPrompt, User
 from instructrl.web.prompts import record
 

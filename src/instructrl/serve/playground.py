@@ -27,9 +27,9 @@ from starlette.concurrency import run_in_threadpool
 
 from instructrl.serve.api import APIError, Call, Run, check_call, json_body
 from instructrl.serve.engine import EngineError
-from instructrl.serve.keys import Caller
 from instructrl.web.auth import Viewer, current_viewer
 from instructrl.web.db import utcnow
+from instructrl.web.keys import Caller
 from instructrl.web.models import Comparison, Consent, Organization, ServedPrompt, User
 from instructrl.web.pages import render
 from instructrl.web.prompts import accept_notice, has_consent, record

@@ -16,10 +16,10 @@ from instructrl.records import PromptText, RecordError, write_jsonl
 from instructrl.serve import api, playground
 from instructrl.serve.config import KeyConfig, PromptExportConfig, RevokeConfig, ServeConfig
 from instructrl.serve.engine import ENGINES
-from instructrl.serve.keys import RateLimiter, any_keys, create_key, revoke_key
 from instructrl.web.app import create_app
 from instructrl.web.auth import Viewer
 from instructrl.web.db import Database
+from instructrl.web.keys import RateLimiter, any_keys, create_key, revoke_key
 from instructrl.web.migrate import upgrade
 from instructrl.web.prompts import training_prompts
 

@@ -1,4 +1,4 @@
-"""Configs of ``instructrl label import`` and ``instructrl label export`` (``label serve`` takes
+"""Configs of ``instructrl label import``, ``label export`` and ``label bot`` (``label serve`` takes
 :class:`instructrl.web.settings.WebSettings`)."""
 
 from __future__ import annotations
@@ -6,7 +6,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
-from instructrl.config import option
+from instructrl.config import option, section
+from instructrl.label.config import JudgeConfig, RubricConfig
 
 DEFAULT_DB = "sqlite:///runs/workbench/workbench.db"
 EXPORT_FORMATS = ("jsonl", "pairs", "hf")  # as label/workbench/export.py FORMATS
@@ -83,3 +84,48 @@ class ExportConfig:
                 f"formats are any of {', '.join(EXPORT_FORMATS)}, e.g. formats=jsonl,pairs; got "
                 f"{', '.join(unknown) or 'none'}"
             )
+
+
+@dataclass
+class BotConfig:
+    """A simulated labeler (one labeler of a saved panel) or the LLM judge, labeling a workbench user's
+    queue through the workbench's API, as a person would through its pages."""
+
+    url: str = option("http://127.0.0.1:8400", "The workbench's address (as label serve prints it, without /login).")
+    api_key_env: str = option(
+        "INSTRUCTRL_LABEL_KEY",
+        "Environment variable holding the bot user's API key (instructrl serve key create user=NAME db_url=...).",
+    )
+    project: int | None = option(None, "Label only this project's tasks (its id); None: the whole queue.")
+    labeler: Literal["panel", "judge"] = option(
+        "panel", "'panel': one simulated labeler of panel_file; 'judge': the LLM judge (the judge section)."
+    )
+    panel_file: str = option(
+        "",
+        "panels.json of an instructrl run with the panel to take the labeler from (#train, the default, or "
+        "#heldout), e.g. runs/default/rankings/panels.json#train; '': a training panel with the default "
+        "settings (label.panel), not calibrated.",
+    )
+    labeler_id: str = option("", "Which labeler of the panel the bot is (its id in panels.json); '': the first.")
+    prompts: list[str] = option(
+        [],
+        "Prompt JSONL files whose records (constraints, reference answers, categories) the labeler reads "
+        "beside the prompt text; a prompt found in none is judged as plain text.",
+    )
+    rubric: RubricConfig = section(
+        RubricConfig, "The rubric the simulated labeler judges with (as label.panel.rubric)."
+    )
+    judge: JudgeConfig = section(JudgeConfig, "The LLM judge (labeler=judge).")
+    max_items: int | None = option(None, "Stop after this many labels; None: when the queue is empty.")
+    wait: float = option(0.0, "Seconds to keep asking an empty queue for new tasks before stopping (0: stop at once).")
+    poll: float = option(2.0, "Seconds between two asks of an empty queue while waiting.")
+    seed: int = option(0, "Seed of the labeler's noise (each label draws from seed and the assignment id).")
+    timeout: float = option(60.0, "Seconds to wait for one answer of the workbench.")
+
+    def __post_init__(self) -> None:
+        if not self.url.startswith(("http://", "https://")):
+            raise ValueError(f"url must start with http:// or https://, got {self.url!r}")
+        if min(self.wait, self.poll) < 0 or self.timeout <= 0:
+            raise ValueError("wait and poll must be >= 0 and timeout > 0")
+        if self.max_items is not None and self.max_items < 1:
+            raise ValueError(f"max_items must be >= 1, got {self.max_items}")

@@ -26,7 +26,8 @@ from instructrl.web.models import Assignment, InstructionVersion, Organization, 
 
 @dataclasses.dataclass
 class Item:
-    """One task to create: a prompt, and for a ranking its responses (``{"text", "policy", "sample_id"}``)."""
+    """One task to create: a prompt, and for a ranking its responses (``{"text", "policy", "sample_id",
+    "finish_reason"}``)."""
 
     prompt: Any
     external_id: str
@@ -79,7 +80,8 @@ def read_rank_items(path: str | os.PathLike, name: str | None = None) -> list[It
             raise RecordError(
                 where, "prompt", f"differs from the prompt of {item.where} although both have prompt_id {key!r}"
             )
-        item.responses.append({"text": sample.response, "policy": sample.policy, "sample_id": sample.id})
+        response = {"text": sample.response, "policy": sample.policy, "sample_id": sample.id}
+        item.responses.append(response | {"finish_reason": sample.finish_reason})
         lines[key].append(lineno)
         if len(item.responses) > K_MAX:
             raise RecordError(

@@ -219,7 +219,7 @@ def _form_fields(form: Any) -> dict[str, list[str]]:
     return {name: [v for v in form.getlist(name) if isinstance(v, str)] for name in form.keys()}
 
 
-def _instruction_version(db: Database, project_id: int, raw: list[str]) -> InstructionVersion | None:
+def instruction_version_of(db: Database, project_id: int, raw: list[str]) -> InstructionVersion | None:
     """The instruction version the page showed (sent back by the form), if it is one of this project's."""
     if len(raw) != 1 or not raw[0].isdigit():
         return None
@@ -228,7 +228,7 @@ def _instruction_version(db: Database, project_id: int, raw: list[str]) -> Instr
     return version if version is not None and version.project_id == project_id else None
 
 
-def _save_label(
+def save_label(
     db: Database, work: Work, viewer: Viewer, payload: dict | None, skip_reason: str | None, version
 ) -> bool:
     """Store the label and close the assignment in one transaction; False when it was already closed
@@ -286,10 +286,10 @@ def _submit(request: Request, assignment_id: int, viewer: Viewer, fields: dict[s
         payload, errors = parse_prompt_form(fields, meta.get("prompt_type", "plain"), meta.get("use_case"))
     else:
         payload, errors = parse_demonstration((fields.get("response") or [""])[0])
-    version = _instruction_version(db, work.project.id, fields.get("instruction_version", []))
+    version = instruction_version_of(db, work.project.id, fields.get("instruction_version", []))
     if errors:
         return _task_page(request, work, fields, errors, status_code=400, instructions=version)
-    _save_label(db, work, viewer, payload, None, version)
+    save_label(db, work, viewer, payload, None, version)
     return _after_save(db, viewer, work.project.id)
 
 
@@ -303,14 +303,14 @@ def _skip(request: Request, assignment_id: int, viewer: Viewer, fields: dict[str
     db = request.app.state.db
     work = load_work(db, viewer, assignment_id)
     reason, errors = check_skip_reason((fields.get("skip_reason") or [""])[0])
-    version = _instruction_version(db, work.project.id, fields.get("instruction_version", []))
+    version = instruction_version_of(db, work.project.id, fields.get("instruction_version", []))
     if errors:
         with db.read() as session:
             draft = session.scalar(select(Draft).where(Draft.assignment_id == assignment_id))
         kept = dict(draft.payload) if draft and draft.payload else {}
         kept["skip_reason"] = fields.get("skip_reason", [""])
         return _task_page(request, work, kept, errors, status_code=400, instructions=version)
-    _save_label(db, work, viewer, None, reason, version)
+    save_label(db, work, viewer, None, reason, version)
     return _after_save(db, viewer, work.project.id)
 
 

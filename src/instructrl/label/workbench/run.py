@@ -12,7 +12,7 @@ from fastapi import FastAPI
 from sqlalchemy import func, select
 
 from instructrl.config import save_config
-from instructrl.label.workbench import admin, dashboard, routes, screening_pages
+from instructrl.label.workbench import admin, api, dashboard, routes, screening_pages
 from instructrl.label.workbench.config import ExportConfig, ImportConfig
 from instructrl.label.workbench.export import export_project, find_project
 from instructrl.label.workbench.imports import (
@@ -55,12 +55,13 @@ def build_app(settings: WebSettings, db: Database | None = None) -> FastAPI:
     """The workbench on the web foundation (the database must be migrated: :func:`serve` does it)."""
     return create_app(
         settings,
-        [routes.router, admin.router, dashboard.router, screening_pages.router],
+        [routes.router, admin.router, dashboard.router, screening_pages.router, api.router],
         db=db,
         template_dirs=[TEMPLATES],
         static_dirs={"workbench": STATIC},
         home=home,
         nav=nav,
+        csrf_exempt=(api.PREFIX,),  # the bots' API authenticates by a header, not a cookie
     )
 
 
