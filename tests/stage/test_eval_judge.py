@@ -119,6 +119,27 @@ def test_the_llm_judge_beside_the_panel(tmp_path, tiny_model_dir, other_model_di
     metrics = json.loads((out / "metrics.jsonl").read_text().splitlines()[-1])
     assert metrics["eval/other/judge_win_rate"] == rows["other"]["judge"]["win_rate"]
 
+    # resumed: the kept verdicts are not asked again; a policy whose verdicts are gone is asked again alone
+    (out / "judge" / "other.json").unlink()
+    with OpenAIStub(by_prompt(verdict)) as server:
+        assert (
+            main(
+                eval_args(
+                    out,
+                    tiny_model_dir,
+                    other_model_dir,
+                    tiny_panel_file,
+                    f"judge.base_url={server.base_url}",
+                    "judge.model=stub",
+                )
+            )
+            == 0
+        )
+        again = server.requests
+    assert len(again) == 1 + 2 * 10  # the endpoint check, then both orders of other's 10 pairs only
+    rerun = json.loads((out / "results.json").read_text())
+    assert [r["judge"] for r in rerun["policies"]] == [r["judge"] for r in results["policies"]]
+
 
 def test_a_judge_that_does_not_answer_stops_before_sampling(
     tmp_path, tiny_model_dir, other_model_dir, tiny_panel_file, capsys

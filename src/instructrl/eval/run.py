@@ -29,12 +29,14 @@ the agreement over the pairs neither called a tie, and the judge's unparsed answ
 all pairs); ``comparisons.jsonl`` holds both verdicts of every pair (``outcome``: the panel's,
 ``judge``: the judge's). The endpoint is asked once before sampling, so that a judge that does not
 answer stops the evaluation at once; one that fails later stops it too, naming the endpoint; a
-failure is never counted as a tie.
+failure is never counted as a tie. Its verdicts are kept per policy in ``judge/<policy>.json`` as they come in: a
+resumed evaluation asks the judge again only for a policy whose responses (or the judge's model or settings) changed.
 """
 
 from __future__ import annotations
 
 import gc
+import hashlib
 import json
 import logging
 import random
@@ -253,13 +255,40 @@ def load_judge(cfg: EvalJudgeConfig) -> LLMJudge:
 
 
 def judge_pairs(
-    cfg: EvalConfig, judge: LLMJudge, prompts: list[Prompt], resp: dict[str, list[str]], names: list[str]
+    cfg: EvalConfig,
+    judge: LLMJudge,
+    prompts: list[Prompt],
+    resp: dict[str, list[str]],
+    names: list[str],
+    cache_dir: Path | None = None,
 ) -> tuple[dict[str, list[str]], dict[str, int]]:
     """``(outcomes, unparsed)``: the LLM judge's outcome of each policy's response against the
-    baseline's on every prompt (both orders asked), and its unparsed answers per policy."""
+    baseline's on every prompt (both orders asked), and its unparsed answers per policy. With
+    ``cache_dir``, each policy's verdicts are kept in ``<cache_dir>/<policy>.json`` as soon as they are
+    in, and a resumed evaluation asks again only where the judge, the prompts or a response changed."""
     outcomes: dict[str, list[str]] = {}
     unparsed: dict[str, int] = {}
     for n in tqdm(names, desc="eval LLM judge", disable=not cfg.run.progress):
+        key = hashlib.sha256(
+            json.dumps(
+                [
+                    cfg.judge.model,
+                    cfg.judge.temperature,
+                    cfg.judge.max_tokens,
+                    [p.prompt for p in prompts],
+                    resp[n],
+                    resp[cfg.baseline],
+                ],
+                ensure_ascii=False,
+            ).encode("utf-8", "surrogatepass")
+        ).hexdigest()
+        path = cache_dir / f"{n}.json" if cache_dir is not None else None
+        if path is not None and path.exists():
+            kept = json.loads(path.read_text(encoding="utf-8"))
+            if kept.get("key") == key:
+                outcomes[n], unparsed[n] = kept["outcomes"], kept["unparsed"]
+                log.info("eval: the LLM judge's verdicts on %s are kept from %s", n, path)
+                continue
         before = judge.unparsed
         try:
             outcomes[n] = judge.compare_many(prompts, resp[n], resp[cfg.baseline])
@@ -269,6 +298,9 @@ def judge_pairs(
                 f"{n} with {cfg.baseline}: {e}"
             ) from None
         unparsed[n] = judge.unparsed - before
+        if path is not None:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            atomic_write_text(path, json.dumps({"key": key, "outcomes": outcomes[n], "unparsed": unparsed[n]}) + "\n")
     return outcomes, unparsed
 
 
@@ -349,7 +381,9 @@ def run_preference(cfg: EvalConfig, out: Path) -> None:
             panel.compare(p, resp[n][i], resp[base][i], rng_for(cfg.run.seed, "eval", n, p.id), [fr[n][i], fr[base][i]])
             for i, p in enumerate(prompts)
         ]
-    judge_outcomes, judge_unparsed = judge_pairs(cfg, judge, prompts, resp, list(outcomes)) if judge else ({}, {})
+    judge_outcomes, judge_unparsed = (
+        judge_pairs(cfg, judge, prompts, resp, list(outcomes), out / "judge") if judge else ({}, {})
+    )
     for n in outcomes:
         for i, p in enumerate(prompts):
             row = {"prompt_id": p.id, "policy": n, "baseline": base, "outcome": outcomes[n][i]}
