@@ -340,7 +340,7 @@ def test_best_of_n_curve_and_the_ppo_monitor(done):
 def test_gold_reward_run_redoes_only_ppo_and_eval(done):
     import yaml
 
-    run(tiny(done, "reward=gold", "eval.max_new_tokens=8"))
+    run(tiny(done, "reward=gold", "overopt.keep_best=true", "eval.max_new_tokens=8"))
     timings = json.loads((done / "timings.json").read_text())
     assert [t["step"] for t in timings if not t["skipped"]] == ["ppo", "ppo_ptx", "eval", *STEPS[12:]]
     reward = yaml.safe_load((done / "ppo" / "config.yaml").read_text())["reward"]
@@ -351,3 +351,10 @@ def test_gold_reward_run_redoes_only_ppo_and_eval(done):
     assert [r["monitor/reward"] for r in watched] == pytest.approx([r["monitor/gold"] for r in watched], abs=1e-12)
     scores = [r["ppo/score"] for r in read_metrics(done / "ppo") if "ppo/score" in r]
     assert scores and all(0.0 <= s <= 1.0 for s in scores)  # gold scores are qualities in [0, 1]
+    # overopt.keep_best: each PPO step keeps the policy of its best gold monitor point, and that is evaluated
+    for step in ("ppo", "ppo_ptx"):
+        points = [r for r in read_metrics(done / step) if "monitor/gold" in r]
+        kept = json.loads((done / step / "best" / "state.json").read_text())
+        assert kept["score"] == pytest.approx(max(r["monitor/gold"] for r in points))
+    models = {p["name"]: p["model"] for p in json.loads((done / "eval" / "results.json").read_text())["policies"]}
+    assert models["ppo"] == str(done / "ppo" / "best") and models["ppo_ptx"] == str(done / "ppo_ptx" / "best")

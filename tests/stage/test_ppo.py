@@ -122,6 +122,7 @@ def test_reward_rises_while_kl_stays_bounded(ppo_world, tmp_path):
         f"monitor.prompts=[{ppo_world['prompts']}]",
         "monitor.max_prompts=8",
         "monitor.samples_per_prompt=2",
+        "monitor.keep_best=other",
     )
     final = run(ppo_cfg(ppo_world, out, "ppo.steps=30", *monitor, f"monitor.rewards={other}"))
     assert (final / "config.json").exists() and (out / "config.yaml").exists()
@@ -159,6 +160,12 @@ def test_reward_rises_while_kl_stays_bounded(ppo_world, tmp_path):
     # the training reward on the held-out monitor prompts rises as it does on the training batches
     assert watched[-1]["monitor/reward"] > watched[0]["monitor/reward"] + 0.05, watched
     assert all(0.0 <= r["monitor/other"] <= 1.0 and 0.0 <= r["monitor/reward"] <= 1.0 for r in watched)
+    # the policy at the monitor point with the best "other" score is kept (the earliest, on a tie)
+    best = max(watched, key=lambda r: (r["monitor/other"], -r["step"]))
+    kept = json.loads((out / "best" / "state.json").read_text())
+    assert (kept["step"], kept["reward"]) == (best["step"], "other")
+    assert kept["score"] == pytest.approx(best["monitor/other"]) and kept["kl"] == pytest.approx(best["monitor/kl"])
+    assert (out / "best" / "model.safetensors").exists() and not (out / "best.partial").exists()
 
 
 def test_ptx_keeps_pretraining_loss_lower(ppo_world, tmp_path):

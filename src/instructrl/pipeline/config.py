@@ -124,6 +124,12 @@ class OveroptConfig:
     n: int = option(8, "Best-of-n: SFT samples per monitor prompt (curves for n = 1, 2, 4, ... up to this).")
     every: int = option(5, "PPO: score the monitor prompts every N iterations (and before the first, after the last).")
     samples: int = option(1, "PPO: responses per monitor prompt at each point (more: less noise, more time).")
+    keep_best: bool = option(
+        False,
+        "PPO and PPO-ptx keep the policy of the monitor point with the highest gold score (best/) and the "
+        "evaluation takes it instead of the last one: checkpoint selection on the monitor prompts (SFT "
+        "prompts, never test prompts).",
+    )
 
     def __post_init__(self) -> None:
         if self.prompts < 0 or self.n < 1 or self.every < 1 or self.samples < 1:
@@ -491,6 +497,10 @@ class Paths:
     def rm_model(self) -> str:
         return str(self.out / "rm" / "final")
 
+    def ppo_model(self, cfg: PipelineConfig, step: str) -> str:
+        """The policy a PPO step hands to the evaluation: final/, or best/ with overopt.keep_best."""
+        return str(self.out / step / ("best" if cfg.overopt.keep_best and cfg.overopt.prompts else "final"))
+
 
 # --------------------------------------------------------------------------- stage configs
 
@@ -600,6 +610,7 @@ def ppo_monitor(cfg: PipelineConfig, paths: Paths) -> MonitorConfig:
         max_prompts=cfg.overopt.prompts,
         samples_per_prompt=cfg.overopt.samples,
         rewards=rewards,
+        keep_best="gold" if cfg.overopt.keep_best else "",
     )
 
 
@@ -615,8 +626,8 @@ def eval_config(cfg: PipelineConfig, paths: Paths) -> EvalConfig:
         PolicySpec("base", paths.base),
         PolicySpec("base_prompted", paths.base, few_shot=True),
         PolicySpec("sft", paths.sft_model),
-        PolicySpec("ppo", str(paths.out / "ppo" / "final")),
-        PolicySpec("ppo_ptx", str(paths.out / "ppo_ptx" / "final")),
+        PolicySpec("ppo", paths.ppo_model(cfg, "ppo")),
+        PolicySpec("ppo_ptx", paths.ppo_model(cfg, "ppo_ptx")),
     ]
     return replace(
         cfg.eval,
@@ -641,8 +652,8 @@ def suite_config(cfg: PipelineConfig, paths: Paths) -> EvalConfig | None:
     policies = [
         PolicySpec("base", paths.base),
         PolicySpec("sft", paths.sft_model),
-        PolicySpec("ppo", str(paths.out / "ppo" / "final")),
-        PolicySpec("ppo_ptx", str(paths.out / "ppo_ptx" / "final")),
+        PolicySpec("ppo", paths.ppo_model(cfg, "ppo")),
+        PolicySpec("ppo_ptx", paths.ppo_model(cfg, "ppo_ptx")),
     ]
     unused = _suite()
     pinned = {key: getattr(unused, key) for key in PREFERENCE_KEYS}

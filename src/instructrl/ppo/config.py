@@ -259,8 +259,19 @@ class MonitorConfig:
         "16 prompts and 1 sample, the gold score's standard error is about 0.02, as large as what PPO gains).",
     )
     rewards: list[MonitorReward] = option([], "Rewards to score with besides the training reward (e.g. gold).")
+    keep_best: str = option(
+        "",
+        "Keep the policy at the monitor point where this reward's mean score was highest in out_dir/best/ "
+        "(state.json: step, score, KL): 'reward' (the training reward) or a monitor reward's name, e.g. gold; "
+        "'': keep none. Chosen on the monitor prompts, so evaluate it on other (test) prompts.",
+    )
 
     def __post_init__(self) -> None:
+        names = ["reward", *(r.name for r in self.rewards)]
+        if self.keep_best and self.keep_best not in names:
+            raise ValueError(f"monitor.keep_best: {self.keep_best!r} is no monitor reward; one of {', '.join(names)}")
+        if self.keep_best and not self.every:
+            raise ValueError("monitor.keep_best needs monitor.every > 0 (it keeps the best monitor point)")
         if self.every < 0 or self.max_prompts < 1 or self.samples_per_prompt < 1:
             raise ValueError("monitor.every must be >= 0, monitor.max_prompts and samples_per_prompt >= 1")
         if self.every and not self.prompts:

@@ -10,6 +10,7 @@ the iteration. ``final/`` is the policy as a plain Hugging Face directory (LoRA 
 from __future__ import annotations
 
 import dataclasses
+import json
 import logging
 import math
 import time
@@ -19,7 +20,7 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 
-from instructrl.models.checkpoint import load_checkpoint, load_weights, save_checkpoint, save_final
+from instructrl.models.checkpoint import load_checkpoint, load_weights, publish, save_checkpoint, save_final
 from instructrl.models.engines import make_generator
 from instructrl.models.forward import encode_prompts
 from instructrl.models.generation import eos_ids_of, is_cut
@@ -158,7 +159,10 @@ def run(cfg: PPOConfig) -> Path:
     def log_monitor() -> None:
         if sampler is not None:
             sampler.refresh()  # the monitor samples with the policy as it is now
-        metrics.log(step, monitor())
+        scores = monitor()
+        metrics.log(step, scores)
+        if cfg.monitor.keep_best:
+            keep_if_best(out, policy, tok, step, scores, cfg.monitor.keep_best)
 
     def eval_ptx() -> None:
         if ptx is not None and ptx.held_out:
@@ -265,6 +269,19 @@ def run(cfg: PPOConfig) -> Path:
     final = save_final(out, policy, tok, state={"step": step, "kl_coef": kl_ctl.coef})
     log.info("ppo: done, %d iterations; policy in %s", step, final)
     return final
+
+
+def keep_if_best(out: Path, policy: Any, tok: Any, step: int, scores: dict, name: str) -> Path | None:
+    """Write the policy to ``out/best`` when ``monitor/<name>`` beats the best kept so far (read from
+    ``out/best/state.json``, so a resumed run compares with what it kept before the interruption)."""
+    score = float(scores[f"monitor/{name}"])
+    kept = out / "best" / "state.json"
+    if kept.exists() and json.loads(kept.read_text())["score"] >= score:
+        return None
+    state = {"step": step, "reward": name, "score": score, "kl": float(scores["monitor/kl"])}
+    partial = save_checkpoint(out / "best.partial", policy, tok, merge_lora=True, state=state)
+    log.info("ppo: best %s so far (%.4f at iteration %d) kept in %s", name, score, step, out / "best")
+    return publish(partial, out / "best")
 
 
 def iteration_metrics(
