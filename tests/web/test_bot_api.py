@@ -4,7 +4,9 @@ against the labeler run here on the same responses."""
 
 from __future__ import annotations
 
+import json
 import os
+import re
 import subprocess
 import sys
 
@@ -18,6 +20,7 @@ from instructrl.label.workbench.export import iter_export
 from instructrl.records import Prompt
 from instructrl.web.keys import create_key
 
+from ..openai_stub import OpenAIStub, by_prompt
 from .conftest import samples_for, unique
 from .servers import ROOT
 from .test_browser import CAPITAL, HAIKU
@@ -107,9 +110,7 @@ def test_label_bot_labels_the_queue_as_the_simulated_labeler_would(workbench, tm
     prompts_file = workbench.write_jsonl(demo_prompts)
     train, _ = make_panels()
     panel_file = tmp_path / "panels.json"
-    panel_file.write_text(
-        __import__("json").dumps({"train": train.to_dict(), "heldout": train.to_dict()}), encoding="utf-8"
-    )
+    panel_file.write_text(json.dumps({"train": train.to_dict(), "heldout": train.to_dict()}), encoding="utf-8")
     env = {**os.environ, "PYTHONPATH": str(ROOT / "src"), "BOT_KEY": _key(workbench, bot)}
     command = [
         sys.executable,
@@ -165,3 +166,42 @@ def test_label_bot_says_what_is_wrong_with_its_key(workbench):
     env.pop("BOT_KEY")
     done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=120)
     assert done.returncode == 2 and "$BOT_KEY is empty" in done.stderr
+
+
+def _stub_judge(text: str) -> str:
+    """A stub LLM judge: the shorter response wins a pair; a response naming Sydney is a hallucination
+    rated 2, any other is rated 6."""
+    pair = re.search(r"\[Response A\]\n(.*)\n\n\[Response B\]\n(.*)\n\nThink briefly", text, re.DOTALL)
+    if pair:
+        a, b = pair.group(1), pair.group(2)
+        return "Verdict: " + ("A" if len(a) < len(b) else "B" if len(b) < len(a) else "tie")
+    one = re.search(r"\[Response\]\n(.*)\n\nAnswer with one JSON", text, re.DOTALL)
+    if one:
+        wrong = "Sydney" in one.group(1)
+        return json.dumps({"likert": 2 if wrong else 6, "hallucination": wrong})
+    return "OK"
+
+
+def test_label_bot_as_the_llm_judge(workbench):
+    org = workbench.org(unique("judgeorg-"))
+    bot = workbench.user(org)
+    project = workbench.project(org)
+    workbench.import_rank(project, samples_for("capital", *CAPITAL), [bot])
+    env = {**os.environ, "PYTHONPATH": str(ROOT / "src"), "BOT_KEY": _key(workbench, bot)}
+    with OpenAIStub(by_prompt(_stub_judge)) as judge:
+        command = [
+            *("label", "bot", f"url={workbench.url}", "api_key_env=BOT_KEY", "labeler=judge"),
+            *(f"judge.base_url={judge.base_url}", "judge.model=stub"),
+        ]
+        done = subprocess.run(
+            [sys.executable, "-m", "instructrl.cli", *command], env=env, capture_output=True, text=True, timeout=300
+        )
+        asked = len(judge.requests)
+    assert done.returncode == 0, done.stderr
+    assert asked == 2 * 3 + 3  # both orders of the C(3, 2) pairs, and one rating per response
+    (ranking,) = iter_export(workbench.db, project, "rankings")
+    assert ranking.labeler_id == bot
+    lengths = [len(r) for r in ranking.responses]
+    assert ranking.ranks == [sorted(lengths).index(n) + 1 for n in lengths]  # shortest first, as the stub judged
+    assert ranking.likert == [2 if "Sydney" in r else 6 for r in ranking.responses]
+    assert [f["hallucination"] for f in ranking.flags] == ["Sydney" in r for r in ranking.responses]
