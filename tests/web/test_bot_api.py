@@ -12,6 +12,7 @@ import sys
 
 import httpx
 import numpy as np
+import pytest
 
 from instructrl.label.labeler import rng_for
 from instructrl.label.panel import Panel, make_panels
@@ -58,6 +59,9 @@ def test_the_api_gives_a_bot_its_own_queue_and_checks_what_it_sends(workbench):
     person_key = _key(workbench, person)
     with _api(workbench, person_key) as client:
         theirs = client.get("/api/label/v1/next").json()["assignment"]
+    workbench.import_rank(workbench.project(other_org), samples_for("q", *CAPITAL), [stranger])
+    with _api(workbench, _key(workbench, stranger)) as client:
+        foreign = client.get("/api/label/v1/next").json()["assignment"]
 
     with _api(workbench, _key(workbench, bot)) as client:
         task = client.get("/api/label/v1/next", params={"project": project}).json()
@@ -65,8 +69,9 @@ def test_the_api_gives_a_bot_its_own_queue_and_checks_what_it_sends(workbench):
         shown = [r["text"] for r in task["responses"]]
         assert sorted(shown) == sorted(HAIKU[1]) and [r["position"] for r in task["responses"]] == [0, 1, 2, 3]
         url = f"/api/label/v1/tasks/{task['assignment']}"
-        # another labeler's assignment is not there for this key
+        # another labeler's assignment, and another organization's, are not there for this key
         assert client.post(f"/api/label/v1/tasks/{theirs}", json={"skip_reason": "x"}).status_code == 404
+        assert client.post(f"/api/label/v1/tasks/{foreign}", json={"skip_reason": "x"}).status_code == 404
         # a CSRF token is not needed (the key is a header a cross-site form cannot send), but checks are
         bad = client.post(url, json={"likert": [7, 8, 1, 1], "ranks": [1, 2], "flags": [["no_such_flag"]] * 4})
         assert bad.status_code == 400
@@ -166,6 +171,42 @@ def test_label_bot_says_what_is_wrong_with_its_key(workbench):
     env.pop("BOT_KEY")
     done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=120)
     assert done.returncode == 2 and "$BOT_KEY is empty" in done.stderr
+    env["BOT_KEY"] = "irl-wrong"
+    for args, message in (
+        (["panel_file=/nonexistent/panels.json"], "panel_file: /nonexistent/panels.json: panel file not found"),
+        (["url=http://127.0.0.1:84x0"], "is not a valid address"),
+        (["labeler=judge", "judge.likert=false"], "labeler=judge needs judge.likert=true"),
+    ):
+        done = subprocess.run([*command, *args], env=env, capture_output=True, text=True, timeout=120)
+        assert done.returncode == 2 and message in done.stderr, done.stderr
+
+
+def test_the_loop_publishes_once_and_waits_only_for_active_labelers(workbench, tmp_path):
+    from instructrl.label.workbench.imports import read_rank_items
+    from instructrl.label.workbench.loop import WaitingForLabels, open_counts, publish, wait_for_labels
+    from instructrl.web.db import InputError
+    from instructrl.web.models import User
+
+    org_name = unique("looporg-")
+    org = workbench.org(org_name)
+    stays, leaves = workbench.user(org), workbench.user(org)
+    items = read_rank_items(workbench.write_jsonl(samples_for("haiku", *HAIKU) + samples_for("capital", *CAPITAL)))
+    common = dict(org=org_name, project="round-rankings", kind="rank", labelers=[stays, leaves], overlap=0.0)
+    project = publish(workbench.db, items=items, per_item=2, seed=0, instructions="", **common)
+    assert publish(workbench.db, items=items, per_item=2, seed=0, instructions="", **common) == project  # once
+    assert open_counts(workbench.db, project) == (2, 2)
+    with pytest.raises(WaitingForLabels, match=r"2 of 2 items still wait .*open assignments: "):
+        wait_for_labels(workbench.db, project, "round-rankings", wait=0, poll=1, progress=False)
+    # other responses for the same prompts (a new SFT model): refused, not mixed with the old labels
+    other = read_rank_items(
+        workbench.write_jsonl(samples_for("haiku", HAIKU[0], HAIKU[1][::-1]) + samples_for("capital", *CAPITAL))
+    )
+    with pytest.raises(InputError, match="not this step's items"):
+        publish(workbench.db, items=other, per_item=2, seed=0, instructions="", **common)
+    with workbench.db.write() as session:  # the labeler who left is not waited for
+        session.query(User).filter(User.username == leaves).update({"active": False})
+    waiting, total = open_counts(workbench.db, project)
+    assert total == 2 and waiting == 1  # one item each; the one that went to the labeler who left is not open
 
 
 def _stub_judge(text: str) -> str:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -90,7 +91,8 @@ def test_a_round_with_a_person_and_a_bot(workbench, browser, tmp_path):  # noqa:
     context.close()
     assert typed, "the person got no demonstration to write"
     demos_by_bot = _bot(workbench, key, f"prompts=[{out / 'curate' / 'prompts' / 'sft.jsonl'}]")
-    assert "'done'" in demos_by_bot
+    bot_done = int(re.search(r"'done': (\d+)", demos_by_bot).group(1))
+    assert bot_done > 0, demos_by_bot
 
     # ---- second run: SFT on those demonstrations, samples, then the rankings wait
     second = _run(out, workbench, org_name, [person, bot])
@@ -99,6 +101,10 @@ def test_a_round_with_a_person_and_a_bot(workbench, browser, tmp_path):  # noqa:
     sft_data = read_jsonl(out / "demonstrations" / "sft_data.jsonl", Demonstration)
     responses = [d.response for d in sft_data]
     assert set(typed) <= set(responses)
+    # every demonstration the workbench gave (the person's and the bot's) is in SFT's data
+    given = read_jsonl(out / "demonstrations" / "workbench" / "demonstrations.jsonl", Demonstration)
+    assert len(given) == len(typed) + bot_done and {d.meta["labeler_id"] for d in given} == {person, bot}
+    assert all(d.response in responses for d in given)
 
     shown_ranks: dict[int, list[int]] = {}  # assignment -> the ranks given, by display position
     context, page = sign_in(browser, workbench.url, person, "**/queue", (1280, 860))

@@ -411,6 +411,8 @@ class PipelineConfig:
     def __post_init__(self) -> None:
         if self.rm_sampling.n < 2:
             raise ValueError(f"rm_sampling.n (K) must be >= 2, got {self.rm_sampling.n}")
+        if "rankings" in self.workbench.steps and self.rm_sampling.n > 9:
+            raise ValueError(f"rm_sampling.n (K) is at most 9 for workbench rankings, got {self.rm_sampling.n}")
         refuse_keys_the_run_sets(self)
 
 

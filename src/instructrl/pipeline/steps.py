@@ -129,7 +129,13 @@ def build_steps(cfg: PipelineConfig) -> list[Step]:
             [
                 Step(
                     "best_of_n",
-                    {"overopt": cfg.overopt, "sampling": cfg.rm_sampling, "rm": stage["rm"], "seed": seed},
+                    {
+                        # what the curve depends on (not PPO's monitor settings: every, samples, keep_best)
+                        "overopt": {"prompts": cfg.overopt.prompts, "n": cfg.overopt.n},
+                        "sampling": cfg.rm_sampling,
+                        "rm": stage["rm"],
+                        "seed": seed,
+                    },
                     lambda: best_of_n_step(cfg, paths),
                 )
             ]

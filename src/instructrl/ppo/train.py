@@ -13,6 +13,7 @@ import dataclasses
 import json
 import logging
 import math
+import shutil
 import time
 from pathlib import Path
 from typing import Any
@@ -118,6 +119,7 @@ def run(cfg: PPOConfig) -> Path:
 
     step = 0
     ckpt = latest_checkpoint(out) if cfg.run.resume else None
+    drop_stale_best(out, ckpt)
     if ckpt is not None:
         state = load_checkpoint(ckpt, policy, Pair(opt, vopt), Pair(sched, vsched))
         if value is not None:
@@ -269,6 +271,17 @@ def run(cfg: PPOConfig) -> Path:
     final = save_final(out, policy, tok, state={"step": step, "kl_coef": kl_ctl.coef})
     log.info("ppo: done, %d iterations; policy in %s", step, final)
     return final
+
+
+def drop_stale_best(out: Path, ckpt: Path | None) -> None:
+    """Remove a kept best policy that this run does not continue: any, on a fresh start; one from after
+    the checkpoint it resumes from (the resumed run will meet that point again and judge it anew)."""
+    kept = out / "best" / "state.json"
+    if not kept.exists():
+        return
+    resumed = json.loads((ckpt / "state.json").read_text())["step"] if ckpt is not None else -1
+    if json.loads(kept.read_text())["step"] > resumed:
+        shutil.rmtree(out / "best")
 
 
 def keep_if_best(out: Path, policy: Any, tok: Any, step: int, scores: dict, name: str) -> Path | None:

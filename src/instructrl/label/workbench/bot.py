@@ -25,6 +25,7 @@ from instructrl.config import ConfigError
 from instructrl.label.labeler import rng_for
 from instructrl.label.rubric import as_prompt
 from instructrl.label.workbench.config import BotConfig
+from instructrl.models.generation import OpenAIError
 from instructrl.records import Prompt, read_jsonl, require_records
 
 log = logging.getLogger(__name__)
@@ -63,10 +64,18 @@ def make_labeler(cfg: BotConfig) -> Any:
 
         return LLMJudge.from_config(cfg.judge, rubric)
     if cfg.panel_file:
-        panel = Panel.load(cfg.panel_file if "#" in cfg.panel_file else f"{cfg.panel_file}#train", rubric)
+        try:
+            panel = Panel.load(cfg.panel_file if "#" in cfg.panel_file else f"{cfg.panel_file}#train", rubric)
+        except (OSError, KeyError, ValueError) as e:
+            raise ConfigError(f"panel_file: {str(e).strip(chr(34))}") from None
     else:
         panel = make_panels(PanelConfig(rubric=cfg.rubric), rubric)[0]
-    return panel.labeler(cfg.labeler_id) if cfg.labeler_id else panel.labelers[0]
+    if not cfg.labeler_id:
+        return panel.labelers[0]
+    ids = [lab.id for lab in panel.labelers]
+    if cfg.labeler_id not in ids:
+        raise ConfigError(f"labeler_id: no labeler {cfg.labeler_id!r} in the panel; its labelers: {', '.join(ids)}")
+    return panel.labeler(cfg.labeler_id)
 
 
 class Bot:
@@ -95,7 +104,10 @@ class Bot:
             return None
         if r.status_code != 200:
             raise WorkbenchError(f"{self.cfg.url}/api/label/v1/next: HTTP {r.status_code}: {r.text[:300]}")
-        return r.json()
+        try:
+            return r.json()
+        except ValueError:
+            raise WorkbenchError(f"{self.cfg.url}/api/label/v1/next: not a JSON answer: {r.text[:300]}") from None
 
     def label(self, task: dict) -> dict:
         """The body to submit for one task (a label, or a skip with its reason)."""
@@ -110,7 +122,7 @@ class Bot:
             flags = ranking.flags or [{} for _ in texts]
             return body | {
                 "ranks": list(ranking.ranks),
-                "likert": list(ranking.likert) if ranking.likert else [4] * len(texts),
+                "likert": list(ranking.likert),  # the panel always rates; the judge does with judge.likert
                 "flags": [workbench_flags(f, prompt) for f in flags],
             }
         if task["kind"] == "demonstrate":
@@ -169,8 +181,12 @@ def bot_cli(cfg: BotConfig) -> dict[str, int]:
         bot = Bot(cfg, labeler, client)
         r = bot._request("GET", "/api/label/v1/next", params={"project": -1})  # checks the address and the key
         if r.status_code in (401, 403):
-            detail = r.json().get("detail")
-            raise WorkbenchError(f"{cfg.url}: the workbench refused the key in ${cfg.api_key_env}: {detail}")
-        counts = bot.run()
+            raise WorkbenchError(f"{cfg.url}: the workbench refused the key in ${cfg.api_key_env}: {r.text[:300]}")
+        try:
+            counts = bot.run()
+        except OpenAIError as e:
+            raise WorkbenchError(
+                f"the LLM judge at {cfg.judge.base_url} (model {cfg.judge.model!r}) failed: {e}"
+            ) from None
     log.info("bot %s: %s", labeler.id, json.dumps(counts))
     return counts

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import Literal
+from urllib.parse import urlsplit
 
 from instructrl.config import option, section
 from instructrl.label.config import JudgeConfig, RubricConfig
@@ -125,6 +126,14 @@ class BotConfig:
     def __post_init__(self) -> None:
         if not self.url.startswith(("http://", "https://")):
             raise ValueError(f"url must start with http:// or https://, got {self.url!r}")
+        try:
+            urlsplit(self.url).port  # noqa: B018  (a malformed port raises here, not mid-run)
+        except ValueError as e:
+            raise ValueError(f"url: {self.url!r} is not a valid address ({e})") from None
+        if self.labeler == "judge" and not self.judge.likert:
+            raise ValueError(
+                "labeler=judge needs judge.likert=true: a rate-and-rank label has a Likert score per output"
+            )
         if min(self.wait, self.poll) < 0 or self.timeout <= 0:
             raise ValueError("wait and poll must be >= 0 and timeout > 0")
         if self.max_items is not None and self.max_items < 1:

@@ -23,7 +23,7 @@ from instructrl.label.workbench.export import export_project
 from instructrl.label.workbench.imports import Item, import_items, project_in_org, publish_instructions
 from instructrl.web.db import Database, InputError
 from instructrl.web.migrate import upgrade
-from instructrl.web.models import Assignment, Task
+from instructrl.web.models import Assignment, Task, User
 
 log = logging.getLogger(__name__)
 
@@ -47,18 +47,28 @@ def publish(
 ) -> int:
     """The project's id, its tasks created first if it has none (one transaction: all of them or none).
 
-    A project that already holds tasks is this step's earlier import when it holds exactly these prompts;
-    anything else is refused rather than mixed."""
+    A project that already holds tasks is this step's earlier import when it holds exactly these items
+    (the same prompts with the same responses, in order); anything else, e.g. the tasks of an earlier run
+    whose SFT model sampled other responses, is refused rather than trained on. Who got which task was
+    decided by that first import."""
     upgrade(db)
     with db.write() as session:
         found = project_in_org(session, org, project, create_priority="helpfulness")
-        existing = list(session.scalars(select(Task.external_id).where(Task.project_id == found.id).order_by(Task.id)))
-        wanted = [item.external_id[:200] for item in items]
+        existing = [
+            (external_id, prompt, [r["text"] for r in responses or []])
+            for external_id, prompt, responses in session.execute(
+                select(Task.external_id, Task.prompt, Task.responses)
+                .where(Task.project_id == found.id)
+                .order_by(Task.id)
+            )
+        ]
+        wanted = [(i.external_id[:200], i.prompt, [r["text"] for r in i.responses or []]) for i in items]
         if existing:
             if existing != wanted:
                 raise InputError(
-                    f"workbench project {project!r} already holds {len(existing)} tasks of another import; "
-                    "set workbench.project to a new name"
+                    f"workbench project {project!r} already holds {len(existing)} tasks that are not this step's "
+                    "items (another run, or this run before a change that redid the step); set workbench.project "
+                    "to a new name"
                 )
             return found.id
         publish_instructions(session, found.id, instructions, None)
@@ -70,15 +80,31 @@ def publish(
 
 
 def open_counts(db: Database, project_id: int) -> tuple[int, int]:
-    """``(items with an open assignment, items)`` of a project."""
+    """``(items with an open assignment of an active user, items)`` of a project: the assignments of a
+    deactivated labeler are not waited for (their finished labels count)."""
     with db.read() as session:
         total = session.scalar(select(func.count()).select_from(Task).where(Task.project_id == project_id))
         waiting = session.scalar(
             select(func.count(func.distinct(Assignment.task_id)))
             .join(Task, Task.id == Assignment.task_id)
-            .where(Task.project_id == project_id, Assignment.status == "open")
+            .join(User, User.id == Assignment.user_id)
+            .where(Task.project_id == project_id, Assignment.status == "open", User.active.is_(True))
         )
     return int(waiting or 0), int(total or 0)
+
+
+def who_is_waited_for(db: Database, project_id: int) -> str:
+    """``alice 3, bob 1``: the active users with open assignments in the project, and how many."""
+    with db.read() as session:
+        rows = session.execute(
+            select(User.username, func.count())
+            .join(Assignment, Assignment.user_id == User.id)
+            .join(Task, Task.id == Assignment.task_id)
+            .where(Task.project_id == project_id, Assignment.status == "open", User.active.is_(True))
+            .group_by(User.username)
+            .order_by(User.username)
+        ).all()
+    return ", ".join(f"{name} {count}" for name, count in rows)
 
 
 def wait_for_labels(
@@ -97,9 +123,9 @@ def wait_for_labels(
         while waiting:
             if wait is not None and time.monotonic() - start >= wait:
                 raise WaitingForLabels(
-                    f"workbench project {name!r}: {waiting} of {total} items still wait for labels; label them "
-                    "(instructrl label serve, or instructrl label bot), then run the same command again: "
-                    "the finished steps are kept"
+                    f"workbench project {name!r}: {waiting} of {total} items still wait for labels (open "
+                    f"assignments: {who_is_waited_for(db, project_id)}); label them (instructrl label serve, or "
+                    "instructrl label bot), then run the same command again: the finished steps are kept"
                 )
             time.sleep(poll if wait is None else max(0.0, min(poll, wait - (time.monotonic() - start))))
             before = waiting
