@@ -346,7 +346,7 @@ def _suite() -> SuiteConfig:
 class PipelineConfig:
     """The whole loop: curate -> demonstrations -> SFT -> samples -> rankings -> RM -> PPO, PPO-ptx ->
     evaluation -> report, with simulated labelers. Its defaults are the default preset (the default
-    model, about 19 minutes on a 2-core CPU)."""
+    model: 9 to 33 minutes on a 2-core CPU as measured so far, see the README)."""
 
     run: RunConfig = option(
         factory=lambda: RunConfig(out_dir="runs/default"),
