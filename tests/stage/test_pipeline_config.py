@@ -37,7 +37,12 @@ def test_presets_load_and_default_yaml_is_the_default():
     quality = load_config(PipelineConfig, ROOT / "configs/run/quality.yaml")
     built = ppo_config(quality, Paths.of(quality), "ppo", 0.0)
     assert quality.reward == "gold" and built.reward.factory == "instructrl.label.gold:GoldReward"
-    assert built.ppo.steps == 40 and built.ppo.batch_size == 16 and built.optim.lr == 2e-5
+    assert built.ppo.steps == 40 and built.ppo.batch_size == 16 and built.optim.lr == 5e-5
+    # the group baseline at the evaluation's temperature, the best gold monitor point kept and evaluated
+    assert (built.ppo.advantage, built.rollout.samples_per_prompt, built.rollout.temperature) == ("group", 4, 0.7)
+    assert built.rollout.temperature == quality.eval.temperature
+    assert (built.monitor.keep_best, built.monitor.samples_per_prompt) == ("gold", 4)
+    assert Paths.of(quality).ppo_model(quality, "ppo").endswith("ppo/best")
 
 
 @pytest.mark.parametrize("preset", PRESETS, ids=lambda p: p.name)
