@@ -57,19 +57,17 @@ def eval_args(out: Path, tiny: Path, other: Path, panel_file: Path, *extra: str)
     return preference_args(out, panel_file, policies, "kl_reference=null", "few_shot_k=2", *extra)
 
 
+def judged_run(out: Path, tiny: Path, other: Path, panel_file: Path) -> list[dict]:
+    """``instructrl eval`` with the stub judge; the request bodies the judge received."""
+    with OpenAIStub(by_prompt(verdict)) as server:
+        args = eval_args(out, tiny, other, panel_file, f"judge.base_url={server.base_url}", "judge.model=stub")
+        assert main(args) == 0
+        return server.requests
+
+
 def test_the_llm_judge_beside_the_panel(tmp_path, tiny_model_dir, other_model_dir, tiny_panel_file):
     out = tmp_path / "eval"
-    with OpenAIStub(by_prompt(verdict)) as server:
-        args = eval_args(
-            out,
-            tiny_model_dir,
-            other_model_dir,
-            tiny_panel_file,
-            f"judge.base_url={server.base_url}",
-            "judge.model=stub",
-        )
-        assert main(args) == 0
-        bodies = server.requests
+    bodies = judged_run(out, tiny_model_dir, other_model_dir, tiny_panel_file)
     results = json.loads((out / "results.json").read_text())
     samples = {n: read_jsonl(out / "samples" / f"{n}.jsonl", Sample) for n in ("base", "prompted", "other")}
     pairs = [json.loads(line) for line in (out / "comparisons.jsonl").read_text().splitlines()]
@@ -121,21 +119,7 @@ def test_the_llm_judge_beside_the_panel(tmp_path, tiny_model_dir, other_model_di
 
     # resumed: the kept verdicts are not asked again; a policy whose verdicts are gone is asked again alone
     (out / "judge" / "other.json").unlink()
-    with OpenAIStub(by_prompt(verdict)) as server:
-        assert (
-            main(
-                eval_args(
-                    out,
-                    tiny_model_dir,
-                    other_model_dir,
-                    tiny_panel_file,
-                    f"judge.base_url={server.base_url}",
-                    "judge.model=stub",
-                )
-            )
-            == 0
-        )
-        again = server.requests
+    again = judged_run(out, tiny_model_dir, other_model_dir, tiny_panel_file)
     assert len(again) == 1 + 2 * 10  # the endpoint check, then both orders of other's 10 pairs only
     rerun = json.loads((out / "results.json").read_text())
     assert [r["judge"] for r in rerun["policies"]] == [r["judge"] for r in results["policies"]]
